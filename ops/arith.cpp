@@ -1,0 +1,190 @@
+#include "ops/arith.h"
+
+#include "autograd/tape.h"
+#include "core/dispatch.h"
+#include "core/parallel.h"
+
+namespace mg {
+
+namespace cpu {
+
+template <typename T, typename F>
+static void binary_loop(F f, const T* a, const T* b, T* y, int64_t outer, int64_t inner,
+                        bool a_small, bool b_small) {
+  int64_t n = outer * inner;
+  if (!a_small && !b_small) {
+    parallel_for(n, kElementwiseGrain, [&](int64_t s, int64_t e) {
+      for (int64_t i = s; i < e; ++i) y[i] = f(a[i], b[i]);
+    });
+    return;
+  }
+  if (inner == 1) {  // one operand is a single element
+    parallel_for(n, kElementwiseGrain, [&](int64_t s, int64_t e) {
+      if (b_small) { T bv = b[0]; for (int64_t i = s; i < e; ++i) y[i] = f(a[i], bv); }
+      else         { T av = a[0]; for (int64_t i = s; i < e; ++i) y[i] = f(av, b[i]); }
+    });
+    return;
+  }
+  parallel_for(outer, std::max<int64_t>(1, kElementwiseGrain / inner), [&](int64_t s, int64_t e) {
+    for (int64_t o = s; o < e; ++o) {
+      T* yr = y + o * inner;
+      if (b_small) { const T* ar = a + o * inner; for (int64_t j = 0; j < inner; ++j) yr[j] = f(ar[j], b[j]); }
+      else         { const T* br = b + o * inner; for (int64_t j = 0; j < inner; ++j) yr[j] = f(a[j], br[j]); }
+    }
+  });
+}
+
+template <typename T, typename F>
+static void with_op(BinaryOp op, F&& body) {
+  switch (op) {
+    case BinaryOp::add: body([](T x, T z) { return x + z; }); break;
+    case BinaryOp::sub: body([](T x, T z) { return x - z; }); break;
+    case BinaryOp::mul: body([](T x, T z) { return x * z; }); break;
+    case BinaryOp::div: body([](T x, T z) { return x / z; }); break;
+  }
+}
+
+template <typename T>
+void binary_forward(BinaryOp op, const T* a, const T* b, T* y, int64_t outer, int64_t inner,
+                    bool a_small, bool b_small) {
+  with_op<T>(op, [&](auto f) { binary_loop<T>(f, a, b, y, outer, inner, a_small, b_small); });
+}
+
+template <typename T>
+void scalar_forward(BinaryOp op, const T* a, T s, T* y, int64_t n, bool scalar_left) {
+  with_op<T>(op, [&](auto f) {
+    parallel_for(n, kElementwiseGrain, [&](int64_t b, int64_t e) {
+      if (scalar_left) for (int64_t i = b; i < e; ++i) y[i] = f(s, a[i]);
+      else             for (int64_t i = b; i < e; ++i) y[i] = f(a[i], s);
+    });
+  });
+}
+
+template <typename T>
+void sum_rows(const T* x, T* y, int64_t outer, int64_t inner) {
+  // Parallel over columns j; each column sums its rows in order, so the result is the same
+  // for any thread count.
+  parallel_for(inner, 256, [&](int64_t s, int64_t e) {
+    for (int64_t j = s; j < e; ++j) y[j] = 0;
+    for (int64_t o = 0; o < outer; ++o) {
+      const T* xr = x + o * inner;
+      for (int64_t j = s; j < e; ++j) y[j] += xr[j];
+    }
+  });
+}
+
+#define MG_INSTANTIATE(T)                                                                      \
+  template void binary_forward<T>(BinaryOp, const T*, const T*, T*, int64_t, int64_t, bool, bool); \
+  template void scalar_forward<T>(BinaryOp, const T*, T, T*, int64_t, bool);                   \
+  template void sum_rows<T>(const T*, T*, int64_t, int64_t);
+MG_INSTANTIATE(float)
+MG_INSTANTIATE(double)
+#undef MG_INSTANTIATE
+
+}  // namespace cpu
+
+static const char* op_name(BinaryOp op) {
+  switch (op) {
+    case BinaryOp::add: return "add";
+    case BinaryOp::sub: return "sub";
+    case BinaryOp::mul: return "mul";
+    case BinaryOp::div: return "div";
+  }
+  return "?";
+}
+
+static bool is_suffix(const Shape& small, const Shape& big) {
+  if (small.size() > big.size()) return false;
+  return std::equal(small.begin(), small.end(), big.end() - small.size());
+}
+
+Tensor sum_to_shape(const Tensor& x, const Shape& shape) {
+  if (x.shape() == shape) return x;
+  int64_t inner = shape_numel(shape);
+  MG_CHECK(is_suffix(shape, x.shape()) || inner == 1, "sum_to_shape: cannot sum ",
+           shape_str(x.shape()), " to ", shape_str(shape));
+  check_cpu("sum_to_shape", x);
+  Tensor y = Tensor::empty(shape, x.dtype(), x.device());
+  dispatch_float(x.dtype(), "sum_to_shape", [&]<typename T>() {
+    cpu::sum_rows<T>(x.data<T>(), y.data<T>(), x.numel() / std::max<int64_t>(inner, 1), inner);
+  });
+  record("sum_to_shape", {x}, {y}, [xs = x.shape()](const std::vector<Tensor>& d) {
+    // d (shape) broadcast back to xs: add it to zeros of xs.
+    return std::vector<Tensor>{add(Tensor::zeros(xs, d[0].dtype(), d[0].device()), d[0])};
+  });
+  return y;
+}
+
+static Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
+  const char* name = op_name(op);
+  check_float(name, a, "a");
+  check_float(name, b, "b");
+  check_same_dtype(name, a, b);
+  check_same_device(name, a, b);
+  check_cpu(name, a);
+  bool same = a.shape() == b.shape();
+  bool b_small = !same && (is_suffix(b.shape(), a.shape()) || b.numel() == 1);
+  bool a_small = !same && !b_small && (is_suffix(a.shape(), b.shape()) || a.numel() == 1);
+  MG_CHECK(same || a_small || b_small, name, ": shapes ", shape_str(a.shape()), " and ",
+           shape_str(b.shape()), " do not broadcast (one must equal the other, be a trailing "
+           "suffix of it, or have one element)");
+  const Tensor& big = a_small ? b : a;
+  int64_t inner = same ? big.numel() : (a_small ? a.numel() : b.numel());
+  int64_t outer = inner == 0 ? 0 : big.numel() / inner;
+  if (same) { inner = big.numel(); outer = 1; }
+  Tensor y = Tensor::empty(big.shape(), a.dtype(), a.device());
+  dispatch_float(a.dtype(), name, [&]<typename T>() {
+    cpu::binary_forward<T>(op, a.data<T>(), b.data<T>(), y.data<T>(), outer, inner, a_small, b_small);
+  });
+  record(name, {a, b}, {y}, [op, a, b](const std::vector<Tensor>& d) {
+    const Tensor& dy = d[0];
+    Tensor da, db;
+    switch (op) {
+      case BinaryOp::add: da = dy; db = dy; break;
+      case BinaryOp::sub: da = dy; db = neg(dy); break;
+      case BinaryOp::mul: da = mul(dy, b); db = mul(dy, a); break;
+      case BinaryOp::div: da = div(dy, b); db = neg(div(mul(dy, a), mul(b, b))); break;
+    }
+    return std::vector<Tensor>{a.requires_grad() ? sum_to_shape(da, a.shape()) : Tensor(),
+                               b.requires_grad() ? sum_to_shape(db, b.shape()) : Tensor()};
+  });
+  return y;
+}
+
+static Tensor scalar_op(BinaryOp op, const Tensor& a, double s, bool scalar_left) {
+  const char* name = op_name(op);
+  check_float(name, a, "a");
+  check_cpu(name, a);
+  Tensor y = Tensor::empty(a.shape(), a.dtype(), a.device());
+  dispatch_float(a.dtype(), name, [&]<typename T>() {
+    cpu::scalar_forward<T>(op, a.data<T>(), (T)s, y.data<T>(), a.numel(), scalar_left);
+  });
+  record(std::string(name) + "_scalar", {a}, {y},
+         [op, a, s, scalar_left, y](const std::vector<Tensor>& d) {
+           const Tensor& dy = d[0];
+           Tensor da;
+           switch (op) {
+             case BinaryOp::add: da = dy; break;
+             case BinaryOp::sub: da = scalar_left ? neg(dy) : dy; break;
+             case BinaryOp::mul: da = mul(dy, s); break;
+             // a / s -> dy / s;   s / a -> -dy * s / a^2 = -dy * y / a
+             case BinaryOp::div: da = scalar_left ? neg(div(mul(dy, y), a)) : div(dy, s); break;
+           }
+           return std::vector<Tensor>{da};
+         });
+  return y;
+}
+
+Tensor add(const Tensor& a, const Tensor& b) { return binary(BinaryOp::add, a, b); }
+Tensor sub(const Tensor& a, const Tensor& b) { return binary(BinaryOp::sub, a, b); }
+Tensor mul(const Tensor& a, const Tensor& b) { return binary(BinaryOp::mul, a, b); }
+Tensor div(const Tensor& a, const Tensor& b) { return binary(BinaryOp::div, a, b); }
+Tensor neg(const Tensor& x) { return scalar_op(BinaryOp::mul, x, -1.0, false); }
+Tensor add(const Tensor& a, double s) { return scalar_op(BinaryOp::add, a, s, false); }
+Tensor sub(const Tensor& a, double s) { return scalar_op(BinaryOp::sub, a, s, false); }
+Tensor rsub(double s, const Tensor& a) { return scalar_op(BinaryOp::sub, a, s, true); }
+Tensor mul(const Tensor& a, double s) { return scalar_op(BinaryOp::mul, a, s, false); }
+Tensor div(const Tensor& a, double s) { return scalar_op(BinaryOp::div, a, s, false); }
+Tensor rdiv(double s, const Tensor& a) { return scalar_op(BinaryOp::div, a, s, true); }
+
+}  // namespace mg

@@ -1,0 +1,69 @@
+// ops/arith.h — add, sub, mul, div, neg, with broadcasting of a trailing shape.
+//
+// Broadcasting (the only kind mambagrad has, and all a Mamba model needs): the two operands
+// either have the same shape, or one of them ("small") has a shape that is a suffix of the
+// other's ("big"), e.g. x (B, L, D) + bias (D), or one element (a scalar tensor). The output
+// has the big shape. Viewing big as (outer, inner) with inner = numel(small):
+//
+//   y[o, j] = a[o, j] (op) b[j]          (or a[j] (op) b[o, j] when a is the small one)
+//
+// Backward (the small operand's gradient sums over the broadcast rows o):
+//   add: da = dy                      db = dy
+//   sub: da = dy                      db = -dy
+//   mul: da = dy * b                  db = dy * a
+//   div: da = dy / b                  db = -dy * a / b^2
+//   neg: dx = -dy
+// then da, db are summed to the operand's shape (sum_to_shape).
+#pragma once
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace mg {
+
+enum class BinaryOp { add, sub, mul, div };
+
+namespace cpu {
+// y[o*inner + j] = a[.] op b[.] with a (or b) indexed by j alone when it is the small operand.
+template <typename T>
+void binary_forward(BinaryOp op, const T* a, const T* b, T* y, int64_t outer, int64_t inner,
+                    bool a_small, bool b_small);
+// y = a op s (scalar on the right) or s op a (scalar on the left).
+template <typename T>
+void scalar_forward(BinaryOp op, const T* a, T s, T* y, int64_t n, bool scalar_left);
+// y[j] = sum_o x[o*inner + j]: the gradient of a broadcast operand.
+template <typename T>
+void sum_rows(const T* x, T* y, int64_t outer, int64_t inner);
+}  // namespace cpu
+
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor neg(const Tensor& x);
+
+Tensor add(const Tensor& a, double s);
+Tensor sub(const Tensor& a, double s);
+Tensor rsub(double s, const Tensor& a);  // s - a
+Tensor mul(const Tensor& a, double s);
+Tensor div(const Tensor& a, double s);
+Tensor rdiv(double s, const Tensor& a);  // s / a
+
+// Sums x over its leading dimensions so that it takes `shape` (a suffix of x's shape).
+Tensor sum_to_shape(const Tensor& x, const Shape& shape);
+
+inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
+inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
+inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+inline Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
+inline Tensor operator-(const Tensor& x) { return neg(x); }
+inline Tensor operator+(const Tensor& a, double s) { return add(a, s); }
+inline Tensor operator+(double s, const Tensor& a) { return add(a, s); }
+inline Tensor operator-(const Tensor& a, double s) { return sub(a, s); }
+inline Tensor operator-(double s, const Tensor& a) { return rsub(s, a); }
+inline Tensor operator*(const Tensor& a, double s) { return mul(a, s); }
+inline Tensor operator*(double s, const Tensor& a) { return mul(a, s); }
+inline Tensor operator/(const Tensor& a, double s) { return div(a, s); }
+inline Tensor operator/(double s, const Tensor& a) { return rdiv(s, a); }
+
+}  // namespace mg
