@@ -41,5 +41,7 @@ void register_cuda_allocator(DeviceAllocator* a);
 
 inline MemoryStats memory_stats(Device d = Device::cpu()) { return allocator_for(d).stats(); }
 inline void reset_peak_memory(Device d = Device::cpu()) { allocator_for(d).reset_peak(); }
+// Returns cached (free but kept) CPU blocks to the system.
+void empty_cpu_cache();
 
 }  // namespace mg
