@@ -17,9 +17,10 @@
 //
 // Numerics and determinism: sums accumulate in double (for f32 and f64) and are rounded once.
 // A dim reduction is parallel over the outer*inner outputs; each output is summed by one
-// thread in the fixed order k = 0..n-1. A full sum adds fixed blocks of kSumBlock elements
-// (each in order, in parallel) and then the block sums in order. Either way the result is
-// bitwise the same for any thread count.
+// thread in a fixed order (k = 0..n-1; over the last dim, four interleaved lanes k % 4 added
+// as (l0 + l1) + (l2 + l3), which breaks the chain of dependent adds). A full sum adds fixed
+// blocks of kSumBlock elements (each the same way, in parallel) and then the block sums in
+// order. Either way the result is bitwise the same for any thread count.
 //
 // Empty slices: sum gives 0, mean gives NaN (0/0), max throws mg::Error (no maximum).
 #pragma once
