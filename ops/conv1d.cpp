@@ -1,0 +1,154 @@
+#include "ops/conv1d.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "autograd/tape.h"
+#include "core/dispatch.h"
+#include "core/parallel.h"
+
+namespace mg {
+
+namespace cpu {
+
+// w (C, 1, K) -> wt (K, C), so that tap k of every channel is one contiguous row.
+template <typename T>
+static std::vector<T> taps_by_row(const T* w, int64_t C, int64_t K) {
+  std::vector<T> wt((size_t)(K * C));
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t k = 0; k < K; ++k) wt[k * C + c] = w[c * K + k];
+  return wt;
+}
+
+// Rows (b, t) per parallel block: about kElementwiseGrain multiply-adds each.
+static int64_t row_grain(int64_t C, int64_t K) {
+  return std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, C * K));
+}
+
+template <typename T>
+void causal_conv1d_forward(const T* x, const T* w, const T* bias, T* y, int64_t B, int64_t L,
+                           int64_t C, int64_t K) {
+  std::vector<T> wt = taps_by_row(w, C, K);
+  parallel_for(B * L, row_grain(C, K), [&](int64_t r0, int64_t r1) {
+    for (int64_t row = r0; row < r1; ++row) {
+      int64_t t = row % L;
+      T* yr = y + row * C;
+      for (int64_t c = 0; c < C; ++c) yr[c] = bias ? bias[c] : T(0);
+      // Tap k reads time t-(K-1)+k, which must be >= 0.
+      for (int64_t k = std::max<int64_t>(0, K - 1 - t); k < K; ++k) {
+        const T* xr = x + (row - (K - 1) + k) * C;
+        const T* wk = wt.data() + k * C;
+        for (int64_t c = 0; c < C; ++c) yr[c] += wk[c] * xr[c];
+      }
+    }
+  });
+}
+
+template <typename T>
+void causal_conv1d_backward(const T* x, const T* w, const T* dy, T* dx, T* dw, T* dbias,
+                            int64_t B, int64_t L, int64_t C, int64_t K) {
+  if (dx) {
+    std::vector<T> wt = taps_by_row(w, C, K);
+    parallel_for(B * L, row_grain(C, K), [&](int64_t r0, int64_t r1) {
+      for (int64_t row = r0; row < r1; ++row) {
+        int64_t s = row % L;
+        T* dxr = dx + row * C;
+        for (int64_t c = 0; c < C; ++c) dxr[c] = T(0);
+        // x_s feeds y_t with t = s+(K-1)-k, which must be < L.
+        for (int64_t k = std::max<int64_t>(0, s + K - L); k < K; ++k) {
+          const T* dyr = dy + (row + (K - 1) - k) * C;
+          const T* wk = wt.data() + k * C;
+          for (int64_t c = 0; c < C; ++c) dxr[c] += wk[c] * dyr[c];
+        }
+      }
+    });
+  }
+  if (!dw && !dbias) return;
+  // Each block of channels [c0, c1) is summed by one thread over (b, t) in order; tiles of
+  // kTile channels keep the double accumulators in L1.
+  constexpr int64_t kTile = 256;
+  int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, B * L * K));
+  parallel_for(C, grain, [&](int64_t c0, int64_t c1) {
+    std::vector<double> acc_w((size_t)(K * kTile)), acc_b((size_t)kTile);
+    for (int64_t ct = c0; ct < c1; ct += kTile) {
+      int64_t n = std::min(kTile, c1 - ct);
+      std::fill(acc_w.begin(), acc_w.end(), 0.0);
+      std::fill(acc_b.begin(), acc_b.end(), 0.0);
+      for (int64_t b = 0; b < B; ++b) {
+        for (int64_t t = 0; t < L; ++t) {
+          int64_t row = b * L + t;
+          const T* dyr = dy + row * C + ct;
+          for (int64_t j = 0; j < n; ++j) acc_b[j] += (double)dyr[j];
+          for (int64_t k = std::max<int64_t>(0, K - 1 - t); k < K; ++k) {
+            const T* xr = x + (row - (K - 1) + k) * C + ct;
+            double* aw = acc_w.data() + k * kTile;
+            for (int64_t j = 0; j < n; ++j) aw[j] += (double)dyr[j] * (double)xr[j];
+          }
+        }
+      }
+      for (int64_t j = 0; j < n; ++j) {
+        if (dbias) dbias[ct + j] = (T)acc_b[j];
+        if (dw)
+          for (int64_t k = 0; k < K; ++k) dw[(ct + j) * K + k] = (T)acc_w[k * kTile + j];
+      }
+    }
+  });
+}
+
+#define MG_INSTANTIATE(T)                                                                    \
+  template void causal_conv1d_forward<T>(const T*, const T*, const T*, T*, int64_t, int64_t, \
+                                         int64_t, int64_t);                                  \
+  template void causal_conv1d_backward<T>(const T*, const T*, const T*, T*, T*, T*, int64_t, \
+                                          int64_t, int64_t, int64_t);
+MG_INSTANTIATE(float)
+MG_INSTANTIATE(double)
+#undef MG_INSTANTIATE
+
+}  // namespace cpu
+
+Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  const char* op = "causal_conv1d";
+  check_float(op, x, "x");
+  MG_CHECK(x.dim() == 3, op, ": x must be (B, L, C) (channel-last), got ", shape_str(x.shape()));
+  int64_t B = x.size(0), L = x.size(1), C = x.size(2);
+  check_float(op, weight, "weight");
+  MG_CHECK(weight.dim() == 3 && weight.size(0) == C && weight.size(1) == 1 && weight.size(2) >= 1,
+           op, ": weight must be (C, 1, K) = (", C, ", 1, K) with K >= 1 for x of shape ",
+           shape_str(x.shape()), ", got ", shape_str(weight.shape()));
+  int64_t K = weight.size(2);
+  check_same_dtype(op, x, weight);
+  check_same_device(op, x, weight);
+  if (bias.defined()) {
+    check_float(op, bias, "bias");
+    MG_CHECK(bias.shape() == Shape{C}, op, ": bias must be (C) = (", C, ") for x of shape ",
+             shape_str(x.shape()), ", got ", shape_str(bias.shape()));
+    check_same_dtype(op, x, bias);
+    check_same_device(op, x, bias);
+  }
+  check_cpu(op, x);
+
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  dispatch_float(x.dtype(), op, [&]<typename T>() {
+    cpu::causal_conv1d_forward<T>(x.data<T>(), weight.data<T>(),
+                                  bias.defined() ? bias.data<T>() : nullptr, y.data<T>(), B, L,
+                                  C, K);
+  });
+  auto backward_fn = [x, weight, bias, B, L, C, K, op](const std::vector<Tensor>& d) {
+    const Tensor& dy = d[0];
+    Tensor dx, dw, dbias;
+    if (x.requires_grad()) dx = Tensor::empty(x.shape(), x.dtype(), x.device());
+    if (weight.requires_grad()) dw = Tensor::empty(weight.shape(), x.dtype(), x.device());
+    if (bias.defined() && bias.requires_grad()) dbias = Tensor::empty({C}, x.dtype(), x.device());
+    dispatch_float(x.dtype(), op, [&]<typename T>() {
+      cpu::causal_conv1d_backward<T>(x.data<T>(), weight.data<T>(), dy.data<T>(),
+                                     dx.defined() ? dx.data<T>() : nullptr,
+                                     dw.defined() ? dw.data<T>() : nullptr,
+                                     dbias.defined() ? dbias.data<T>() : nullptr, B, L, C, K);
+    });
+    return std::vector<Tensor>{dx, dw, dbias};
+  };
+  record(op, {x, weight, bias}, {y}, backward_fn);
+  return y;
+}
+
+}  // namespace mg

@@ -1,0 +1,51 @@
+// ops/conv1d.h — causal depthwise 1-D convolution over time (the Mamba mixer's conv1d).
+//
+// Layout: channel-last. x and y are (B, L, C), the layout the in_proj linear produces, so the
+// Mamba block feeds its x half straight in with no transpose. The weight keeps the
+// checkpoint layout (C, 1, K) (PyTorch/Hugging Face `conv1d.weight`), bias is (C).
+//
+// Forward (per batch b, time t, channel c; K taps, x = 0 before t = 0):
+//
+//   y[b,t,c] = bias[c] + sum_{k=0}^{K-1} w[c,0,k] * x[b, t-(K-1)+k, c]
+//
+// Tap k = K-1 multiplies the current token, tap 0 the token K-1 steps back; y_t never sees
+// x_{t+1}. This equals PyTorch's
+//   Conv1d(C, C, K, groups=C, padding=K-1)(x.transpose(1, 2))[..., :L].transpose(1, 2)
+// (padding K-1 on both sides, keep the first L outputs).
+//
+// Backward (dy = dL/dy, same shape as y). Each x[b,s,c] feeds y[b,t,c] for t = s+(K-1)-k:
+//
+//   dx[b,s,c] = sum_{k : s+(K-1)-k < L} w[c,0,k] * dy[b, s+(K-1)-k, c]
+//   dw[c,0,k] = sum_{b,t} dy[b,t,c] * x[b, t-(K-1)+k, c]        (terms with negative time are 0)
+//   dbias[c]  = sum_{b,t} dy[b,t,c]
+//
+// Saved for backward: x and w (nothing else; the op is linear in each of them).
+//
+// Kernels. The channel loop is innermost and contiguous, so it vectorises; the weight is
+// transposed once to (K, C) for the same reason. y and dx are parallel over (b, t) rows,
+// each row written by one thread. dw and dbias are parallel over channels: each thread owns
+// whole channels and sums over (b, t) in a fixed order, so they are bitwise identical for any
+// thread count. dw and dbias accumulate in double (also for f32 inputs, where they sum B*L
+// products); y and dx sum only K terms and stay in T.
+#pragma once
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace mg {
+
+namespace cpu {
+// x (B, L, C), w (C, 1, K), bias (C) or null, y (B, L, C).
+template <typename T>
+void causal_conv1d_forward(const T* x, const T* w, const T* bias, T* y, int64_t B, int64_t L,
+                           int64_t C, int64_t K);
+// dx (B, L, C), dw (C, 1, K), dbias (C); any of the three may be null to skip it.
+template <typename T>
+void causal_conv1d_backward(const T* x, const T* w, const T* dy, T* dx, T* dw, T* dbias,
+                            int64_t B, int64_t L, int64_t C, int64_t K);
+}  // namespace cpu
+
+// x (B, L, C), weight (C, 1, K), bias (C) or undefined -> y (B, L, C). f32 or f64, CPU.
+Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+
+}  // namespace mg

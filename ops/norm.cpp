@@ -1,0 +1,243 @@
+#include "ops/norm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "autograd/tape.h"
+#include "core/dispatch.h"
+#include "core/parallel.h"
+
+namespace mg {
+
+namespace cpu {
+
+// sum_{j<D} f(j) in double, with 8 independent partial sums combined in a fixed order: the
+// same result on every run, and no loop-carried dependency on a single add.
+template <typename F>
+static inline double row_sum(int64_t D, F&& f) {
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= D; j += 8)
+    for (int u = 0; u < 8; ++u) acc[u] += f(j + u);
+  for (; j < D; ++j) acc[0] += f(j);
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+// The fixed row blocks of the backward's dw/db reduction: a function of `rows` only.
+struct RowBlocks {
+  int64_t count = 0, size = 0;
+  explicit RowBlocks(int64_t rows) {
+    if (rows <= 0) return;
+    count = std::min<int64_t>((rows + 31) / 32, 128);
+    size = (rows + count - 1) / count;
+    count = (rows + size - 1) / size;  // drop blocks that would be empty
+  }
+};
+
+// Runs row_fn(row, pw, pb) for every row, where pw / pb are the row's block's partial sums
+// (D doubles each, or null when `want_w` / `want_b` is false), then writes
+// dw = sum of the partials in block order (and db likewise).
+template <typename T, typename RowFn>
+static void rows_then_reduce(int64_t rows, int64_t D, T* dw, T* db, RowFn&& row_fn) {
+  RowBlocks blocks(rows);
+  std::vector<double> pw(dw ? (size_t)(blocks.count * D) : 0, 0.0);
+  std::vector<double> pb(db ? (size_t)(blocks.count * D) : 0, 0.0);
+  int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, blocks.size * D));
+  parallel_for(blocks.count, grain, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) {
+      double* w_part = dw ? pw.data() + k * D : nullptr;
+      double* b_part = db ? pb.data() + k * D : nullptr;
+      int64_t r1 = std::min(rows, (k + 1) * blocks.size);
+      for (int64_t row = k * blocks.size; row < r1; ++row) row_fn(row, w_part, b_part);
+    }
+  });
+  auto reduce = [&](const std::vector<double>& part, T* out) {
+    if (!out) return;
+    parallel_for(D, kElementwiseGrain, [&](int64_t j0, int64_t j1) {
+      for (int64_t j = j0; j < j1; ++j) {
+        double s = 0;
+        for (int64_t k = 0; k < blocks.count; ++k) s += part[k * D + j];
+        out[j] = (T)s;
+      }
+    });
+  };
+  reduce(pw, dw);
+  reduce(pb, db);
+}
+
+template <typename T>
+void rms_norm_forward(const T* x, const T* w, T* y, T* rstd, int64_t rows, int64_t D, T eps) {
+  parallel_for(rows, std::max<int64_t>(1, kElementwiseGrain / D), [&](int64_t r0, int64_t r1) {
+    for (int64_t row = r0; row < r1; ++row) {
+      const T* xr = x + row * D;
+      T* yr = y + row * D;
+      double ms = row_sum(D, [&](int64_t j) { return (double)xr[j] * xr[j]; }) / (double)D;
+      T r = (T)(1.0 / std::sqrt(ms + (double)eps));
+      rstd[row] = r;
+      for (int64_t j = 0; j < D; ++j) yr[j] = xr[j] * r * w[j];
+    }
+  });
+}
+
+template <typename T>
+void rms_norm_backward(const T* x, const T* w, const T* rstd, const T* dy, T* dx, T* dw,
+                       int64_t rows, int64_t D) {
+  rows_then_reduce<T>(rows, D, dw, nullptr, [&](int64_t row, double* w_part, double*) {
+    const T* xr = x + row * D;
+    const T* dyr = dy + row * D;
+    T r = rstd[row];
+    if (dx) {
+      // mean_j(g_j xh_j) with g = dy w, xh = x r.
+      double m = row_sum(D, [&](int64_t j) {
+                   return (double)(dyr[j] * w[j]) * (double)(xr[j] * r);
+                 }) / (double)D;
+      T mt = (T)m;
+      T* dxr = dx + row * D;
+      for (int64_t j = 0; j < D; ++j) dxr[j] = r * (dyr[j] * w[j] - xr[j] * r * mt);
+    }
+    if (w_part)
+      for (int64_t j = 0; j < D; ++j) w_part[j] += (double)dyr[j] * (double)(xr[j] * r);
+  });
+}
+
+template <typename T>
+void layer_norm_forward(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd,
+                        int64_t rows, int64_t D, T eps) {
+  parallel_for(rows, std::max<int64_t>(1, kElementwiseGrain / D), [&](int64_t r0, int64_t r1) {
+    for (int64_t row = r0; row < r1; ++row) {
+      const T* xr = x + row * D;
+      T* yr = y + row * D;
+      // Two passes (mean, then squared deviations): no cancellation for large means.
+      double mu = row_sum(D, [&](int64_t j) { return (double)xr[j]; }) / (double)D;
+      double var = row_sum(D, [&](int64_t j) {
+                     double c = (double)xr[j] - mu;
+                     return c * c;
+                   }) / (double)D;
+      T mt = (T)mu, r = (T)(1.0 / std::sqrt(var + (double)eps));
+      mean[row] = mt;
+      rstd[row] = r;
+      for (int64_t j = 0; j < D; ++j) yr[j] = (xr[j] - mt) * r * w[j] + (b ? b[j] : T(0));
+    }
+  });
+}
+
+template <typename T>
+void layer_norm_backward(const T* x, const T* w, const T* mean, const T* rstd, const T* dy,
+                         T* dx, T* dw, T* db, int64_t rows, int64_t D) {
+  rows_then_reduce<T>(rows, D, dw, db, [&](int64_t row, double* w_part, double* b_part) {
+    const T* xr = x + row * D;
+    const T* dyr = dy + row * D;
+    T mu = mean[row], r = rstd[row];
+    if (dx) {
+      // mean_j(g_j) and mean_j(g_j xh_j) with g = dy w, xh = (x - mu) r.
+      double mg = row_sum(D, [&](int64_t j) { return (double)(dyr[j] * w[j]); }) / (double)D;
+      double mgx = row_sum(D, [&](int64_t j) {
+                     return (double)(dyr[j] * w[j]) * (double)((xr[j] - mu) * r);
+                   }) / (double)D;
+      T mgt = (T)mg, mgxt = (T)mgx;
+      T* dxr = dx + row * D;
+      for (int64_t j = 0; j < D; ++j)
+        dxr[j] = r * (dyr[j] * w[j] - mgt - (xr[j] - mu) * r * mgxt);
+    }
+    if (w_part)
+      for (int64_t j = 0; j < D; ++j) w_part[j] += (double)dyr[j] * (double)((xr[j] - mu) * r);
+    if (b_part)
+      for (int64_t j = 0; j < D; ++j) b_part[j] += (double)dyr[j];
+  });
+}
+
+#define MG_INSTANTIATE(T)                                                                      \
+  template void rms_norm_forward<T>(const T*, const T*, T*, T*, int64_t, int64_t, T);          \
+  template void rms_norm_backward<T>(const T*, const T*, const T*, const T*, T*, T*, int64_t,  \
+                                     int64_t);                                                 \
+  template void layer_norm_forward<T>(const T*, const T*, const T*, T*, T*, T*, int64_t,       \
+                                      int64_t, T);                                             \
+  template void layer_norm_backward<T>(const T*, const T*, const T*, const T*, const T*, T*,   \
+                                       T*, T*, int64_t, int64_t);
+MG_INSTANTIATE(float)
+MG_INSTANTIATE(double)
+#undef MG_INSTANTIATE
+
+}  // namespace cpu
+
+// Shared checks of both norms; returns D (the normalised, last dimension).
+static int64_t check_norm_args(const char* op, const Tensor& x, const Tensor& weight,
+                               const Tensor& bias, double eps) {
+  check_float(op, x, "x");
+  MG_CHECK(x.dim() >= 1 && x.size(-1) >= 1, op, ": x must be (..., D) with D >= 1, got ",
+           shape_str(x.shape()));
+  int64_t D = x.size(-1);
+  check_float(op, weight, "weight");
+  MG_CHECK(weight.shape() == Shape{D}, op, ": weight must be (D) = (", D, ") for x of shape ",
+           shape_str(x.shape()), ", got ", shape_str(weight.shape()));
+  check_same_dtype(op, x, weight);
+  check_same_device(op, x, weight);
+  if (bias.defined()) {
+    check_float(op, bias, "bias");
+    MG_CHECK(bias.shape() == Shape{D}, op, ": bias must be (D) = (", D, ") for x of shape ",
+             shape_str(x.shape()), ", got ", shape_str(bias.shape()));
+    check_same_dtype(op, x, bias);
+    check_same_device(op, x, bias);
+  }
+  MG_CHECK(eps >= 0 && std::isfinite(eps), op, ": eps must be finite and >= 0, got ", eps);
+  check_cpu(op, x);
+  return D;
+}
+
+Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
+  const char* op = "rms_norm";
+  int64_t D = check_norm_args(op, x, weight, Tensor(), eps);
+  int64_t rows = x.numel() / D;
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  Tensor rstd = Tensor::empty({rows}, x.dtype(), x.device());
+  dispatch_float(x.dtype(), op, [&]<typename T>() {
+    cpu::rms_norm_forward<T>(x.data<T>(), weight.data<T>(), y.data<T>(), rstd.data<T>(), rows, D,
+                             (T)eps);
+  });
+  record(op, {x, weight}, {y}, [x, weight, rstd, rows, D, op](const std::vector<Tensor>& d) {
+    Tensor dx, dw;
+    if (x.requires_grad()) dx = Tensor::empty(x.shape(), x.dtype(), x.device());
+    if (weight.requires_grad()) dw = Tensor::empty({D}, x.dtype(), x.device());
+    dispatch_float(x.dtype(), op, [&]<typename T>() {
+      cpu::rms_norm_backward<T>(x.data<T>(), weight.data<T>(), rstd.data<T>(), d[0].data<T>(),
+                                dx.defined() ? dx.data<T>() : nullptr,
+                                dw.defined() ? dw.data<T>() : nullptr, rows, D);
+    });
+    return std::vector<Tensor>{dx, dw};
+  });
+  return y;
+}
+
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
+  const char* op = "layer_norm";
+  int64_t D = check_norm_args(op, x, weight, bias, eps);
+  int64_t rows = x.numel() / D;
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  Tensor mean = Tensor::empty({rows}, x.dtype(), x.device());
+  Tensor rstd = Tensor::empty({rows}, x.dtype(), x.device());
+  dispatch_float(x.dtype(), op, [&]<typename T>() {
+    cpu::layer_norm_forward<T>(x.data<T>(), weight.data<T>(),
+                               bias.defined() ? bias.data<T>() : nullptr, y.data<T>(),
+                               mean.data<T>(), rstd.data<T>(), rows, D, (T)eps);
+  });
+  record(op, {x, weight, bias}, {y},
+         [x, weight, bias, mean, rstd, rows, D, op](const std::vector<Tensor>& d) {
+           Tensor dx, dw, db;
+           if (x.requires_grad()) dx = Tensor::empty(x.shape(), x.dtype(), x.device());
+           if (weight.requires_grad()) dw = Tensor::empty({D}, x.dtype(), x.device());
+           if (bias.defined() && bias.requires_grad())
+             db = Tensor::empty({D}, x.dtype(), x.device());
+           dispatch_float(x.dtype(), op, [&]<typename T>() {
+             cpu::layer_norm_backward<T>(x.data<T>(), weight.data<T>(), mean.data<T>(),
+                                         rstd.data<T>(), d[0].data<T>(),
+                                         dx.defined() ? dx.data<T>() : nullptr,
+                                         dw.defined() ? dw.data<T>() : nullptr,
+                                         db.defined() ? db.data<T>() : nullptr, rows, D);
+           });
+           return std::vector<Tensor>{dx, dw, db};
+         });
+  return y;
+}
+
+}  // namespace mg
