@@ -1,5 +1,7 @@
 #include "ops/arith.h"
 
+#include <vector>
+
 #include "autograd/tape.h"
 #include "core/dispatch.h"
 #include "core/parallel.h"
@@ -10,26 +12,33 @@ namespace cpu {
 
 template <typename T, typename F>
 static void binary_loop(F f, const T* a, const T* b, T* y, int64_t outer, int64_t inner,
-                        bool a_small, bool b_small) {
-  int64_t n = outer * inner;
-  if (!a_small && !b_small) {
-    parallel_for(n, kElementwiseGrain, [&](int64_t s, int64_t e) {
+                        Broadcast bc) {
+  if (bc == Broadcast::none) {
+    parallel_for(outer * inner, kElementwiseGrain, [&](int64_t s, int64_t e) {
       for (int64_t i = s; i < e; ++i) y[i] = f(a[i], b[i]);
     });
     return;
   }
-  if (inner == 1) {  // one operand is a single element
-    parallel_for(n, kElementwiseGrain, [&](int64_t s, int64_t e) {
-      if (b_small) { T bv = b[0]; for (int64_t i = s; i < e; ++i) y[i] = f(a[i], bv); }
-      else         { T av = a[0]; for (int64_t i = s; i < e; ++i) y[i] = f(av, b[i]); }
+  if (inner == 1 && (bc == Broadcast::a_row || bc == Broadcast::b_row)) {  // a one-element operand
+    parallel_for(outer, kElementwiseGrain, [&](int64_t s, int64_t e) {
+      if (bc == Broadcast::b_row) { T bv = b[0]; for (int64_t i = s; i < e; ++i) y[i] = f(a[i], bv); }
+      else                        { T av = a[0]; for (int64_t i = s; i < e; ++i) y[i] = f(av, b[i]); }
     });
     return;
   }
-  parallel_for(outer, std::max<int64_t>(1, kElementwiseGrain / inner), [&](int64_t s, int64_t e) {
+  parallel_for(outer, std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(inner, 1)),
+               [&](int64_t s, int64_t e) {
     for (int64_t o = s; o < e; ++o) {
       T* yr = y + o * inner;
-      if (b_small) { const T* ar = a + o * inner; for (int64_t j = 0; j < inner; ++j) yr[j] = f(ar[j], b[j]); }
-      else         { const T* br = b + o * inner; for (int64_t j = 0; j < inner; ++j) yr[j] = f(a[j], br[j]); }
+      const T* ar = a + o * inner;
+      const T* br = b + o * inner;
+      switch (bc) {
+        case Broadcast::b_row: for (int64_t j = 0; j < inner; ++j) yr[j] = f(ar[j], b[j]); break;
+        case Broadcast::a_row: for (int64_t j = 0; j < inner; ++j) yr[j] = f(a[j], br[j]); break;
+        case Broadcast::b_col: { T bv = b[o]; for (int64_t j = 0; j < inner; ++j) yr[j] = f(ar[j], bv); break; }
+        case Broadcast::a_col: { T av = a[o]; for (int64_t j = 0; j < inner; ++j) yr[j] = f(av, br[j]); break; }
+        case Broadcast::none: break;
+      }
     }
   });
 }
@@ -46,8 +55,8 @@ static void with_op(BinaryOp op, F&& body) {
 
 template <typename T>
 void binary_forward(BinaryOp op, const T* a, const T* b, T* y, int64_t outer, int64_t inner,
-                    bool a_small, bool b_small) {
-  with_op<T>(op, [&](auto f) { binary_loop<T>(f, a, b, y, outer, inner, a_small, b_small); });
+                    Broadcast bc) {
+  with_op<T>(op, [&](auto f) { binary_loop<T>(f, a, b, y, outer, inner, bc); });
 }
 
 template <typename T>
@@ -65,16 +74,30 @@ void sum_rows(const T* x, T* y, int64_t outer, int64_t inner) {
   // Parallel over columns j; each column sums its rows in order, so the result is the same
   // for any thread count.
   parallel_for(inner, 256, [&](int64_t s, int64_t e) {
-    for (int64_t j = s; j < e; ++j) y[j] = 0;
+    std::vector<double> acc(e - s, 0.0);
     for (int64_t o = 0; o < outer; ++o) {
-      const T* xr = x + o * inner;
-      for (int64_t j = s; j < e; ++j) y[j] += xr[j];
+      const T* xr = x + o * inner + s;
+      for (int64_t j = 0; j < e - s; ++j) acc[j] += xr[j];
+    }
+    for (int64_t j = s; j < e; ++j) y[j] = (T)acc[j - s];
+  });
+}
+
+template <typename T>
+void sum_cols(const T* x, T* y, int64_t outer, int64_t inner) {
+  parallel_for(outer, std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(inner, 1)),
+               [&](int64_t s, int64_t e) {
+    for (int64_t o = s; o < e; ++o) {
+      double acc = 0;
+      for (int64_t j = 0; j < inner; ++j) acc += x[o * inner + j];
+      y[o] = (T)acc;
     }
   });
 }
 
 #define MG_INSTANTIATE(T)                                                                      \
-  template void binary_forward<T>(BinaryOp, const T*, const T*, T*, int64_t, int64_t, bool, bool); \
+  template void binary_forward<T>(BinaryOp, const T*, const T*, T*, int64_t, int64_t, Broadcast); \
+  template void sum_cols<T>(const T*, T*, int64_t, int64_t);                                  \
   template void scalar_forward<T>(BinaryOp, const T*, T, T*, int64_t, bool);                   \
   template void sum_rows<T>(const T*, T*, int64_t, int64_t);
 MG_INSTANTIATE(float)
@@ -98,15 +121,28 @@ static bool is_suffix(const Shape& small, const Shape& big) {
   return std::equal(small.begin(), small.end(), big.end() - small.size());
 }
 
+// small = big's leading dims followed by 1s (same rank), as a keepdim reduction returns.
+static bool is_column(const Shape& small, const Shape& big) {
+  if (small.size() != big.size()) return false;
+  size_t k = 0;
+  while (k < small.size() && small[k] == big[k]) ++k;
+  for (size_t i = k; i < small.size(); ++i)
+    if (small[i] != 1) return false;
+  return true;
+}
+
 Tensor sum_to_shape(const Tensor& x, const Shape& shape) {
   if (x.shape() == shape) return x;
-  int64_t inner = shape_numel(shape);
-  MG_CHECK(is_suffix(shape, x.shape()) || inner == 1, "sum_to_shape: cannot sum ",
+  int64_t small = shape_numel(shape);
+  bool rows = is_suffix(shape, x.shape()) || small == 1;
+  MG_CHECK(rows || is_column(shape, x.shape()), "sum_to_shape: cannot sum ",
            shape_str(x.shape()), " to ", shape_str(shape));
   check_cpu("sum_to_shape", x);
   Tensor y = Tensor::empty(shape, x.dtype(), x.device());
+  int64_t other = small == 0 ? 0 : x.numel() / small;
   dispatch_float(x.dtype(), "sum_to_shape", [&]<typename T>() {
-    cpu::sum_rows<T>(x.data<T>(), y.data<T>(), x.numel() / std::max<int64_t>(inner, 1), inner);
+    if (rows) cpu::sum_rows<T>(x.data<T>(), y.data<T>(), other, small);
+    else cpu::sum_cols<T>(x.data<T>(), y.data<T>(), small, other);
   });
   record("sum_to_shape", {x}, {y}, [xs = x.shape()](const std::vector<Tensor>& d) {
     // d (shape) broadcast back to xs: add it to zeros of xs.
@@ -122,19 +158,31 @@ static Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   check_same_dtype(name, a, b);
   check_same_device(name, a, b);
   check_cpu(name, a);
-  bool same = a.shape() == b.shape();
-  bool b_small = !same && (is_suffix(b.shape(), a.shape()) || b.numel() == 1);
-  bool a_small = !same && !b_small && (is_suffix(a.shape(), b.shape()) || a.numel() == 1);
-  MG_CHECK(same || a_small || b_small, name, ": shapes ", shape_str(a.shape()), " and ",
-           shape_str(b.shape()), " do not broadcast (one must equal the other, be a trailing "
-           "suffix of it, or have one element)");
+  Broadcast bc = Broadcast::none;
+  if (a.shape() != b.shape()) {
+    if (is_suffix(b.shape(), a.shape()) || b.numel() == 1) bc = Broadcast::b_row;
+    else if (is_suffix(a.shape(), b.shape()) || a.numel() == 1) bc = Broadcast::a_row;
+    else if (is_column(b.shape(), a.shape())) bc = Broadcast::b_col;
+    else if (is_column(a.shape(), b.shape())) bc = Broadcast::a_col;
+    else
+      throw Error(detail::cat(name, ": shapes ", shape_str(a.shape()), " and ", shape_str(b.shape()),
+                              " do not broadcast (one must equal the other, be a trailing suffix "
+                              "of it, have one element, or be its leading dims followed by 1s)"));
+  }
+  bool a_small = bc == Broadcast::a_row || bc == Broadcast::a_col;
   const Tensor& big = a_small ? b : a;
-  int64_t inner = same ? big.numel() : (a_small ? a.numel() : b.numel());
-  int64_t outer = inner == 0 ? 0 : big.numel() / inner;
-  if (same) { inner = big.numel(); outer = 1; }
+  const Tensor& small = a_small ? a : b;
+  int64_t outer = 1, inner = big.numel();
+  if (bc == Broadcast::a_row || bc == Broadcast::b_row) {
+    inner = small.numel();
+    outer = inner == 0 ? 0 : big.numel() / inner;
+  } else if (bc == Broadcast::a_col || bc == Broadcast::b_col) {
+    outer = small.numel();
+    inner = outer == 0 ? 0 : big.numel() / outer;
+  }
   Tensor y = Tensor::empty(big.shape(), a.dtype(), a.device());
   dispatch_float(a.dtype(), name, [&]<typename T>() {
-    cpu::binary_forward<T>(op, a.data<T>(), b.data<T>(), y.data<T>(), outer, inner, a_small, b_small);
+    cpu::binary_forward<T>(op, a.data<T>(), b.data<T>(), y.data<T>(), outer, inner, bc);
   });
   record(name, {a, b}, {y}, [op, a, b](const std::vector<Tensor>& d) {
     const Tensor& dy = d[0];

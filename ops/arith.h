@@ -1,11 +1,14 @@
 // ops/arith.h — add, sub, mul, div, neg, with broadcasting of a trailing shape.
 //
-// Broadcasting (the only kind mambagrad has, and all a Mamba model needs): the two operands
-// either have the same shape, or one of them ("small") has a shape that is a suffix of the
-// other's ("big"), e.g. x (B, L, D) + bias (D), or one element (a scalar tensor). The output
-// has the big shape. Viewing big as (outer, inner) with inner = numel(small):
-//
-//   y[o, j] = a[o, j] (op) b[j]          (or a[j] (op) b[o, j] when a is the small one)
+// Broadcasting (the two kinds mambagrad has, and all a Mamba model needs): the operands have
+// the same shape, or one of them ("small") broadcasts against the other ("big") in one of two
+// ways, and the output has the big shape:
+//   - row:    small's shape is a suffix of big's, e.g. x (B, L, D) + bias (D), or small has one
+//             element. View big as (outer, inner) with inner = numel(small):
+//             y[o, j] = a[o, j] (op) b[j]
+//   - column: small has big's rank with trailing 1s, the shape a keepdim reduction returns,
+//             e.g. x (R, D) / s (R, 1). View big as (outer, inner) with outer = numel(small):
+//             y[o, j] = a[o, j] (op) b[o]
 //
 // Backward (the small operand's gradient sums over the broadcast rows o):
 //   add: da = dy                      db = dy
@@ -22,18 +25,21 @@
 namespace mg {
 
 enum class BinaryOp { add, sub, mul, div };
+// Which operand is small and how it is indexed in y[o*inner + j] (see above).
+enum class Broadcast { none, a_row, b_row, a_col, b_col };
 
 namespace cpu {
-// y[o*inner + j] = a[.] op b[.] with a (or b) indexed by j alone when it is the small operand.
 template <typename T>
 void binary_forward(BinaryOp op, const T* a, const T* b, T* y, int64_t outer, int64_t inner,
-                    bool a_small, bool b_small);
+                    Broadcast bc);
 // y = a op s (scalar on the right) or s op a (scalar on the left).
 template <typename T>
 void scalar_forward(BinaryOp op, const T* a, T s, T* y, int64_t n, bool scalar_left);
-// y[j] = sum_o x[o*inner + j]: the gradient of a broadcast operand.
+// y[j] = sum_o x[o*inner + j] (rows) or y[o] = sum_j x[o*inner + j] (columns), in double.
 template <typename T>
 void sum_rows(const T* x, T* y, int64_t outer, int64_t inner);
+template <typename T>
+void sum_cols(const T* x, T* y, int64_t outer, int64_t inner);
 }  // namespace cpu
 
 Tensor add(const Tensor& a, const Tensor& b);
@@ -49,7 +55,8 @@ Tensor mul(const Tensor& a, double s);
 Tensor div(const Tensor& a, double s);
 Tensor rdiv(double s, const Tensor& a);  // s / a
 
-// Sums x over its leading dimensions so that it takes `shape` (a suffix of x's shape).
+// Sums x so that it takes `shape`: over leading dims (shape a suffix of x's) or over trailing
+// dims (shape = x's leading dims followed by 1s). The gradient of a broadcast operand.
 Tensor sum_to_shape(const Tensor& x, const Shape& shape);
 
 inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }

@@ -99,3 +99,24 @@ TEST_CASE("gradcheck: catches a wrong gradient") {
   CHECK_FALSE(r.ok);
   CHECK(r.max_error > 0.05);
 }
+
+TEST_CASE("arith: broadcasting by suffix, by column (keepdim shape) and by one element") {
+  Tensor x = Tensor::from_vector<double>({1, 2, 3, 4, 5, 6}, {2, 3});
+  Tensor row = Tensor::from_vector<double>({10, 20, 30}, {3});
+  Tensor col = Tensor::from_vector<double>({100, 200}, {2, 1});
+  Tensor one = Tensor::from_vector<double>({0.5}, {1});
+  CHECK((x + row).to_vector<double>() == std::vector<double>{11, 22, 33, 14, 25, 36});
+  CHECK((col - x).to_vector<double>() == std::vector<double>{99, 98, 97, 196, 195, 194});
+  CHECK((x * one).to_vector<double>() == std::vector<double>{0.5, 1, 1.5, 2, 2.5, 3});
+  CHECK((x / col).to_vector<double>()[5] == doctest::Approx(0.03));
+  Tensor bad = Tensor::ones({2}, DType::f64);
+  CHECK_THROWS_WITH_AS(add(x, bad), doctest::Contains("add: shapes (2, 3) and (2)"), Error);
+  for (auto [a, b] : std::vector<std::pair<Tensor, Tensor>>{{x, row}, {row, x}, {x, col}, {col, x}, {x, one}}) {
+    using Fn = Tensor (*)(const Tensor&, const Tensor&);
+    for (Fn fn : {Fn(add), Fn(sub), Fn(mul), Fn(div)}) {
+      auto r = gradcheck([&](const std::vector<Tensor>& in) { return fn(in[0], in[1]); },
+                         {add(a, 0.5), add(b, 0.25)});
+      CHECK_MESSAGE(r.ok, r.report());
+    }
+  }
+}
