@@ -1,0 +1,33 @@
+// ops/embedding.h — token embedding: a row lookup in a (V, D) table.
+//
+//   forward   y[n, :] = weight[ids[n], :]          ids: i32, any shape (flattened to n < n_ids)
+//             y has shape ids.shape + (D)
+//   backward  dweight[v, :] = sum_{n : ids[n] = v} dy[n, :]      (a scatter-add; rows of ids
+//             that never occur get 0, repeated ids accumulate). ids get no gradient.
+//
+// Saved for backward: ids (the weight is not needed). The scatter-add processes ids in their
+// flat order; the threads split the D columns, never the ids, so every dweight element is the
+// same sum in the same order for any thread count (deterministic).
+// Every id must lie in [0, V); otherwise mg::Error names the id, its flat position and V
+// (checked before anything is written).
+#pragma once
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace mg {
+
+namespace cpu {
+// y[n*D + j] = weight[ids[n]*D + j]; ids must already be in [0, V).
+template <typename T>
+void embedding_forward(const int32_t* ids, const T* weight, T* y, int64_t n_ids, int64_t D);
+// dweight (V, D) = 0, then dweight[ids[n]] += dy[n] for n = 0, 1, ... in order.
+template <typename T>
+void embedding_backward(const int32_t* ids, const T* dy, T* dweight, int64_t n_ids, int64_t V,
+                        int64_t D);
+}  // namespace cpu
+
+// ids (i32, any shape), weight (V, D) f32/f64 -> ids.shape + (D).
+Tensor embedding(const Tensor& ids, const Tensor& weight);
+
+}  // namespace mg

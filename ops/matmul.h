@@ -1,0 +1,77 @@
+// ops/matmul.h — matrix products: matmul (plain and batched) and linear (x W^T + b).
+//
+// Everything is built on ONE kernel, cpu::gemm, a row-major GEMM through Eigen:
+//
+//   C (M, N) = alpha op(A) op(B) + beta C        op(X) = X or X^T
+//
+// where A is stored (M, K) row-major, or (K, M) when trans_a, and B is stored (K, N), or
+// (N, K) when trans_b. Transposes are never materialised: Eigen reads the stored matrix
+// through a transposed map. With beta == 0 the old contents of C are ignored (C may be
+// uninitialised memory).
+//
+// matmul(a, b): a (..., M, K) with either
+//   b (K, N)        a weight shared by every batch element:  y (..., M, N) = a b.
+//                   a's leading dims and M are rows of one matrix (rows = prod(...) * M), so
+//                   the forward is ONE GEMM (rows, K) x (K, N), not a loop over the batch.
+//   b (..., K, N)   the same leading batch dims as a:       y[i] = a[i] b[i]  (a loop of GEMMs)
+// Backward (saved: a, b):
+//   da[i] = dy[i] b[i]^T                      (rows, K) = (rows, N) (K, N)^T
+//   db[i] = a[i]^T dy[i]                      one per batch element, or for a shared b
+//   db    = sum_i a[i]^T dy[i] = a_flat^T dy_flat        (one GEMM over all rows: the
+//                                                        batch sum happens inside the GEMM)
+//
+// linear(x, W, b): x (..., in), W (out, in) stored as in PyTorch, b (out) optional.
+//   y (..., out) = x W^T + b       computed on the flattened x (rows, in), rows = prod(...):
+//                                  y is first filled with b's rows, then one GEMM with beta = 1.
+// Backward (saved: x, W), all on the flattened (rows, .) views:
+//   dx (rows, in)  = dy W          (rows, out) (out, in)
+//   dW (out, in)   = dy^T x        (out, rows) (rows, in): one GEMM that sums over every row
+//   db (out)       = sum_r dy[r]   column sums, in row order (deterministic)
+//
+// Determinism: for a fixed thread count every result is bitwise reproducible. Eigen picks its
+// K-blocking from the thread count, so the last bits of a GEMM may differ between runs with
+// different OMP_NUM_THREADS.
+//
+// Eigen is included only in ops/matmul.cpp (compile time); it parallelises each GEMM with
+// OpenMP. Batched matmul of many small matrices instead runs the batch in parallel (each GEMM
+// single-threaded), since Eigen does not split small products.
+#pragma once
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace mg {
+
+namespace cpu {
+// Row-major C (M, N) = alpha op(A) op(B) + beta C, op(X) = X^T when trans_x (see above).
+template <typename T>
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+          const T* B, T beta, T* C);
+
+// y[i] (M, N) = a[i] (M, K) b[i] (K, N) for i < batch; b_shared: every a[i] uses b.
+template <typename T>
+void matmul_forward(const T* a, const T* b, T* y, int64_t batch, int64_t M, int64_t K,
+                    int64_t N, bool b_shared);
+// da[i] = dy[i] b[i]^T, db[i] = a[i]^T dy[i] (summed over i when b_shared). A null da or db
+// is skipped.
+template <typename T>
+void matmul_backward(const T* a, const T* b, const T* dy, T* da, T* db, int64_t batch,
+                     int64_t M, int64_t K, int64_t N, bool b_shared);
+
+// y (rows, out) = x (rows, in) W (out, in)^T + bias (out); bias may be null.
+template <typename T>
+void linear_forward(const T* x, const T* W, const T* bias, T* y, int64_t rows, int64_t in,
+                    int64_t out);
+// dx = dy W, dW = dy^T x, dbias = column sums of dy. A null dx, dW or dbias is skipped.
+template <typename T>
+void linear_backward(const T* x, const T* W, const T* dy, T* dx, T* dW, T* dbias, int64_t rows,
+                     int64_t in, int64_t out);
+}  // namespace cpu
+
+// a (..., M, K) times b (K, N) or b (..., K, N) with a's leading dims -> (..., M, N).
+Tensor matmul(const Tensor& a, const Tensor& b);
+
+// x (..., in), W (out, in), b (out) optional -> (..., out) = x W^T + b.
+Tensor linear(const Tensor& x, const Tensor& W, const Tensor& b = Tensor());
+
+}  // namespace mg
