@@ -1,0 +1,493 @@
+#include "core/safetensors.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+namespace mg {
+
+static_assert(std::endian::native == std::endian::little,
+              "safetensors I/O copies raw little-endian bytes: a big-endian host needs byte swaps");
+
+namespace {
+
+constexpr uint64_t kMaxHeaderBytes = 100u * 1000u * 1000u;  // 100 MB
+constexpr int kMaxJsonDepth = 16;
+
+// ---- a JSON parser for the header's subset: objects, arrays, strings, integers -------------
+
+struct Json {
+  enum Kind { object, array, string, integer } kind = object;
+  std::vector<std::pair<std::string, Json>> members;  // object, in file order
+  std::vector<Json> items;                             // array
+  std::string str;                                     // string
+  int64_t num = 0;                                     // integer
+  uint64_t offset = 0;                                 // file byte offset where it starts
+};
+
+class JsonParser {
+ public:
+  JsonParser(const std::string& file, const char* text, size_t n, uint64_t base)
+      : file_(file), p_(text), n_(n), base_(base) {}
+
+  // The whole header: one object, then only whitespace (the writer's padding).
+  Json parse_document() {
+    skip_ws();
+    if (pos_ >= n_ || p_[pos_] != '{') fail("the header must be a JSON object");
+    Json root = parse_value(0);
+    skip_ws();
+    if (pos_ != n_) fail("unexpected bytes after the header object");
+    return root;
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& what) const {
+    throw Error(detail::cat("load_safetensors: ", file_, ": malformed JSON header at byte ",
+                            base_ + pos_, ": ", what));
+  }
+  void skip_ws() {
+    while (pos_ < n_ && (p_[pos_] == ' ' || p_[pos_] == '\t' || p_[pos_] == '\n' || p_[pos_] == '\r'))
+      ++pos_;
+  }
+  void expect(char c) {
+    skip_ws();
+    if (pos_ >= n_) fail(detail::cat("expected '", c, "', the header ended"));
+    if (p_[pos_] != c) fail(detail::cat("expected '", c, "'"));
+    ++pos_;
+  }
+
+  Json parse_value(int depth) {
+    if (depth > kMaxJsonDepth) fail("nesting deeper than " + std::to_string(kMaxJsonDepth));
+    skip_ws();
+    if (pos_ >= n_) fail("expected a value, the header ended");
+    Json v;
+    v.offset = base_ + pos_;
+    char c = p_[pos_];
+    if (c == '{') {
+      ++pos_;
+      skip_ws();
+      if (pos_ < n_ && p_[pos_] == '}') { ++pos_; return v; }
+      while (true) {
+        skip_ws();
+        if (pos_ >= n_ || p_[pos_] != '"') fail("expected a string key");
+        std::string key = parse_string();
+        for (const auto& m : v.members)
+          if (m.first == key) fail("duplicate key \"" + key + "\"");
+        expect(':');
+        v.members.emplace_back(std::move(key), parse_value(depth + 1));
+        skip_ws();
+        if (pos_ < n_ && p_[pos_] == ',') { ++pos_; continue; }
+        expect('}');
+        return v;
+      }
+    }
+    if (c == '[') {
+      v.kind = Json::array;
+      ++pos_;
+      skip_ws();
+      if (pos_ < n_ && p_[pos_] == ']') { ++pos_; return v; }
+      while (true) {
+        v.items.push_back(parse_value(depth + 1));
+        skip_ws();
+        if (pos_ < n_ && p_[pos_] == ',') { ++pos_; continue; }
+        expect(']');
+        return v;
+      }
+    }
+    if (c == '"') { v.kind = Json::string; v.str = parse_string(); return v; }
+    if (c == '-' || (c >= '0' && c <= '9')) { v.kind = Json::integer; v.num = parse_integer(); return v; }
+    fail(detail::cat("unsupported JSON value starting with '", c,
+                     "' (only objects, arrays, strings and integers are allowed)"));
+  }
+
+  std::string parse_string() {
+    ++pos_;  // the opening quote
+    std::string s;
+    while (true) {
+      if (pos_ >= n_) fail("unterminated string");
+      unsigned char c = (unsigned char)p_[pos_];
+      if (c == '"') { ++pos_; return s; }
+      if (c < 0x20) fail("raw control character in a string");
+      if (c != '\\') { s += (char)c; ++pos_; continue; }
+      if (++pos_ >= n_) fail("unterminated escape");
+      char e = p_[pos_++];
+      switch (e) {
+        case '"': s += '"'; break;
+        case '\\': s += '\\'; break;
+        case '/': s += '/'; break;
+        case 'b': s += '\b'; break;
+        case 'f': s += '\f'; break;
+        case 'n': s += '\n'; break;
+        case 'r': s += '\r'; break;
+        case 't': s += '\t'; break;
+        case 'u': append_utf8(s, parse_code_point()); break;
+        default: --pos_; fail(detail::cat("invalid escape '\\", e, "'"));
+      }
+    }
+  }
+  uint32_t parse_hex4() {
+    if (pos_ + 4 > n_) fail("truncated \\u escape");
+    uint32_t v = 0;
+    for (int i = 0; i < 4; ++i) {
+      char h = p_[pos_++];
+      int d = (h >= '0' && h <= '9') ? h - '0' : (h >= 'a' && h <= 'f') ? h - 'a' + 10
+              : (h >= 'A' && h <= 'F') ? h - 'A' + 10 : -1;
+      if (d < 0) fail("invalid hex digit in a \\u escape");
+      v = v * 16 + (uint32_t)d;
+    }
+    return v;
+  }
+  uint32_t parse_code_point() {
+    uint32_t cp = parse_hex4();
+    if (cp >= 0xDC00 && cp <= 0xDFFF) fail("unpaired low surrogate in a \\u escape");
+    if (cp >= 0xD800 && cp <= 0xDBFF) {  // a surrogate pair: \uD8xx\uDCxx
+      if (pos_ + 2 > n_ || p_[pos_] != '\\' || p_[pos_ + 1] != 'u') fail("unpaired high surrogate");
+      pos_ += 2;
+      uint32_t lo = parse_hex4();
+      if (lo < 0xDC00 || lo > 0xDFFF) fail("invalid low surrogate");
+      cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+    }
+    return cp;
+  }
+  static void append_utf8(std::string& s, uint32_t cp) {
+    if (cp < 0x80) { s += (char)cp; return; }
+    if (cp < 0x800) { s += (char)(0xC0 | (cp >> 6)); }
+    else if (cp < 0x10000) { s += (char)(0xE0 | (cp >> 12)); s += (char)(0x80 | ((cp >> 6) & 0x3F)); }
+    else {
+      s += (char)(0xF0 | (cp >> 18));
+      s += (char)(0x80 | ((cp >> 12) & 0x3F));
+      s += (char)(0x80 | ((cp >> 6) & 0x3F));
+    }
+    s += (char)(0x80 | (cp & 0x3F));
+  }
+
+  int64_t parse_integer() {
+    bool negative = p_[pos_] == '-';
+    if (negative) ++pos_;
+    if (pos_ >= n_ || p_[pos_] < '0' || p_[pos_] > '9') fail("expected a digit");
+    if (p_[pos_] == '0' && pos_ + 1 < n_ && p_[pos_ + 1] >= '0' && p_[pos_ + 1] <= '9')
+      fail("leading zero in an integer");
+    uint64_t v = 0;
+    while (pos_ < n_ && p_[pos_] >= '0' && p_[pos_] <= '9') {
+      uint64_t d = (uint64_t)(p_[pos_] - '0');
+      if (v > (uint64_t(std::numeric_limits<int64_t>::max()) - d) / 10) fail("integer out of range");
+      v = v * 10 + d;
+      ++pos_;
+    }
+    if (pos_ < n_ && (p_[pos_] == '.' || p_[pos_] == 'e' || p_[pos_] == 'E'))
+      fail("floating-point numbers are not supported in a safetensors header");
+    return negative ? -(int64_t)v : (int64_t)v;
+  }
+
+  const std::string& file_;
+  const char* p_;
+  size_t n_;
+  uint64_t base_;  // file offset of p_[0]
+  size_t pos_ = 0;
+};
+
+// ---- dtypes --------------------------------------------------------------------------------
+
+struct FileDType {
+  const char* name;
+  size_t size;
+  DType loads_as;
+};
+constexpr FileDType kFileDTypes[] = {{"F32", 4, DType::f32},  {"F64", 8, DType::f64},
+                                     {"I32", 4, DType::i32},  {"I64", 8, DType::i32},
+                                     {"BF16", 2, DType::f32}, {"F16", 2, DType::f32}};
+
+const char* file_dtype_name(DType t) {
+  switch (t) {
+    case DType::f32: return "F32";
+    case DType::f64: return "F64";
+    case DType::i32: return "I32";
+  }
+  return "?";
+}
+
+// ---- the mapped file -----------------------------------------------------------------------
+
+struct MappedFile {
+  int fd = -1;
+  void* addr = MAP_FAILED;
+  size_t size = 0;
+  ~MappedFile() {
+    if (addr != MAP_FAILED) munmap(addr, size);
+    if (fd >= 0) close(fd);
+  }
+  const unsigned char* bytes() const { return static_cast<const unsigned char*>(addr); }
+};
+
+struct Entry {
+  std::string name;
+  const FileDType* dtype = nullptr;
+  Shape shape;
+  uint64_t begin = 0, end = 0;
+  uint64_t offset = 0;  // where its header entry starts, for messages
+};
+
+template <typename... Args>
+[[noreturn]] void file_error(const std::string& path, uint64_t at, const Args&... what) {
+  throw Error(detail::cat("load_safetensors: ", path, ": ", what..., " (at byte ", at, ")"));
+}
+
+}  // namespace
+
+float bf16_to_f32(uint16_t bits) { return std::bit_cast<float>(uint32_t(bits) << 16); }
+
+float f16_to_f32(uint16_t h) {
+  uint32_t sign = uint32_t(h & 0x8000) << 16;
+  uint32_t exponent = (h >> 10) & 0x1F;
+  uint32_t mantissa = h & 0x3FF;
+  uint32_t bits;
+  if (exponent == 0x1F) {  // inf or nan (payload kept)
+    bits = sign | 0x7F800000u | (mantissa << 13);
+  } else if (exponent != 0) {  // normal: rebias 15 -> 127
+    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+  } else if (mantissa == 0) {  // +-0
+    bits = sign;
+  } else {  // subnormal: mantissa * 2^-24, normal in f32 — shift until the hidden bit appears
+    int e = -1;
+    do { mantissa <<= 1; ++e; } while ((mantissa & 0x400) == 0);
+    bits = sign | (uint32_t(112 - e) << 23) | ((mantissa & 0x3FF) << 13);
+  }
+  return std::bit_cast<float>(bits);
+}
+
+SafetensorsFile load_safetensors(const std::string& path) {
+  auto fail = [&](uint64_t at, const auto&... what) { file_error(path, at, what...); };
+  MappedFile f;
+  f.fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  MG_CHECK(f.fd >= 0, "load_safetensors: cannot open ", path, ": ", std::strerror(errno));
+  struct stat st {};
+  MG_CHECK(fstat(f.fd, &st) == 0, "load_safetensors: cannot stat ", path, ": ", std::strerror(errno));
+  MG_CHECK(S_ISREG(st.st_mode), "load_safetensors: ", path, " is not a regular file");
+  f.size = (size_t)st.st_size;
+  if (f.size < 8) fail(0, "the file is ", f.size, " bytes, too short for the 8-byte header length");
+  f.addr = mmap(nullptr, f.size, PROT_READ, MAP_PRIVATE, f.fd, 0);
+  MG_CHECK(f.addr != MAP_FAILED, "load_safetensors: cannot map ", path, ": ", std::strerror(errno));
+
+  uint64_t header_len;
+  std::memcpy(&header_len, f.bytes(), 8);
+  if (header_len > kMaxHeaderBytes)
+    fail(0, "header length ", header_len, " exceeds the 100 MB limit");
+  if (header_len > f.size - 8)
+    fail(0, "header length ", header_len, " runs past the end of the file (", f.size, " bytes)");
+  const uint64_t data_start = 8 + header_len;
+  const uint64_t data_size = f.size - data_start;
+
+  JsonParser parser(path, reinterpret_cast<const char*>(f.bytes()) + 8, header_len, 8);
+  Json root = parser.parse_document();
+
+  SafetensorsFile out;
+  std::vector<Entry> entries;
+  for (auto& [name, value] : root.members) {
+    if (name == "__metadata__") {
+      if (value.kind != Json::object) fail(value.offset, "__metadata__ must be an object");
+      for (auto& [k, v] : value.members) {
+        if (v.kind != Json::string) fail(v.offset, "__metadata__ value of \"", k, "\" must be a string");
+        out.metadata[k] = v.str;
+      }
+      continue;
+    }
+    Entry e;
+    e.name = name;
+    e.offset = value.offset;
+    if (value.kind != Json::object) fail(value.offset, "tensor \"", name, "\" must be an object");
+    const Json *dtype = nullptr, *shape = nullptr, *offsets = nullptr;
+    for (auto& [k, v] : value.members) {
+      if (k == "dtype") dtype = &v;
+      else if (k == "shape") shape = &v;
+      else if (k == "data_offsets") offsets = &v;
+      else fail(v.offset, "tensor \"", name, "\" has an unknown field \"", k, "\"");
+    }
+    if (!dtype || !shape || !offsets)
+      fail(value.offset, "tensor \"", name, "\" lacks ", !dtype ? "dtype" : !shape ? "shape" : "data_offsets");
+    if (dtype->kind != Json::string) fail(dtype->offset, "tensor \"", name, "\": dtype must be a string");
+    for (const auto& d : kFileDTypes)
+      if (dtype->str == d.name) e.dtype = &d;
+    if (!e.dtype)
+      fail(dtype->offset, "tensor \"", name, "\": dtype \"", dtype->str,
+           "\" is not supported (F32, F64, F16, BF16, I32, I64 are)");
+    if (shape->kind != Json::array) fail(shape->offset, "tensor \"", name, "\": shape must be an array");
+    uint64_t numel = 1;
+    for (const auto& d : shape->items) {
+      if (d.kind != Json::integer || d.num < 0)
+        fail(d.offset, "tensor \"", name, "\": shape entries must be non-negative integers");
+      if (d.num != 0 && numel > (uint64_t)std::numeric_limits<int64_t>::max() / (uint64_t)d.num)
+        fail(d.offset, "tensor \"", name, "\": element count overflows");
+      numel *= (uint64_t)d.num;
+      e.shape.push_back(d.num);
+    }
+    if (offsets->kind != Json::array || offsets->items.size() != 2 ||
+        offsets->items[0].kind != Json::integer || offsets->items[1].kind != Json::integer ||
+        offsets->items[0].num < 0 || offsets->items[1].num < 0)
+      fail(offsets->offset, "tensor \"", name, "\": data_offsets must be two non-negative integers");
+    e.begin = (uint64_t)offsets->items[0].num;
+    e.end = (uint64_t)offsets->items[1].num;
+    if (e.begin > e.end) fail(offsets->offset, "tensor \"", name, "\": data_offsets begin ", e.begin, " > end ", e.end);
+    if (e.end > data_size)
+      fail(offsets->offset, "tensor \"", name, "\": data_offsets end ", e.end,
+           " is past the data section (", data_size, " bytes starting at byte ", data_start, ")");
+    if (numel > (e.end - e.begin) / e.dtype->size || numel * e.dtype->size != e.end - e.begin)
+      fail(offsets->offset, "tensor \"", name, "\": ", e.end - e.begin, " data bytes but shape ",
+           shape_str(e.shape), " of ", e.dtype->name, " needs ", numel, " x ", e.dtype->size);
+    entries.push_back(std::move(e));
+  }
+
+  // No two tensors may share bytes (empty tensors share nothing).
+  std::vector<const Entry*> by_begin;
+  for (const auto& e : entries)
+    if (e.end > e.begin) by_begin.push_back(&e);
+  std::sort(by_begin.begin(), by_begin.end(), [](auto* a, auto* b) { return a->begin < b->begin; });
+  for (size_t i = 1; i < by_begin.size(); ++i)
+    if (by_begin[i]->begin < by_begin[i - 1]->end)
+      fail(data_start + by_begin[i]->begin, "tensors \"", by_begin[i - 1]->name, "\" [",
+           by_begin[i - 1]->begin, ", ", by_begin[i - 1]->end, ") and \"", by_begin[i]->name,
+           "\" [", by_begin[i]->begin, ", ", by_begin[i]->end, ") overlap");
+
+  // The header is valid: copy (and widen) every tensor.
+  for (const auto& e : entries) {
+    const unsigned char* src = f.bytes() + data_start + e.begin;
+    Tensor t = Tensor::empty(e.shape, e.dtype->loads_as);
+    int64_t n = t.numel();
+    std::string dt = e.dtype->name;
+    if (dt == "F32" || dt == "F64" || dt == "I32") {
+      if (n > 0) std::memcpy(t.raw_data(), src, t.nbytes());
+    } else if (dt == "I64") {
+      int32_t* dst = t.data<int32_t>();
+      for (int64_t i = 0; i < n; ++i) {
+        int64_t v;
+        std::memcpy(&v, src + 8 * i, 8);
+        if (v < std::numeric_limits<int32_t>::min() || v > std::numeric_limits<int32_t>::max())
+          fail(data_start + e.begin + 8 * (uint64_t)i, "tensor \"", e.name, "\": I64 element ", i,
+               " = ", v, " does not fit in i32");
+        dst[i] = (int32_t)v;
+      }
+    } else {
+      float* dst = t.data<float>();
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, src + 2 * i, 2);
+        dst[i] = dt == "BF16" ? bf16_to_f32(h) : f16_to_f32(h);
+      }
+    }
+    out.tensors[e.name] = std::move(t);
+  }
+  return out;
+}
+
+// ---- writing -------------------------------------------------------------------------------
+
+static void append_json_string(std::string& out, const std::string& s) {
+  out += '"';
+  for (unsigned char c : s) {
+    if (c == '"') out += "\\\"";
+    else if (c == '\\') out += "\\\\";
+    else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else out += (char)c;
+  }
+  out += '"';
+}
+
+void save_safetensors(const std::string& path, const std::map<std::string, Tensor>& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  // Validate and lay out everything before touching the disk.
+  std::string header = "{";
+  if (!metadata.empty()) {
+    header += "\"__metadata__\":{";
+    bool first = true;
+    for (const auto& [k, v] : metadata) {
+      if (!first) header += ',';
+      first = false;
+      append_json_string(header, k);
+      header += ':';
+      append_json_string(header, v);
+    }
+    header += '}';
+  }
+  uint64_t offset = 0;
+  for (const auto& [name, t] : tensors) {
+    MG_CHECK(name != "__metadata__", "save_safetensors: ", path, ": \"__metadata__\" is reserved, not a tensor name");
+    MG_CHECK(t.defined(), "save_safetensors: ", path, ": tensor \"", name, "\" is undefined");
+    if (header.size() > 1) header += ',';
+    append_json_string(header, name);
+    header += ":{\"dtype\":\"";
+    header += file_dtype_name(t.dtype());
+    header += "\",\"shape\":[";
+    for (size_t i = 0; i < t.shape().size(); ++i)
+      header += (i ? "," : "") + std::to_string(t.shape()[i]);
+    header += "],\"data_offsets\":[" + std::to_string(offset) + "," + std::to_string(offset + t.nbytes()) + "]}";
+    offset += t.nbytes();
+  }
+  header += '}';
+  while (header.size() % 8 != 0) header += ' ';  // keeps the data section 8-byte aligned
+  MG_CHECK(header.size() <= kMaxHeaderBytes, "save_safetensors: ", path, ": header of ",
+           header.size(), " bytes exceeds the 100 MB limit");
+
+  const std::string tmp = path + ".tmp." + std::to_string(getpid());
+  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  MG_CHECK(fd >= 0, "save_safetensors: cannot create temporary file ", tmp, ": ", std::strerror(errno));
+  auto abandon = [&](const std::string& what) {
+    int err = errno;
+    if (fd >= 0) close(fd);
+    unlink(tmp.c_str());
+    throw Error(detail::cat("save_safetensors: ", path, ": ", what, ": ", std::strerror(err),
+                            " (", tmp, " removed; any existing file is unchanged)"));
+  };
+  uint64_t written = 0;
+  auto write_all = [&](const void* data, size_t n) {
+    const char* p = static_cast<const char*>(data);
+    while (n > 0) {
+      ssize_t k = write(fd, p, n);
+      if (k < 0 && errno == EINTR) continue;
+      if (k <= 0) abandon(detail::cat("write failed at byte ", written));
+      p += k;
+      n -= (size_t)k;
+      written += (uint64_t)k;
+    }
+  };
+  uint64_t header_len = header.size();
+  write_all(&header_len, 8);
+  write_all(header.data(), header.size());
+  for (const auto& [name, t] : tensors) {
+    if (t.numel() == 0) continue;
+    try {
+      Tensor host = t.device().is_cpu() ? t : t.to(Device::cpu());
+      write_all(host.raw_data(), host.nbytes());
+    } catch (...) {
+      if (fd >= 0) { close(fd); fd = -1; unlink(tmp.c_str()); }
+      throw;
+    }
+  }
+  if (fsync(fd) != 0) abandon("fsync failed");
+  int rc = close(fd);
+  fd = -1;
+  if (rc != 0) abandon("close failed");
+  if (rename(tmp.c_str(), path.c_str()) != 0) abandon("rename to the final name failed");
+
+  // Make the rename itself durable.
+  size_t slash = path.find_last_of('/');
+  std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  MG_CHECK(dfd >= 0, "save_safetensors: ", path, " written, but its directory ", dir,
+           " cannot be opened to fsync it: ", std::strerror(errno));
+  rc = fsync(dfd);
+  close(dfd);
+  MG_CHECK(rc == 0, "save_safetensors: ", path, " written, but fsync of ", dir, " failed: ", std::strerror(errno));
+}
+
+}  // namespace mg

@@ -1,0 +1,167 @@
+// tests/op_harness.h — the op test harness (in the spirit of ggml's test-backend-ops).
+//
+// One table of cases (tests/test_op_harness.cpp) drives every mode. A row is
+//
+//   {"rms_norm (3,7,13)", [](const Ins& x) { return rms_norm(x[0], x[1]); },
+//    {in({3, 7, 13}), in({13}, 0.5, 1.5)}}
+//
+// a name, a lambda building the op's output from the inputs, and the input specs: shape, value
+// range (or ids in [0, V)), and whether the input is differentiable. Adding an op = adding a
+// line. Inputs are drawn from a Generator seeded by the row, so a failure reproduces exactly.
+//
+// Modes (each is one doctest TEST_CASE):
+//   grad  every row in f64: mg::gradcheck (central differences) on every differentiable
+//         input; the worst error must stay below the row's tolerance (1e-6 by default).
+//   test  CUDA against CPU: every row runs in f32 on both devices with the same inputs and
+//         cotangent; outputs and input gradients must agree to max|cuda - cpu| / max|cpu| <
+//         1e-5. While the build has no CUDA backend or no GPU is visible, the rows are reported
+//         as skipped (a doctest MESSAGE with the count and the reason) and the test passes.
+// Set MG_HARNESS_FILTER=<substring> to run only the rows whose name contains it.
+// Timings belong to examples/bench_* (DESIGN: "never with timed tests"), so there is no perf
+// mode here.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "autograd/gradcheck.h"
+#include "autograd/tape.h"
+#include "core/tensor.h"
+
+namespace mg::harness {
+
+using Ins = std::vector<Tensor>;
+
+struct InputSpec {
+  Shape shape;
+  bool ids = false;  // i32 ids in [0, vocab) instead of floats
+  double lo = -1, hi = 1;
+  int64_t vocab = 0;
+  bool differentiable = true;
+};
+
+// Differentiable floats uniform in [lo, hi).
+inline InputSpec in(Shape s, double lo = -1, double hi = 1) { return {std::move(s), false, lo, hi, 0, true}; }
+// Differentiable floats in [0.5, 2): for log, sqrt, rsqrt, pow, divisors.
+inline InputSpec pos(Shape s) { return in(std::move(s), 0.5, 2.0); }
+// Floats that are inputs but not checked (constants of the case).
+inline InputSpec fixed(Shape s, double lo = -1, double hi = 1) { return {std::move(s), false, lo, hi, 0, false}; }
+// i32 ids (or targets) uniform in [0, vocab).
+inline InputSpec ids(Shape s, int64_t vocab) { return {std::move(s), true, 0, 0, vocab, false}; }
+
+struct OpCase {
+  std::string name;
+  std::function<Tensor(const Ins&)> fn;
+  std::vector<InputSpec> inputs;
+  double tolerance = 1e-6;  // for the grad mode
+  // Finite-difference step. Central differences carry two errors: truncation ~ eps^2 f'''(x)
+  // and rounding noise ~ 1e-16 |<r, y>| / eps. With a few hundred outputs of magnitude ~5
+  // (e.g. log_softmax (7,33)) the noise at eps = 1e-6 already reaches 1e-6 of a gradient of
+  // 0.01; eps = 1e-5 keeps both terms near 1e-8 for the smooth ops here.
+  double fd_eps = 1e-5;
+};
+
+// The row's inputs in `dtype` (ids stay i32), on the CPU, drawn from Generator(seed).
+inline Ins make_inputs(const OpCase& row, DType dtype, uint64_t seed) {
+  Generator gen(seed);
+  Ins xs;
+  for (const auto& s : row.inputs) {
+    Tensor u = Tensor::uniform(s.shape, s.ids ? 0.0 : s.lo, s.ids ? (double)s.vocab : s.hi, DType::f64, &gen);
+    if (!s.ids) { xs.push_back(u.to(dtype)); continue; }
+    std::vector<int32_t> v;
+    for (double d : u.to_vector<double>()) v.push_back(std::min((int32_t)d, (int32_t)(s.vocab - 1)));
+    xs.push_back(Tensor::from_vector<int32_t>(v, s.shape));
+  }
+  return xs;
+}
+
+inline GradcheckResult run_grad(const OpCase& row, uint64_t seed) {
+  GradcheckOptions opts;
+  opts.tolerance = row.tolerance;
+  opts.eps = row.fd_eps;
+  for (size_t k = 0; k < row.inputs.size(); ++k)
+    if (row.inputs[k].differentiable) opts.check_inputs.push_back(k);
+  return gradcheck(row.fn, make_inputs(row, DType::f64, seed), opts);
+}
+
+// "" when CUDA tensors can be made; otherwise why not.
+inline std::string cuda_unavailable_reason() {
+  if (!cuda_compiled()) return "this build has no CUDA backend (configured with MG_CUDA=OFF or without nvcc)";
+  try {
+    Tensor::zeros({1}, DType::f32, Device::cuda());
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+inline double max_relative_error(const Tensor& got, const Tensor& ref) {
+  if (!got.defined() || !ref.defined()) return got.defined() == ref.defined() ? 0.0 : INFINITY;
+  if (got.shape() != ref.shape()) return INFINITY;
+  auto a = got.to(DType::f64).to_vector<double>(), b = ref.to(DType::f64).to_vector<double>();
+  double diff = 0, scale = 1e-6;
+  for (size_t i = 0; i < a.size(); ++i) {
+    double d = std::abs(a[i] - b[i]);
+    diff = std::isfinite(d) ? std::max(diff, d) : INFINITY;
+    scale = std::max(scale, std::abs(b[i]));
+  }
+  return diff / scale;
+}
+
+struct DeviceComparison {
+  double max_error = 0;
+  std::string worst;  // "output" or "grad k"
+};
+
+// Output and input gradients (for the cotangent r) of one row in f32 on `device`.
+inline std::vector<Tensor> run_on(const OpCase& row, const Ins& host_inputs, const Tensor& r, Device device) {
+  tape().clear();
+  Ins xs;
+  for (size_t k = 0; k < host_inputs.size(); ++k) {
+    Tensor x = host_inputs[k].to(device).detach();
+    if (row.inputs[k].differentiable) x.requires_grad_();
+    xs.push_back(x);
+  }
+  Tensor y = row.fn(xs);
+  std::vector<Tensor> results{y.detach().to(Device::cpu())};
+  backward(y, r.to(device));
+  for (size_t k = 0; k < xs.size(); ++k)
+    if (row.inputs[k].differentiable)
+      results.push_back(xs[k].grad().defined() ? xs[k].grad().to(Device::cpu()) : Tensor::zeros(xs[k].shape()));
+  tape().clear();
+  return results;
+}
+
+// CUDA against CPU for one row, f32, same inputs and cotangent.
+inline DeviceComparison compare_devices(const OpCase& row, Device device, uint64_t seed) {
+  Ins xs = make_inputs(row, DType::f32, seed);
+  Tensor y_shape_probe;
+  {
+    NoGradGuard g;
+    y_shape_probe = row.fn(xs);
+  }
+  Generator gen(seed ^ 0x5eedULL);
+  Tensor r = Tensor::randn(y_shape_probe.shape(), DType::f32, &gen);
+  std::vector<Tensor> cpu = run_on(row, xs, r, Device::cpu());
+  std::vector<Tensor> dev = run_on(row, xs, r, device);
+  DeviceComparison c;
+  for (size_t i = 0; i < cpu.size(); ++i) {
+    double e = max_relative_error(dev[i], cpu[i]);
+    if (e > c.max_error || c.worst.empty()) {
+      c.max_error = e;
+      c.worst = i == 0 ? "output" : "grad of differentiable input " + std::to_string(i - 1);
+    }
+  }
+  return c;
+}
+
+// Rows selected by MG_HARNESS_FILTER (all when unset).
+inline bool selected(const OpCase& row) {
+  const char* f = std::getenv("MG_HARNESS_FILTER");
+  return f == nullptr || row.name.find(f) != std::string::npos;
+}
+
+}  // namespace mg::harness
