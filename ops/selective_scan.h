@@ -1,0 +1,123 @@
+// ops/selective_scan.h — the selective scan (S6), the heart of Mamba, as one fused op.
+//
+//   {y, h_last} = selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, h0)
+//
+//   u, delta, z, y : (B, L, ED)    B, C : (B, L, N)    A : (ED, N)    D, delta_bias : (ED)
+//   h0, h_last     : (B, ED, N)    D, z, delta_bias, h0 are optional (undefined Tensor).
+//   (Inside formulas below, B_t and C_t are the rows B[b, t, :], C[b, t, :]; the batch index b
+//   and channel index d are fixed and dropped: everything is per (b, d) except the sums.)
+//
+// ---- Forward (per batch b, channel d; vectors over the N states) ------------------------
+//   r_t       = delta_raw_t + delta_bias_d
+//   delta_t   = softplus(r_t) = ln(1 + e^r_t)      (= r_t when r_t > 20, or when !softplus)
+//   A_bar_t   = exp(delta_t A_d)                    (ZOH for A; A_d is the row A[d, :])
+//   h_t       = A_bar_t * h_{t-1} + delta_t u_t B_t (the "Euler" B_bar u; h_{-1} = h0 or 0)
+//   y_pre_t   = <C_t, h_t> + D_d u_t
+//   y_t       = y_pre_t * silu(z_t),   silu(z) = z s(z), s = sigmoid
+//   h_last    = h_{L-1}
+//
+// ---- Backward (reverse-mode; dy_t = dL/dy_t, dh_last = dL/dh_last, both given) ----------
+// Gate:      s = s(z_t);  dz_t = dy_t y_pre_t s (1 + z_t (1 - s));  g_t = dy_t z_t s = dL/dy_pre_t
+// Skip:      dD_d += g_t u_t;  du_t = D_d g_t + ...
+// Adjoint:   lambda_t = dL/dh_t (total) satisfies, since h_t feeds y_pre_t and h_{t+1}:
+//              lambda_{L-1} = g_{L-1} C_{L-1} + dh_last
+//              lambda_t     = g_t C_t + A_bar_{t+1} * lambda_{t+1}       (note: the NEXT A_bar)
+//            and dh0 = dL/dh_{-1} = A_bar_0 * lambda_0.
+// Then, from h_t = A_bar_t h_{t-1} + delta_t u_t B_t, with A_bar_t = exp(delta_t A):
+//   dC_t   = sum_d g_t h_t                               (a sum over channels d: C is shared)
+//   dB_t   = sum_d lambda_t delta_t u_t                  (likewise)
+//   du_t  += delta_t <lambda_t, B_t>
+//   ddelta_t = u_t <lambda_t, B_t> + sum_n lambda_t,n A_n (A_bar_t,n h_{t-1,n})
+//   dA_n  += sum_{b,t} lambda_t,n delta_t (A_bar_t,n h_{t-1,n})
+// Softplus chain rule: d(delta_raw_t) = ddelta_t * s(r_t) (1 when r_t > 20 or !softplus),
+//   and d(delta_bias)_d = sum_{b,t} d(delta_raw_t).
+// A_bar_t h_{t-1} comes from the recomputed h_{t-1} itself (the backward replays each chunk's
+// states anyway); nothing is ever divided by a product of A_bar's (which underflow to 0).
+//
+// ---- What is saved, what is recomputed (the fast kernel, ScanImpl::fast) -----------------
+// Saved: the inputs (which the caller holds anyway) and the state ENTERING each chunk of T
+// steps, chunk_states (B, ceil(L/T), ED, N): h_{cT-1} for c = 0, 1, ... That is N/T values
+// per (b, t, d): with the default T = 64 and N = 16 a quarter of one (B, L, ED) tensor.
+// Never allocated: anything of size B*L*ED*N (the paper's h of shape (B, L, D, N)).
+// Recomputed in the backward, chunk by chunk in reverse, one (b, 16-channel block) at a time:
+// delta_t, A_bar_t and h_t for the T steps of the chunk (a (T+1)*N*16-value scratch), replayed
+// from the saved entering state by the same code as the forward (bitwise the same states);
+// then the adjoint runs backwards over the chunk and its A_bar_t lambda_t is carried into the
+// previous chunk.
+// ScanImpl::sequential saves nothing but the inputs; its backward replays the whole sequence
+// of one (b, d) at a time ((L+1)*N values).
+//
+// ---- Parallel decomposition and determinism -----------------------------------------------
+// Forward: parallel over (b, channel block); every output is written by one task.
+// Backward: parallel over b. dB[b], dC[b] (sums over channels) are owned by b's thread; dA,
+// dD and d(delta_bias) (sums over b and t) go to per-b partials (B*ED*(N+2) values) that are
+// added in b order at the end. Why not (b, channel block) as in the forward: partial dB/dC per
+// block would need B*L*N*(ED/16) values, as much as the saved set itself. The cost is that a
+// B = 1 backward runs on one core. Every sum's order depends only on the shapes, so forward
+// and backward are bitwise identical across runs and thread counts.
+//
+// Numerics: f32 state and accumulations (f64 on the f64 path); softplus thresholded at 20 in
+// both directions; exp underflow gives exactly 0 (never NaN). The fast kernel's exp and
+// softplus are polynomials (ops/selective_scan_math.h, max relative error measured in the
+// tests), the sequential loop uses std::exp / std::log1p. See docs/selective_scan.md.
+#pragma once
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace mg {
+
+struct ScanResult {
+  Tensor y;       // (B, L, ED)
+  Tensor h_last;  // (B, ED, N): the state after the last step; differentiable
+};
+
+enum class ScanImpl {
+  fast,        // the fused, vectorised, multi-threaded kernel with chunked recomputation
+  sequential,  // the plain loop (one (b, d) at a time, scalar std:: math): the readable spec
+};
+
+constexpr int64_t kDefaultScanChunk = 64;  // T: see docs/selective_scan.md for the choice
+
+struct ScanOptions {
+  ScanImpl impl = ScanImpl::fast;
+  int64_t chunk = kDefaultScanChunk;  // T >= 1: steps between saved states (fast kernel)
+};
+
+// The process-wide default used by selective_scan() without explicit options. Set it at
+// start-up or in a test, not while another thread is running scans.
+const ScanOptions& scan_options();
+void set_scan_options(const ScanOptions& opts);
+// Sets the default for the guard's lifetime (tests, benchmarks).
+class ScanOptionsGuard {
+ public:
+  explicit ScanOptionsGuard(const ScanOptions& opts) : prev_(scan_options()) {
+    set_scan_options(opts);
+  }
+  ~ScanOptionsGuard() { set_scan_options(prev_); }
+  ScanOptionsGuard(const ScanOptionsGuard&) = delete;
+  ScanOptionsGuard& operator=(const ScanOptionsGuard&) = delete;
+
+ private:
+  ScanOptions prev_;
+};
+
+ScanResult selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
+                          const Tensor& C, const Tensor& D = {}, const Tensor& z = {},
+                          const Tensor& delta_bias = {}, bool delta_softplus = true,
+                          const Tensor& h0 = {});
+// The same with explicit options (ignores the process-wide default).
+ScanResult selective_scan(const ScanOptions& opts, const Tensor& u, const Tensor& delta,
+                          const Tensor& A, const Tensor& B, const Tensor& C, const Tensor& D = {},
+                          const Tensor& z = {}, const Tensor& delta_bias = {},
+                          bool delta_softplus = true, const Tensor& h0 = {});
+
+// The same function composed from primitive ops (matmul, exp, softplus, split, cat, ...),
+// materialising every (B, L, ED, N) intermediate. Obviously correct and slow: for tests and
+// benchmarks only. Its gradients come from the primitive ops' own backward functions.
+ScanResult selective_scan_reference(const Tensor& u, const Tensor& delta, const Tensor& A,
+                                    const Tensor& B, const Tensor& C, const Tensor& D = {},
+                                    const Tensor& z = {}, const Tensor& delta_bias = {},
+                                    bool delta_softplus = true, const Tensor& h0 = {});
+
+}  // namespace mg
