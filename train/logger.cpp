@@ -1,0 +1,140 @@
+#include "train/logger.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "core/error.h"
+
+namespace mg::train {
+
+std::string json_escape(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    switch (c) {
+      case '"': o += "\\\""; break;
+      case '\\': o += "\\\\"; break;
+      case '\n': o += "\\n"; break;
+      case '\t': o += "\\t"; break;
+      default:
+        if ((unsigned char)c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          o += buf;
+        } else {
+          o += c;
+        }
+    }
+  }
+  return o;
+}
+
+std::string format_bytes(int64_t b) {
+  char buf[32];
+  if (b >= (int64_t(1) << 30)) std::snprintf(buf, sizeof buf, "%.2f GB", b / 1073741824.0);
+  else std::snprintf(buf, sizeof buf, "%.1f MB", b / 1048576.0);
+  return buf;
+}
+
+static std::string num(double v) {
+  if (!std::isfinite(v)) return "null";  // JSON has no NaN/Inf
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  return buf;
+}
+
+Logger::Logger(const std::string& path, int64_t log_every)
+    : log_every_(log_every < 1 ? 1 : log_every), tty_(isatty(fileno(stdout)) == 1) {
+  if (!path.empty()) {
+    file_ = std::fopen(path.c_str(), "a");
+    MG_CHECK(file_ != nullptr, "Logger: cannot open log file '", path, "' for appending");
+  }
+}
+
+Logger::~Logger() {
+  end_bar();
+  if (file_) std::fclose(file_);
+}
+
+void Logger::end_bar() {
+  if (bar_open_) std::printf("\n");
+  bar_open_ = false;
+}
+
+void Logger::start(const std::string& cmd, const std::map<std::string, std::string>& config) {
+  if (!file_) return;
+  std::string line = "{\"event\": \"start\", \"command\": \"" + json_escape(cmd) + "\", \"config\": {";
+  bool first = true;
+  for (auto& [k, v] : config) {
+    line += (first ? "" : ", ") + std::string("\"") + json_escape(k) + "\": \"" + json_escape(v) + "\"";
+    first = false;
+  }
+  std::fprintf(file_, "%s}}\n", line.c_str());
+  std::fflush(file_);
+}
+
+void Logger::step(const StepRecord& r, double elapsed_s) {
+  if (file_) {
+    std::fprintf(file_,
+                 "{\"step\": %lld, \"loss\": %s, \"lr\": %s, \"grad_norm\": %s, \"tokens_per_s\": %s, "
+                 "\"ms\": %s, \"peak_bytes\": %lld%s}\n",
+                 (long long)r.step, num(r.loss).c_str(), num(r.lr).c_str(), num(r.grad_norm).c_str(),
+                 num(r.tokens_per_s).c_str(), num(r.ms).c_str(), (long long)r.peak_bytes,
+                 r.skipped ? ", \"skipped\": true" : "");
+    std::fflush(file_);
+  }
+  if (log_every_ == INT64_MAX) return;  // quiet: the file only
+  bool last = r.step == r.total_steps;
+  if (!tty_ && r.step % log_every_ != 0 && !last && !r.skipped) return;
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "step %6lld/%lld | loss %.4f | lr %.2e | gnorm %6.3f | %7.0f tok/s | %6.1f ms | peak %s%s",
+                (long long)r.step, (long long)r.total_steps, r.loss, r.lr, r.grad_norm,
+                r.tokens_per_s, r.ms, format_bytes(r.peak_bytes).c_str(),
+                r.skipped ? " | SKIPPED (non-finite)" : "");
+  if (tty_) {
+    // A progress bar with an ETA, rewritten in place; every log_every-th step stays on screen.
+    double frac = r.total_steps > 0 ? (double)r.step / r.total_steps : 1.0;
+    double eta = frac > 0 ? elapsed_s * (1 - frac) / frac : 0;
+    int filled = (int)(frac * 20);
+    std::string bar = "[" + std::string(filled, '#') + std::string(20 - filled, '.') + "]";
+    std::printf("\r%s %s ETA %02d:%02d\033[K", line, bar.c_str(), (int)eta / 60, (int)eta % 60);
+    bar_open_ = true;
+    if (r.step % log_every_ == 0 || last || r.skipped) end_bar();
+  } else {
+    std::printf("%s\n", line);
+  }
+  std::fflush(stdout);
+}
+
+void Logger::event(const std::string& kind, int64_t step, const std::map<std::string, double>& values,
+                   const std::string& text) {
+  end_bar();
+  std::string shown = kind + " @ step " + std::to_string(step);
+  std::string json = "{\"event\": \"" + json_escape(kind) + "\", \"step\": " + std::to_string(step);
+  for (auto& [k, v] : values) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, " | %s %.4f", k.c_str(), v);
+    shown += buf;
+    json += ", \"" + json_escape(k) + "\": " + num(v);
+  }
+  if (!text.empty()) {
+    shown += " | " + text;
+    json += ", \"text\": \"" + json_escape(text) + "\"";
+  }
+  std::printf("%s\n", shown.c_str());
+  std::fflush(stdout);
+  if (file_) {
+    std::fprintf(file_, "%s}\n", json.c_str());
+    std::fflush(file_);
+  }
+}
+
+void Logger::message(const std::string& text) {
+  end_bar();
+  std::printf("%s\n", text.c_str());
+  std::fflush(stdout);
+}
+
+}  // namespace mg::train

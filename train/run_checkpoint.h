@@ -1,0 +1,26 @@
+// train/run_checkpoint.h — saving and restoring a training run (see train/trainer.h for the
+// directory layout and the crash-safety argument).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "nn/mamba.h"
+#include "train/optimizer.h"
+
+namespace mg::train {
+
+struct RunState {
+  int64_t step = 0;
+  std::map<std::string, uint64_t> task_state;
+};
+
+// Writes <run_dir>/ckpt-<step>/ atomically, points `latest` at it, keeps the newest keep_last.
+// Returns the checkpoint directory.
+std::string save_run_checkpoint(const std::string& run_dir, const nn::MambaLM& model,
+                                const AdamW& opt, const RunState& st, int keep_last);
+
+// Restores the weights (into the existing tensors), the optimizer state and the run state.
+RunState load_run_checkpoint(const std::string& ckpt_dir, nn::MambaLM& model, AdamW& opt);
+
+}  // namespace mg::train

@@ -1,0 +1,141 @@
+#include "train/trainer.h"
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <filesystem>
+
+#include "autograd/tape.h"
+#include "ops/arith.h"
+#include "core/allocator.h"
+#include "train/grad_utils.h"
+#include "train/logger.h"
+#include "train/optimizer.h"
+#include "train/run_checkpoint.h"
+
+namespace mg::train {
+
+namespace {
+std::atomic<bool> g_interrupted{false};
+extern "C" void on_sigint(int) { g_interrupted.store(true); }
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+}  // namespace
+
+TrainResult train(nn::MambaLM& model, const TrainConfig& cfg, TrainTask& task) {
+  MG_CHECK(cfg.grad_accum >= 1, "train: grad_accum must be >= 1, got ", cfg.grad_accum);
+  MG_CHECK(task.micro_batch_loss != nullptr, "train: the task has no micro_batch_loss");
+  const bool has_dir = !cfg.run_dir.empty();
+  if (has_dir) std::filesystem::create_directories(cfg.run_dir);
+  auto params = model.named_parameters();
+  AdamW opt(params, cfg.beta1, cfg.beta2, cfg.adam_eps, cfg.weight_decay);
+  Logger log(has_dir ? (std::filesystem::path(cfg.run_dir) / "log.jsonl").string() : "",
+             cfg.quiet ? INT64_MAX : cfg.log_every);
+
+  TrainResult res;
+  int64_t step = 0;
+  if (!cfg.resume.empty()) {  // weights, moments, step and the task's state
+    std::string dir = cfg.resume == "latest" ? latest_checkpoint(cfg.run_dir) : cfg.resume;
+    MG_CHECK(!dir.empty(), "train: --resume latest, but '", cfg.run_dir, "' has no checkpoint");
+    RunState st = load_run_checkpoint(dir, model, opt);
+    step = st.step;
+    if (task.load_state) task.load_state(st.task_state);
+    if (!cfg.quiet) log.message("resumed from " + dir + " at step " + std::to_string(step));
+  }
+  res.first_step = step;
+  auto save = [&] {
+    if (!has_dir) return;
+    RunState st{step, task.save_state ? task.save_state() : std::map<std::string, uint64_t>{}};
+    std::string dir = save_run_checkpoint(cfg.run_dir, model, opt, st, cfg.keep_last);
+    if (!cfg.quiet) log.message("checkpoint: " + dir);
+  };
+  auto evaluate = [&] {
+    if (!task.evaluate) return;
+    NoGradGuard no_grad;
+    res.last_eval = task.evaluate(model);
+    log.event("eval", step, res.last_eval);
+  };
+
+  std::map<std::string, std::string> shown = cfg.extra_config;
+  shown["model"] = model.config().str();
+  shown["steps"] = std::to_string(cfg.steps);
+  shown["grad_accum"] = std::to_string(cfg.grad_accum);
+  shown["max_grad_norm"] = std::to_string(cfg.max_grad_norm);
+  shown["weight_decay"] = std::to_string(cfg.weight_decay);
+  shown["schedule"] = cfg.schedule.describe();
+  log.start(cfg.command_line, shown);
+  if (!cfg.quiet) log.message(opt.describe_groups());
+
+  using SigHandler = void (*)(int);
+  SigHandler old_handler = cfg.handle_sigint ? std::signal(SIGINT, on_sigint) : nullptr;
+  g_interrupted.store(false);
+  auto t_start = Clock::now();
+  int nonfinite_in_a_row = 0;
+
+  while (step < cfg.steps) {
+    auto t_step = Clock::now();
+    reset_peak_memory();
+    // K micro-batches, each loss scaled by 1/K: the summed gradients are those of the mean
+    // loss over one K-times-larger batch.
+    double loss_sum = 0;
+    for (int64_t k = 0; k < cfg.grad_accum; ++k) {
+      Tensor loss = task.micro_batch_loss(model);
+      loss_sum += loss.item();
+      backward(cfg.grad_accum == 1 ? loss : mul(loss, 1.0 / cfg.grad_accum));
+    }
+    double loss = loss_sum / cfg.grad_accum;
+    double lr = cfg.schedule.lr_at(step);
+    double norm = global_grad_norm(params);
+
+    StepRecord rec{step + 1, cfg.steps, loss, lr, norm, 0, 0, 0, false};
+    std::optional<std::string> bad = std::isfinite(loss) ? find_non_finite(params)
+                                                         : std::optional<std::string>("the loss");
+    if (bad) {  // the non-finite guard: report, skip the update, maybe stop
+      rec.skipped = true;
+      ++nonfinite_in_a_row;
+      log.message("step " + std::to_string(step + 1) + ": non-finite value in " + *bad +
+                  "; update skipped (" + std::to_string(nonfinite_in_a_row) + "/" +
+                  std::to_string(cfg.max_nonfinite) + ")");
+      if (nonfinite_in_a_row >= cfg.max_nonfinite) {
+        model.zero_grad();
+        if (cfg.handle_sigint) std::signal(SIGINT, old_handler);
+        throw Error(detail::cat("train: stopped after ", nonfinite_in_a_row,
+                                " consecutive non-finite steps (last: ", *bad, " at step ",
+                                step + 1, "); the last checkpoint is intact"));
+      }
+    } else {
+      nonfinite_in_a_row = 0;
+      opt.step(lr, clip_scale(norm, cfg.max_grad_norm));
+    }
+    model.zero_grad();
+    ++step;
+    rec.ms = seconds_since(t_step) * 1e3;
+    rec.tokens_per_s = task.tokens_per_micro_batch * cfg.grad_accum / (rec.ms / 1e3);
+    rec.peak_bytes = memory_stats().peak_bytes;
+    res.losses.push_back(rec.skipped ? NAN : loss);
+    log.step(rec, seconds_since(t_start));
+
+    if (g_interrupted.load()) {
+      log.message("interrupted: saving a checkpoint at step " + std::to_string(step));
+      save();
+      res.interrupted = true;
+      break;
+    }
+    if (cfg.eval_every > 0 && step % cfg.eval_every == 0 && step < cfg.steps) evaluate();
+    if (cfg.ckpt_every > 0 && step % cfg.ckpt_every == 0 && step < cfg.steps) save();
+  }
+  if (cfg.handle_sigint) std::signal(SIGINT, old_handler);
+  if (!res.interrupted) {
+    evaluate();
+    save();
+  }
+  res.steps_done = step;
+  res.seconds = seconds_since(t_start);
+  return res;
+}
+
+}  // namespace mg::train
