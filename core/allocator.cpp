@@ -10,6 +10,9 @@
 #include <vector>
 
 #include "core/error.h"
+#ifdef MG_WITH_CUDA
+#include "cuda/runtime.h"  // plain C++: backend_init() registers the CUDA caching allocator
+#endif
 
 namespace mg {
 namespace {
@@ -103,6 +106,13 @@ DeviceAllocator* g_cuda_allocator = nullptr;
 
 DeviceAllocator& allocator_for(Device d) {
   if (d.is_cpu()) return cpu_allocator();
+#ifdef MG_WITH_CUDA
+  // The first CUDA tensor initialises the backend; with no visible GPU this throws a clear
+  // mg::Error ("built with CUDA, but no CUDA device is visible ...") and CPU keeps working.
+  if (g_cuda_allocator == nullptr) cuda::backend_init();
+  MG_CHECK(d.index == 0, "allocator: ", d.str(), " requested, but the CUDA backend uses one ",
+           "device, cuda:0 (select the GPU with CUDA_VISIBLE_DEVICES)");
+#endif
   MG_CHECK(g_cuda_allocator != nullptr, "allocator: no CUDA backend is available for ", d.str(),
            cuda_compiled() ? " (no CUDA device is visible)" : " (this build has no CUDA backend: configure with -DMG_CUDA=ON)");
   return *g_cuda_allocator;

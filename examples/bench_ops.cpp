@@ -5,7 +5,13 @@
 // overhead of ours). Elementwise: GB/s (bytes read + written / time) of a few ops against a
 // plain memcpy of the same bytes (the bound: an elementwise op cannot beat streaming memory).
 //
-//   ./build/examples/bench_ops [--json] [--repeats N] [--device cpu]
+// --device cuda (a CUDA build with a visible GPU): matmul in TFLOP/s against cublasSgemm called
+// directly on raw buffers (mambagrad's matmul is cuBLAS plus its tensor allocation), and the
+// elementwise, norm and conv1d kernels in GB/s against a device-to-device cudaMemcpy of the
+// same bytes (the bandwidth bound). GPU times are cudaEvent medians (cuda/bench.h). --tf32 lets
+// cuBLAS use TF32 tensor cores (both for mambagrad and for the peer).
+//
+//   ./build/examples/bench_ops [--json] [--repeats N] [--device cpu|cuda] [--tf32]
 #include <Eigen/Core>
 #include <cstdio>
 #include <cstring>
@@ -17,8 +23,14 @@
 #include "core/tensor.h"
 #include "examples/bench_util.h"
 #include "ops/arith.h"
+#include "ops/conv1d.h"
 #include "ops/matmul.h"
+#include "ops/norm.h"
 #include "ops/unary.h"
+#ifdef MG_WITH_CUDA
+#include "cuda/bench.h"
+#include "cuda/runtime.h"
+#endif
 
 using namespace mg;
 using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -32,7 +44,9 @@ static void emit(const char* impl, const char* op, const std::string& shape, dou
                 impl, op, shape.c_str(), ms, unit, value);
   else
     std::printf("%-10s %-14s %-18s %10.3f ms %10.2f %s\n", impl, op, shape.c_str(), ms, value,
-                std::strcmp(unit, "gflops") == 0 ? "GFLOP/s" : "GB/s");
+                std::strcmp(unit, "gflops") == 0   ? "GFLOP/s"
+                : std::strcmp(unit, "tflops") == 0 ? "TFLOP/s"
+                                                   : "GB/s");
 }
 
 static void bench_matmul(int64_t batch, int64_t n, int repeats) {
@@ -82,23 +96,119 @@ static void bench_elementwise(int64_t n, int repeats) {
   emit("memcpy", "copy", shape, ms, "gbps", 2 * n * f / ms / 1e6);
 }
 
+
+#ifdef MG_WITH_CUDA
+// ---- --device cuda ------------------------------------------------------------------------
+
+static void bench_matmul_cuda(int64_t batch, int64_t n, int repeats) {
+  std::string shape = (batch > 1 ? std::to_string(batch) + "x" : "") + std::to_string(n) + "^3";
+  Device gpu = Device::cuda(0);
+  Tensor a = Tensor::randn(batch > 1 ? Shape{batch, n, n} : Shape{n, n}).to(gpu);
+  Tensor b = Tensor::randn(batch > 1 ? Shape{batch, n, n} : Shape{n, n}).to(gpu);
+  double tflop = 2.0 * batch * n * n * n / 1e12;
+  const char* op = batch > 1 ? "bmm" : "matmul";
+  double ms = cuda::bench::median_ms([&] { Tensor c = matmul(a, b); }, repeats);
+  emit("mambagrad", op, shape, ms, "tflops", tflop / (ms / 1e3));
+  double ms_c = cuda::bench::cublas_sgemm_ms(batch, n, n, n, repeats);
+  emit("cublas", op, shape, ms_c, "tflops", tflop / (ms_c / 1e3));
+}
+
+// One memory-bound case: `bytes` = bytes read + written by the kernel.
+struct GpuCase { const char* name; std::string shape; double bytes; std::function<void()> run; };
+
+static void run_gpu_cases(const std::vector<GpuCase>& cases, int repeats) {
+  for (const GpuCase& c : cases) {
+    try {
+      double ms = cuda::bench::median_ms(c.run, repeats);
+      emit("mambagrad", c.name, c.shape, ms, "gbps", c.bytes / ms / 1e6);
+    } catch (const Error& e) {  // an op without a CUDA kernel yet
+      std::fprintf(stderr, "bench_ops: %s skipped: %s\n", c.name, e.what());
+    }
+  }
+}
+
+static void bench_memory_bound_cuda(int repeats) {
+  Device gpu = Device::cuda(0);
+  double f = sizeof(float);
+  int64_t n = int64_t(1) << 26;  // 256 MiB per f32 tensor: far beyond L2
+  std::string ns = std::to_string(n);
+  Tensor x = Tensor::randn({n}).to(gpu), y = Tensor::randn({n}).to(gpu);
+  int64_t rows = 16384, D = 2048;
+  std::string nd = std::to_string(rows) + "x" + std::to_string(D);
+  Tensor h = Tensor::randn({rows, D}).to(gpu), w = Tensor::randn({D}).to(gpu);
+  int64_t B = 8, L = 2048, C = 2048, K = 4;
+  std::string cs = std::to_string(B) + "x" + std::to_string(L) + "x" + std::to_string(C);
+  Tensor xc = Tensor::randn({B, L, C}).to(gpu), wc = Tensor::randn({C, 1, K}).to(gpu);
+  Tensor bc = Tensor::randn({C}).to(gpu);
+  double hb = (double)rows * D * f, cb = (double)B * L * C * f;
+  std::vector<GpuCase> cases = {
+      {"add", ns, 3 * n * f, [&] { Tensor z = add(x, y); }},
+      {"mul", ns, 3 * n * f, [&] { Tensor z = mul(x, y); }},
+      {"silu", ns, 2 * n * f, [&] { Tensor z = silu(x); }},
+      {"exp", ns, 2 * n * f, [&] { Tensor z = exp(x); }},
+      {"rms_norm", nd, 2 * hb, [&] { Tensor z = rms_norm(h, w); }},
+      {"layer_norm", nd, 2 * hb, [&] { Tensor z = layer_norm(h, w, w); }},
+      {"conv1d", cs, 2 * cb, [&] { Tensor z = causal_conv1d(xc, wc, bc); }},
+  };
+  run_gpu_cases(cases, repeats);
+  // The bound: a device-to-device copy (reads and writes the bytes once each).
+  double ms = cuda::bench::memcpy_d2d_ms(n * (int64_t)f, repeats);
+  emit("cudaMemcpy", "copy", ns, ms, "gbps", 2 * n * f / ms / 1e6);
+}
+
+static int run_cuda(int repeats, bool tf32) {
+  if (!cuda::available()) {
+    std::fprintf(stderr, "bench_ops: --device cuda: no CUDA device is visible\n");
+    return 2;
+  }
+  cuda::backend_init();
+  cuda::set_allow_tf32(tf32);
+  if (!g_json)
+    std::printf("%s (TF32 %s)\n%-10s %-14s %-18s %13s %18s\n", cuda::describe().c_str(),
+                tf32 ? "on" : "off", "impl", "op", "shape", "median", "rate");
+  for (int64_t n : {1024, 2048, 4096, 8192}) bench_matmul_cuda(1, n, repeats);
+  bench_matmul_cuda(64, 256, repeats);
+  bench_matmul_cuda(16, 1024, repeats);
+  bench_memory_bound_cuda(repeats);
+  return 0;
+}
+#endif  // MG_WITH_CUDA
+
 int main(int argc, char** argv) {
   int repeats = 10;
+  bool on_cuda = false, tf32 = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--json") g_json = true;
     else if (a == "--repeats" && i + 1 < argc) repeats = std::stoi(argv[++i]);
+    else if (a == "--tf32") tf32 = true;
     else if (a == "--device" && i + 1 < argc) {
       std::string d = argv[++i];
-      if (d != "cpu") { std::fprintf(stderr, "bench_ops: --device %s: only cpu in this build\n", d.c_str()); return 2; }
+      on_cuda = d == "cuda" || d.rfind("cuda:", 0) == 0;
+      if (d != "cpu" && !(on_cuda && cuda_compiled())) {
+        std::fprintf(stderr, "bench_ops: --device %s: %s\n", d.c_str(),
+                     on_cuda ? "this build has no CUDA backend (configure with -DMG_CUDA=ON)"
+                             : "expected cpu or cuda");
+        return 2;
+      }
     } else {
-      std::printf("usage: bench_ops [--json] [--repeats N] [--device cpu]\n\n"
-                  "Times f32 matmul (256..2048, and batched) through mambagrad and through Eigen\n"
-                  "directly (GFLOP/s), and elementwise ops against memcpy (GB/s). Medians of N runs.\n");
+      std::printf("usage: bench_ops [--json] [--repeats N] [--device cpu|cuda] [--tf32]\n\n"
+                  "cpu:  f32 matmul (256..2048, and batched) through mambagrad and through Eigen\n"
+                  "      directly (GFLOP/s), and elementwise ops against memcpy (GB/s).\n"
+                  "cuda: f32 matmul (1024..8192, and batched) through mambagrad and through cuBLAS\n"
+                  "      directly (TFLOP/s), elementwise, norm and conv1d kernels against a\n"
+                  "      device-to-device cudaMemcpy (GB/s); --tf32 allows TF32 tensor cores.\n"
+                  "Medians of N runs.\n");
       return a == "--help" || a == "-h" ? 0 : 2;
     }
   }
   NoGradGuard no_grad;
+  if (on_cuda) {
+#ifdef MG_WITH_CUDA
+    return run_cuda(repeats, tf32);
+#endif
+  }
+  (void)tf32;  // only --device cuda uses it
   if (!g_json) std::printf("threads: %d\n%-10s %-14s %-18s %13s %18s\n", num_threads(), "impl", "op", "shape", "median", "rate");
   for (int64_t n : {256, 512, 1024, 2048}) bench_matmul(1, n, n >= 2048 ? std::max(3, repeats / 3) : repeats);
   bench_matmul(16, 256, repeats);

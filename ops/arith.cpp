@@ -5,6 +5,9 @@
 #include "autograd/tape.h"
 #include "core/dispatch.h"
 #include "core/parallel.h"
+#ifdef MG_WITH_CUDA
+#include "cuda/arith.h"
+#endif
 
 namespace mg {
 
@@ -137,13 +140,17 @@ Tensor sum_to_shape(const Tensor& x, const Shape& shape) {
   bool rows = is_suffix(shape, x.shape()) || small == 1;
   MG_CHECK(rows || is_column(shape, x.shape()), "sum_to_shape: cannot sum ",
            shape_str(x.shape()), " to ", shape_str(shape));
-  check_cpu("sum_to_shape", x);
   Tensor y = Tensor::empty(shape, x.dtype(), x.device());
   int64_t other = small == 0 ? 0 : x.numel() / small;
-  dispatch_float(x.dtype(), "sum_to_shape", [&]<typename T>() {
-    if (rows) cpu::sum_rows<T>(x.data<T>(), y.data<T>(), other, small);
-    else cpu::sum_cols<T>(x.data<T>(), y.data<T>(), small, other);
-  });
+  dispatch_device(x.device(), x.dtype(), "sum_to_shape",
+      [&] {
+        MG_CUDA_ONLY(if (rows) cuda::sum_rows(x.data<float>(), y.data<float>(), other, small);
+                     else cuda::sum_cols(x.data<float>(), y.data<float>(), small, other));
+      },
+      [&]<typename T>() {
+        if (rows) cpu::sum_rows<T>(x.data<T>(), y.data<T>(), other, small);
+        else cpu::sum_cols<T>(x.data<T>(), y.data<T>(), small, other);
+      });
   record("sum_to_shape", {x}, {y}, [xs = x.shape()](const std::vector<Tensor>& d) {
     // d (shape) broadcast back to xs: add it to zeros of xs.
     return std::vector<Tensor>{add(Tensor::zeros(xs, d[0].dtype(), d[0].device()), d[0])};
@@ -157,7 +164,6 @@ static Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   check_float(name, b, "b");
   check_same_dtype(name, a, b);
   check_same_device(name, a, b);
-  check_cpu(name, a);
   Broadcast bc = Broadcast::none;
   if (a.shape() != b.shape()) {
     if (is_suffix(b.shape(), a.shape()) || b.numel() == 1) bc = Broadcast::b_row;
@@ -181,9 +187,14 @@ static Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
     inner = outer == 0 ? 0 : big.numel() / outer;
   }
   Tensor y = Tensor::empty(big.shape(), a.dtype(), a.device());
-  dispatch_float(a.dtype(), name, [&]<typename T>() {
-    cpu::binary_forward<T>(op, a.data<T>(), b.data<T>(), y.data<T>(), outer, inner, bc);
-  });
+  dispatch_device(a.device(), a.dtype(), name,
+      [&] {
+        MG_CUDA_ONLY(cuda::binary_forward(op, a.data<float>(), b.data<float>(), y.data<float>(),
+                                          outer, inner, bc));
+      },
+      [&]<typename T>() {
+        cpu::binary_forward<T>(op, a.data<T>(), b.data<T>(), y.data<T>(), outer, inner, bc);
+      });
   record(name, {a, b}, {y}, [op, a, b](const std::vector<Tensor>& d) {
     const Tensor& dy = d[0];
     Tensor da, db;
@@ -202,11 +213,15 @@ static Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
 static Tensor scalar_op(BinaryOp op, const Tensor& a, double s, bool scalar_left) {
   const char* name = op_name(op);
   check_float(name, a, "a");
-  check_cpu(name, a);
   Tensor y = Tensor::empty(a.shape(), a.dtype(), a.device());
-  dispatch_float(a.dtype(), name, [&]<typename T>() {
-    cpu::scalar_forward<T>(op, a.data<T>(), (T)s, y.data<T>(), a.numel(), scalar_left);
-  });
+  dispatch_device(a.device(), a.dtype(), name,
+      [&] {
+        MG_CUDA_ONLY(cuda::scalar_forward(op, a.data<float>(), (float)s, y.data<float>(),
+                                          a.numel(), scalar_left));
+      },
+      [&]<typename T>() {
+        cpu::scalar_forward<T>(op, a.data<T>(), (T)s, y.data<T>(), a.numel(), scalar_left);
+      });
   record(std::string(name) + "_scalar", {a}, {y},
          [op, a, s, scalar_left, y](const std::vector<Tensor>& d) {
            const Tensor& dy = d[0];

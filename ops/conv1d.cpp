@@ -6,6 +6,9 @@
 #include "autograd/tape.h"
 #include "core/dispatch.h"
 #include "core/parallel.h"
+#ifdef MG_WITH_CUDA
+#include "cuda/conv1d.h"
+#endif
 
 namespace mg {
 
@@ -125,26 +128,45 @@ Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias) 
     check_same_dtype(op, x, bias);
     check_same_device(op, x, bias);
   }
-  check_cpu(op, x);
 
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  dispatch_float(x.dtype(), op, [&]<typename T>() {
-    cpu::causal_conv1d_forward<T>(x.data<T>(), weight.data<T>(),
-                                  bias.defined() ? bias.data<T>() : nullptr, y.data<T>(), B, L,
-                                  C, K);
-  });
+  if (x.device().is_cuda()) {
+#ifdef MG_WITH_CUDA
+    check_dtype(op, x, DType::f32, "x");  // CUDA is f32 only
+    cuda::causal_conv1d_forward(x.data<float>(), weight.data<float>(),
+                                bias.defined() ? bias.data<float>() : nullptr, y.data<float>(), B,
+                                L, C, K);
+#else
+    throw Error(detail::cat(op, ": a CUDA tensor in a build without CUDA"));
+#endif
+  } else {
+    dispatch_float(x.dtype(), op, [&]<typename T>() {
+      cpu::causal_conv1d_forward<T>(x.data<T>(), weight.data<T>(),
+                                    bias.defined() ? bias.data<T>() : nullptr, y.data<T>(), B, L,
+                                    C, K);
+    });
+  }
   auto backward_fn = [x, weight, bias, B, L, C, K, op](const std::vector<Tensor>& d) {
     const Tensor& dy = d[0];
     Tensor dx, dw, dbias;
     if (x.requires_grad()) dx = Tensor::empty(x.shape(), x.dtype(), x.device());
     if (weight.requires_grad()) dw = Tensor::empty(weight.shape(), x.dtype(), x.device());
     if (bias.defined() && bias.requires_grad()) dbias = Tensor::empty({C}, x.dtype(), x.device());
-    dispatch_float(x.dtype(), op, [&]<typename T>() {
-      cpu::causal_conv1d_backward<T>(x.data<T>(), weight.data<T>(), dy.data<T>(),
-                                     dx.defined() ? dx.data<T>() : nullptr,
-                                     dw.defined() ? dw.data<T>() : nullptr,
-                                     dbias.defined() ? dbias.data<T>() : nullptr, B, L, C, K);
-    });
+    if (x.device().is_cuda()) {
+#ifdef MG_WITH_CUDA
+      cuda::causal_conv1d_backward(x.data<float>(), weight.data<float>(), dy.data<float>(),
+                                   dx.defined() ? dx.data<float>() : nullptr,
+                                   dw.defined() ? dw.data<float>() : nullptr,
+                                   dbias.defined() ? dbias.data<float>() : nullptr, B, L, C, K);
+#endif
+    } else {
+      dispatch_float(x.dtype(), op, [&]<typename T>() {
+        cpu::causal_conv1d_backward<T>(x.data<T>(), weight.data<T>(), dy.data<T>(),
+                                       dx.defined() ? dx.data<T>() : nullptr,
+                                       dw.defined() ? dw.data<T>() : nullptr,
+                                       dbias.defined() ? dbias.data<T>() : nullptr, B, L, C, K);
+      });
+    }
     return std::vector<Tensor>{dx, dw, dbias};
   };
   record(op, {x, weight, bias}, {y}, backward_fn);

@@ -10,6 +10,9 @@
 #include "autograd/tape.h"
 #include "core/dispatch.h"
 #include "core/parallel.h"
+#ifdef MG_WITH_CUDA
+#include "cuda/matmul.h"
+#endif
 
 namespace mg {
 
@@ -145,7 +148,6 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   check_float(op, b, "b");
   check_same_dtype(op, a, b);
   check_same_device(op, a, b);
-  check_cpu(op, a);
   MG_CHECK(a.dim() >= 2, op, ": a must be (..., M, K) with at least 2 dimensions, got ",
            shape_str(a.shape()));
   MG_CHECK(b.dim() == 2 || b.dim() == a.dim(), op, ": b must be (K, N) or have a's rank (",
@@ -165,16 +167,34 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   y_shape.push_back(M);
   y_shape.push_back(N);
   Tensor y = Tensor::empty(y_shape, a.dtype(), a.device());
-  dispatch_float(a.dtype(), op, [&]<typename T>() {
-    cpu::matmul_forward<T>(a.data<T>(), b.data<T>(), y.data<T>(), batch, M, K, N, b_shared);
-  });
+  if (a.device().is_cuda()) {
+#ifdef MG_WITH_CUDA
+    check_dtype(op, a, DType::f32, "a");  // CUDA is f32 only
+    cuda::matmul_forward(a.data<float>(), b.data<float>(), y.data<float>(), batch, M, K, N,
+                         b_shared);
+#else
+    throw Error(detail::cat(op, ": a CUDA tensor in a build without CUDA"));
+#endif
+  } else {
+    dispatch_float(a.dtype(), op, [&]<typename T>() {
+      cpu::matmul_forward<T>(a.data<T>(), b.data<T>(), y.data<T>(), batch, M, K, N, b_shared);
+    });
+  }
   record(op, {a, b}, {y}, [a, b, batch, M, K, N, b_shared](const std::vector<Tensor>& d) {
     Tensor da = a.requires_grad() ? Tensor::empty(a.shape(), a.dtype(), a.device()) : Tensor();
     Tensor db = b.requires_grad() ? Tensor::empty(b.shape(), b.dtype(), b.device()) : Tensor();
-    dispatch_float(a.dtype(), "matmul backward", [&]<typename T>() {
-      cpu::matmul_backward<T>(a.data<T>(), b.data<T>(), d[0].data<T>(), data_or_null<T>(da),
-                              data_or_null<T>(db), batch, M, K, N, b_shared);
-    });
+    if (a.device().is_cuda()) {
+#ifdef MG_WITH_CUDA
+      cuda::matmul_backward(a.data<float>(), b.data<float>(), d[0].data<float>(),
+                            data_or_null<float>(da), data_or_null<float>(db), batch, M, K, N,
+                            b_shared);
+#endif
+    } else {
+      dispatch_float(a.dtype(), "matmul backward", [&]<typename T>() {
+        cpu::matmul_backward<T>(a.data<T>(), b.data<T>(), d[0].data<T>(), data_or_null<T>(da),
+                                data_or_null<T>(db), batch, M, K, N, b_shared);
+      });
+    }
     return std::vector<Tensor>{da, db};
   });
   return y;
@@ -186,7 +206,6 @@ Tensor linear(const Tensor& x, const Tensor& W, const Tensor& b) {
   check_float(op, W, "W");
   check_same_dtype(op, x, W);
   check_same_device(op, x, W);
-  check_cpu(op, x);
   MG_CHECK(x.dim() >= 1, op, ": x must be (..., in), got a 0-dimensional tensor");
   MG_CHECK(W.dim() == 2, op, ": W must be (out, in), got ", shape_str(W.shape()));
   int64_t in = x.size(-1), out = W.size(0);
@@ -203,20 +222,38 @@ Tensor linear(const Tensor& x, const Tensor& W, const Tensor& b) {
   Shape y_shape = x.shape();
   y_shape.back() = out;
   Tensor y = Tensor::empty(y_shape, x.dtype(), x.device());
-  dispatch_float(x.dtype(), op, [&]<typename T>() {
-    cpu::linear_forward<T>(x.data<T>(), W.data<T>(), data_or_null<T>(b), y.data<T>(), rows, in,
-                           out);
-  });
+  if (x.device().is_cuda()) {
+#ifdef MG_WITH_CUDA
+    check_dtype(op, x, DType::f32, "x");  // CUDA is f32 only
+    cuda::linear_forward(x.data<float>(), W.data<float>(), data_or_null<float>(b),
+                         y.data<float>(), rows, in, out);
+#else
+    throw Error(detail::cat(op, ": a CUDA tensor in a build without CUDA"));
+#endif
+  } else {
+    dispatch_float(x.dtype(), op, [&]<typename T>() {
+      cpu::linear_forward<T>(x.data<T>(), W.data<T>(), data_or_null<T>(b), y.data<T>(), rows,
+                             in, out);
+    });
+  }
   record(op, {x, W, b}, {y}, [x, W, b, rows, in, out](const std::vector<Tensor>& d) {
     auto grad_like = [](const Tensor& t) {
       return t.defined() && t.requires_grad() ? Tensor::empty(t.shape(), t.dtype(), t.device())
                                               : Tensor();
     };
     Tensor dx = grad_like(x), dW = grad_like(W), db = grad_like(b);
-    dispatch_float(x.dtype(), "linear backward", [&]<typename T>() {
-      cpu::linear_backward<T>(x.data<T>(), W.data<T>(), d[0].data<T>(), data_or_null<T>(dx),
-                              data_or_null<T>(dW), data_or_null<T>(db), rows, in, out);
-    });
+    if (x.device().is_cuda()) {
+#ifdef MG_WITH_CUDA
+      cuda::linear_backward(x.data<float>(), W.data<float>(), d[0].data<float>(),
+                            data_or_null<float>(dx), data_or_null<float>(dW),
+                            data_or_null<float>(db), rows, in, out);
+#endif
+    } else {
+      dispatch_float(x.dtype(), "linear backward", [&]<typename T>() {
+        cpu::linear_backward<T>(x.data<T>(), W.data<T>(), d[0].data<T>(), data_or_null<T>(dx),
+                                data_or_null<T>(dW), data_or_null<T>(db), rows, in, out);
+      });
+    }
     return std::vector<Tensor>{dx, dW, db};
   });
   return y;

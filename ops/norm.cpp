@@ -7,6 +7,9 @@
 #include "autograd/tape.h"
 #include "core/dispatch.h"
 #include "core/parallel.h"
+#ifdef MG_WITH_CUDA
+#include "cuda/norm.h"
+#endif
 
 namespace mg {
 
@@ -181,7 +184,13 @@ static int64_t check_norm_args(const char* op, const Tensor& x, const Tensor& we
     check_same_device(op, x, bias);
   }
   MG_CHECK(eps >= 0 && std::isfinite(eps), op, ": eps must be finite and >= 0, got ", eps);
-  check_cpu(op, x);
+  if (x.device().is_cuda()) {
+#ifdef MG_WITH_CUDA
+    check_dtype(op, x, DType::f32, "x");  // CUDA is f32 only
+#else
+    throw Error(detail::cat(op, ": a CUDA tensor in a build without CUDA"));
+#endif
+  }
   return D;
 }
 
@@ -191,19 +200,34 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
   int64_t rows = x.numel() / D;
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor rstd = Tensor::empty({rows}, x.dtype(), x.device());
-  dispatch_float(x.dtype(), op, [&]<typename T>() {
-    cpu::rms_norm_forward<T>(x.data<T>(), weight.data<T>(), y.data<T>(), rstd.data<T>(), rows, D,
-                             (T)eps);
-  });
+  if (x.device().is_cuda()) {
+#ifdef MG_WITH_CUDA
+    cuda::rms_norm_forward(x.data<float>(), weight.data<float>(), y.data<float>(),
+                           rstd.data<float>(), rows, D, (float)eps);
+#endif
+  } else {
+    dispatch_float(x.dtype(), op, [&]<typename T>() {
+      cpu::rms_norm_forward<T>(x.data<T>(), weight.data<T>(), y.data<T>(), rstd.data<T>(), rows,
+                               D, (T)eps);
+    });
+  }
   record(op, {x, weight}, {y}, [x, weight, rstd, rows, D, op](const std::vector<Tensor>& d) {
     Tensor dx, dw;
     if (x.requires_grad()) dx = Tensor::empty(x.shape(), x.dtype(), x.device());
     if (weight.requires_grad()) dw = Tensor::empty({D}, x.dtype(), x.device());
-    dispatch_float(x.dtype(), op, [&]<typename T>() {
-      cpu::rms_norm_backward<T>(x.data<T>(), weight.data<T>(), rstd.data<T>(), d[0].data<T>(),
-                                dx.defined() ? dx.data<T>() : nullptr,
-                                dw.defined() ? dw.data<T>() : nullptr, rows, D);
-    });
+    if (x.device().is_cuda()) {
+#ifdef MG_WITH_CUDA
+      cuda::rms_norm_backward(x.data<float>(), weight.data<float>(), rstd.data<float>(),
+                              d[0].data<float>(), dx.defined() ? dx.data<float>() : nullptr,
+                              dw.defined() ? dw.data<float>() : nullptr, rows, D);
+#endif
+    } else {
+      dispatch_float(x.dtype(), op, [&]<typename T>() {
+        cpu::rms_norm_backward<T>(x.data<T>(), weight.data<T>(), rstd.data<T>(), d[0].data<T>(),
+                                  dx.defined() ? dx.data<T>() : nullptr,
+                                  dw.defined() ? dw.data<T>() : nullptr, rows, D);
+      });
+    }
     return std::vector<Tensor>{dx, dw};
   });
   return y;
@@ -216,11 +240,19 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor mean = Tensor::empty({rows}, x.dtype(), x.device());
   Tensor rstd = Tensor::empty({rows}, x.dtype(), x.device());
-  dispatch_float(x.dtype(), op, [&]<typename T>() {
-    cpu::layer_norm_forward<T>(x.data<T>(), weight.data<T>(),
-                               bias.defined() ? bias.data<T>() : nullptr, y.data<T>(),
-                               mean.data<T>(), rstd.data<T>(), rows, D, (T)eps);
-  });
+  if (x.device().is_cuda()) {
+#ifdef MG_WITH_CUDA
+    cuda::layer_norm_forward(x.data<float>(), weight.data<float>(),
+                             bias.defined() ? bias.data<float>() : nullptr, y.data<float>(),
+                             mean.data<float>(), rstd.data<float>(), rows, D, (float)eps);
+#endif
+  } else {
+    dispatch_float(x.dtype(), op, [&]<typename T>() {
+      cpu::layer_norm_forward<T>(x.data<T>(), weight.data<T>(),
+                                 bias.defined() ? bias.data<T>() : nullptr, y.data<T>(),
+                                 mean.data<T>(), rstd.data<T>(), rows, D, (T)eps);
+    });
+  }
   record(op, {x, weight, bias}, {y},
          [x, weight, bias, mean, rstd, rows, D, op](const std::vector<Tensor>& d) {
            Tensor dx, dw, db;
@@ -228,13 +260,23 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
            if (weight.requires_grad()) dw = Tensor::empty({D}, x.dtype(), x.device());
            if (bias.defined() && bias.requires_grad())
              db = Tensor::empty({D}, x.dtype(), x.device());
-           dispatch_float(x.dtype(), op, [&]<typename T>() {
-             cpu::layer_norm_backward<T>(x.data<T>(), weight.data<T>(), mean.data<T>(),
-                                         rstd.data<T>(), d[0].data<T>(),
-                                         dx.defined() ? dx.data<T>() : nullptr,
-                                         dw.defined() ? dw.data<T>() : nullptr,
-                                         db.defined() ? db.data<T>() : nullptr, rows, D);
-           });
+           if (x.device().is_cuda()) {
+#ifdef MG_WITH_CUDA
+             cuda::layer_norm_backward(x.data<float>(), weight.data<float>(), mean.data<float>(),
+                                       rstd.data<float>(), d[0].data<float>(),
+                                       dx.defined() ? dx.data<float>() : nullptr,
+                                       dw.defined() ? dw.data<float>() : nullptr,
+                                       db.defined() ? db.data<float>() : nullptr, rows, D);
+#endif
+           } else {
+             dispatch_float(x.dtype(), op, [&]<typename T>() {
+               cpu::layer_norm_backward<T>(x.data<T>(), weight.data<T>(), mean.data<T>(),
+                                           rstd.data<T>(), d[0].data<T>(),
+                                           dx.defined() ? dx.data<T>() : nullptr,
+                                           dw.defined() ? dw.data<T>() : nullptr,
+                                           db.defined() ? db.data<T>() : nullptr, rows, D);
+             });
+           }
            return std::vector<Tensor>{dx, dw, db};
          });
   return y;

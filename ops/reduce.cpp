@@ -7,6 +7,9 @@
 #include "autograd/tape.h"
 #include "core/dispatch.h"
 #include "core/parallel.h"
+#ifdef MG_WITH_CUDA
+#include "cuda/reduce.h"
+#endif
 
 namespace mg {
 
@@ -187,10 +190,7 @@ static Shape reduced_shape(const Shape& s, int64_t d, bool keepdim) {
   return r;
 }
 
-static void check_input(const char* op, const Tensor& x) {
-  check_float(op, x, "x");
-  check_cpu(op, x);
-}
+static void check_input(const char* op, const Tensor& x) { check_float(op, x, "x"); }
 
 // sum (divide_by_n = false) and mean (true) over one dim.
 static Tensor sum_dim(const char* op, const Tensor& x, int64_t dim, bool keepdim, bool divide_by_n) {
@@ -198,14 +198,14 @@ static Tensor sum_dim(const char* op, const Tensor& x, int64_t dim, bool keepdim
   ReduceView v = reduce_view(op, x, dim);
   double divisor = divide_by_n ? (double)v.n : 1.0;
   Tensor y = Tensor::empty(reduced_shape(x.shape(), v.dim, keepdim), x.dtype(), x.device());
-  dispatch_float(x.dtype(), op, [&]<typename T>() {
-    cpu::sum_forward<T>(x.data<T>(), y.data<T>(), v.outer, v.n, v.inner, divisor);
-  });
-  record(op, {x}, {y}, [xs = x.shape(), dt = x.dtype(), v, divisor, op](const std::vector<Tensor>& d) {
-    Tensor dx = Tensor::empty(xs, dt);
-    dispatch_float(dt, op, [&]<typename T>() {
-      cpu::sum_backward<T>(d[0].data<T>(), dx.data<T>(), v.outer, v.n, v.inner, divisor);
-    });
+  dispatch_device(x.device(), x.dtype(), op,
+      [&] { MG_CUDA_ONLY(cuda::sum_forward(x.data<float>(), y.data<float>(), v.outer, v.n, v.inner, divisor)); },
+      [&]<typename T>() { cpu::sum_forward<T>(x.data<T>(), y.data<T>(), v.outer, v.n, v.inner, divisor); });
+  record(op, {x}, {y}, [xs = x.shape(), dt = x.dtype(), dev = x.device(), v, divisor, op](const std::vector<Tensor>& d) {
+    Tensor dx = Tensor::empty(xs, dt, dev);
+    dispatch_device(dev, dt, op,
+        [&] { MG_CUDA_ONLY(cuda::sum_backward(d[0].data<float>(), dx.data<float>(), v.outer, v.n, v.inner, divisor)); },
+        [&]<typename T>() { cpu::sum_backward<T>(d[0].data<T>(), dx.data<T>(), v.outer, v.n, v.inner, divisor); });
     return std::vector<Tensor>{dx};
   });
   return y;
@@ -216,14 +216,14 @@ static Tensor sum_all(const char* op, const Tensor& x, bool divide_by_n) {
   int64_t n = x.numel();
   double divisor = divide_by_n ? (double)n : 1.0;
   Tensor y = Tensor::empty({}, x.dtype(), x.device());
-  dispatch_float(x.dtype(), op, [&]<typename T>() {
-    cpu::sum_all_forward<T>(x.data<T>(), y.data<T>(), n, divisor);
-  });
-  record(op, {x}, {y}, [xs = x.shape(), dt = x.dtype(), n, divisor, op](const std::vector<Tensor>& d) {
-    Tensor dx = Tensor::empty(xs, dt);
-    dispatch_float(dt, op, [&]<typename T>() {
-      cpu::sum_backward<T>(d[0].data<T>(), dx.data<T>(), 1, n, 1, divisor);
-    });
+  dispatch_device(x.device(), x.dtype(), op,
+      [&] { MG_CUDA_ONLY(cuda::sum_all_forward(x.data<float>(), y.data<float>(), n, divisor)); },
+      [&]<typename T>() { cpu::sum_all_forward<T>(x.data<T>(), y.data<T>(), n, divisor); });
+  record(op, {x}, {y}, [xs = x.shape(), dt = x.dtype(), dev = x.device(), n, divisor, op](const std::vector<Tensor>& d) {
+    Tensor dx = Tensor::empty(xs, dt, dev);
+    dispatch_device(dev, dt, op,
+        [&] { MG_CUDA_ONLY(cuda::sum_backward(d[0].data<float>(), dx.data<float>(), 1, n, 1, divisor)); },
+        [&]<typename T>() { cpu::sum_backward<T>(d[0].data<T>(), dx.data<T>(), 1, n, 1, divisor); });
     return std::vector<Tensor>{dx};
   });
   return y;
@@ -232,10 +232,15 @@ static Tensor sum_all(const char* op, const Tensor& x, bool divide_by_n) {
 // The backward of both max forms: route dy to the saved first argmax.
 static BackwardFn max_backward_fn(const Shape& xs, DType dt, ReduceView v, const Tensor& argmax) {
   return [xs, dt, v, argmax](const std::vector<Tensor>& d) {
-    Tensor dx = Tensor::empty(xs, dt);
-    dispatch_float(dt, "max", [&]<typename T>() {
-      cpu::max_backward<T>(d[0].data<T>(), argmax.data<int32_t>(), dx.data<T>(), v.outer, v.n, v.inner);
-    });
+    Tensor dx = Tensor::empty(xs, dt, argmax.device());
+    dispatch_device(argmax.device(), dt, "max",
+        [&] {
+          MG_CUDA_ONLY(cuda::max_backward(d[0].data<float>(), argmax.data<int32_t>(), dx.data<float>(),
+                                          v.outer, v.n, v.inner));
+        },
+        [&]<typename T>() {
+          cpu::max_backward<T>(d[0].data<T>(), argmax.data<int32_t>(), dx.data<T>(), v.outer, v.n, v.inner);
+        });
     return std::vector<Tensor>{dx};
   };
 }
@@ -257,9 +262,9 @@ Tensor max(const Tensor& x) {
   check_max_extent(x, x.numel(), "tensor");
   Tensor y = Tensor::empty({}, x.dtype(), x.device());
   Tensor argmax = Tensor::empty({}, DType::i32, x.device());
-  dispatch_float(x.dtype(), "max", [&]<typename T>() {
-    cpu::max_all_forward<T>(x.data<T>(), y.data<T>(), argmax.data<int32_t>(), x.numel());
-  });
+  dispatch_device(x.device(), x.dtype(), "max",
+      [&] { MG_CUDA_ONLY(cuda::max_all_forward(x.data<float>(), y.data<float>(), argmax.data<int32_t>(), x.numel())); },
+      [&]<typename T>() { cpu::max_all_forward<T>(x.data<T>(), y.data<T>(), argmax.data<int32_t>(), x.numel()); });
   record("max", {x}, {y}, max_backward_fn(x.shape(), x.dtype(), ReduceView{0, 1, x.numel(), 1}, argmax));
   return y;
 }
@@ -271,9 +276,14 @@ Tensor max(const Tensor& x, int64_t dim, bool keepdim) {
   Shape ys = reduced_shape(x.shape(), v.dim, keepdim);
   Tensor y = Tensor::empty(ys, x.dtype(), x.device());
   Tensor argmax = Tensor::empty(ys, DType::i32, x.device());
-  dispatch_float(x.dtype(), "max", [&]<typename T>() {
-    cpu::max_forward<T>(x.data<T>(), y.data<T>(), argmax.data<int32_t>(), v.outer, v.n, v.inner);
-  });
+  dispatch_device(x.device(), x.dtype(), "max",
+      [&] {
+        MG_CUDA_ONLY(cuda::max_forward(x.data<float>(), y.data<float>(), argmax.data<int32_t>(),
+                                       v.outer, v.n, v.inner));
+      },
+      [&]<typename T>() {
+        cpu::max_forward<T>(x.data<T>(), y.data<T>(), argmax.data<int32_t>(), v.outer, v.n, v.inner);
+      });
   record("max", {x}, {y}, max_backward_fn(x.shape(), x.dtype(), v, argmax));
   return y;
 }

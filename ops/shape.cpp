@@ -5,6 +5,9 @@
 
 #include "autograd/tape.h"
 #include "core/parallel.h"
+#ifdef MG_WITH_CUDA
+#include "cuda/shape.h"
+#endif
 
 namespace mg {
 
@@ -58,6 +61,20 @@ void transpose_forward(const void* x, void* y, int64_t A, int64_t n0, int64_t B,
 
 namespace {
 
+// cpu::copy_blocks or its CUDA twin, for tensors on `device`.
+void copy_blocks_on(Device device, const void* src, int64_t src_stride, void* dst,
+                    int64_t dst_stride, int64_t blocks, int64_t block_bytes) {
+  if (device.is_cuda()) {
+#ifdef MG_WITH_CUDA
+    cuda::copy_blocks(src, src_stride, dst, dst_stride, blocks, block_bytes);
+#else
+    throw Error("shape ops: a CUDA tensor in a build without CUDA");
+#endif
+  } else {
+    cpu::copy_blocks(src, src_stride, dst, dst_stride, blocks, block_bytes);
+  }
+}
+
 // A dimension argument, negative counting from the end; the error names the op and shape.
 int64_t dim_arg(const char* op, const Tensor& x, int64_t d) {
   MG_CHECK(d >= -x.dim() && d < x.dim(), op, ": dimension ", d, " out of range for x of shape ",
@@ -83,7 +100,6 @@ Around around(const Tensor& x, int64_t dim) {
 std::vector<Tensor> split_impl(const char* op, const Tensor& x, const std::vector<int64_t>& sizes,
                                int64_t dim) {
   check_defined(op, x, "x");
-  check_cpu(op, x);
   dim = dim_arg(op, x, dim);
   int64_t total = 0;
   std::string listed;
@@ -102,8 +118,8 @@ std::vector<Tensor> split_impl(const char* op, const Tensor& x, const std::vecto
     Shape ps = x.shape();
     ps[dim] = s;
     Tensor p = Tensor::empty(ps, x.dtype(), x.device());
-    cpu::copy_blocks(src + offset * ar.inner_bytes, ar.n * ar.inner_bytes, p.raw_data(),
-                     s * ar.inner_bytes, ar.outer, s * ar.inner_bytes);
+    copy_blocks_on(x.device(), src + offset * ar.inner_bytes, ar.n * ar.inner_bytes,
+                   p.raw_data(), s * ar.inner_bytes, ar.outer, s * ar.inner_bytes);
     offset += s;
     pieces.push_back(p);
   }
@@ -120,15 +136,23 @@ std::vector<Tensor> split_impl(const char* op, const Tensor& x, const std::vecto
 Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
   const char* op = "transpose";
   check_defined(op, x, "x");
-  check_cpu(op, x);
   int64_t a0 = dim_arg(op, x, d0), a1 = dim_arg(op, x, d1);
   if (a0 > a1) std::swap(a0, a1);
   Shape ys = x.shape();
   std::swap(ys[a0], ys[a1]);
   Tensor y = Tensor::empty(ys, x.dtype(), x.device());
   const Shape& s = x.shape();
+  int64_t nbytes = (int64_t)x.nbytes();
   if (a0 == a1) {
-    if (x.nbytes() > 0) std::memcpy(y.raw_data(), x.raw_data(), x.nbytes());
+    copy_blocks_on(x.device(), x.raw_data(), nbytes, y.raw_data(), nbytes, 1, nbytes);
+  } else if (x.device().is_cuda()) {
+#ifdef MG_WITH_CUDA
+    cuda::transpose_forward(x.raw_data(), y.raw_data(), prod(s, 0, a0), s[a0],
+                            prod(s, a0 + 1, a1), s[a1], prod(s, a1 + 1, x.dim()),
+                            (int64_t)dtype_size(x.dtype()));
+#else
+    throw Error(detail::cat(op, ": a CUDA tensor in a build without CUDA"));
+#endif
   } else {
     cpu::transpose_forward(x.raw_data(), y.raw_data(), prod(s, 0, a0), s[a0], prod(s, a0 + 1, a1),
                            s[a1], prod(s, a1 + 1, x.dim()), (int64_t)dtype_size(x.dtype()));
@@ -158,7 +182,6 @@ Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
   MG_CHECK(!xs.empty(), op, ": needs at least one tensor");
   const Tensor& x0 = xs[0];
   check_defined(op, x0, "xs[0]");
-  check_cpu(op, x0);
   dim = dim_arg(op, x0, dim);
   std::vector<int64_t> sizes;
   int64_t total = 0;
@@ -181,8 +204,9 @@ Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
   char* dst = static_cast<char*>(y.raw_data());
   int64_t offset = 0;
   for (size_t k = 0; k < xs.size(); ++k) {
-    cpu::copy_blocks(xs[k].raw_data(), sizes[k] * ar.inner_bytes, dst + offset * ar.inner_bytes,
-                     total * ar.inner_bytes, ar.outer, sizes[k] * ar.inner_bytes);
+    copy_blocks_on(y.device(), xs[k].raw_data(), sizes[k] * ar.inner_bytes,
+                   dst + offset * ar.inner_bytes, total * ar.inner_bytes, ar.outer,
+                   sizes[k] * ar.inner_bytes);
     offset += sizes[k];
   }
   record(op, xs, {y}, [sizes, dim](const std::vector<Tensor>& d) {
@@ -194,7 +218,6 @@ Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
 Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end) {
   const char* op = "slice";
   check_defined(op, x, "x");
-  check_cpu(op, x);
   dim = dim_arg(op, x, dim);
   int64_t n = x.size(dim);
   int64_t s = start < 0 ? start + n : start;
@@ -206,16 +229,17 @@ Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end) {
   ys[dim] = e - s;
   Tensor y = Tensor::empty(ys, x.dtype(), x.device());
   Around ar = around(x, dim);
-  cpu::copy_blocks(static_cast<const char*>(x.raw_data()) + s * ar.inner_bytes, n * ar.inner_bytes,
-                   y.raw_data(), (e - s) * ar.inner_bytes, ar.outer, (e - s) * ar.inner_bytes);
+  copy_blocks_on(x.device(), static_cast<const char*>(x.raw_data()) + s * ar.inner_bytes,
+                 n * ar.inner_bytes, y.raw_data(), (e - s) * ar.inner_bytes, ar.outer,
+                 (e - s) * ar.inner_bytes);
   int64_t outer = ar.outer, inner = ar.inner_bytes / (int64_t)dtype_size(x.dtype());
   record(op, {x}, {y}, [xs = x.shape(), s, e, n, outer, inner](const std::vector<Tensor>& d) {
     // dx: zeros, with dy copied into the [s, e) stretch of every outer block.
     Tensor dx = Tensor::zeros(xs, d[0].dtype(), d[0].device());
     int64_t inner_bytes = inner * (int64_t)dtype_size(d[0].dtype());
-    cpu::copy_blocks(d[0].raw_data(), (e - s) * inner_bytes,
-                     static_cast<char*>(dx.raw_data()) + s * inner_bytes, n * inner_bytes, outer,
-                     (e - s) * inner_bytes);
+    copy_blocks_on(dx.device(), d[0].raw_data(), (e - s) * inner_bytes,
+                   static_cast<char*>(dx.raw_data()) + s * inner_bytes, n * inner_bytes, outer,
+                   (e - s) * inner_bytes);
     return std::vector<Tensor>{dx};
   });
   return y;

@@ -6,6 +6,9 @@
 #include "autograd/tape.h"
 #include "core/dispatch.h"
 #include "core/parallel.h"
+#ifdef MG_WITH_CUDA
+#include "cuda/softmax.h"
+#endif
 #include "ops/reduce.h"
 
 namespace mg {
@@ -148,19 +151,29 @@ MG_INSTANTIATE(double)
 // softmax (log = false) and log_softmax (log = true): checks -> allocate -> dispatch -> record.
 static Tensor softmax_like(const char* op, bool log, const Tensor& x, int64_t dim) {
   check_float(op, x, "x");
-  check_cpu(op, x);
   ReduceView v = reduce_view(op, x, dim);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  dispatch_float(x.dtype(), op, [&]<typename T>() {
-    if (log) cpu::log_softmax_forward<T>(x.data<T>(), y.data<T>(), v.outer, v.n, v.inner);
-    else     cpu::softmax_forward<T>(x.data<T>(), y.data<T>(), v.outer, v.n, v.inner);
-  });
+  dispatch_device(x.device(), x.dtype(), op,
+      [&] {
+        MG_CUDA_ONLY(if (log) cuda::log_softmax_forward(x.data<float>(), y.data<float>(), v.outer, v.n, v.inner);
+                     else     cuda::softmax_forward(x.data<float>(), y.data<float>(), v.outer, v.n, v.inner));
+      },
+      [&]<typename T>() {
+        if (log) cpu::log_softmax_forward<T>(x.data<T>(), y.data<T>(), v.outer, v.n, v.inner);
+        else     cpu::softmax_forward<T>(x.data<T>(), y.data<T>(), v.outer, v.n, v.inner);
+      });
   record(op, {x}, {y}, [op, log, y, v](const std::vector<Tensor>& d) {
     Tensor dx = Tensor::empty(y.shape(), y.dtype(), y.device());
-    dispatch_float(y.dtype(), op, [&]<typename T>() {
-      if (log) cpu::log_softmax_backward<T>(y.data<T>(), d[0].data<T>(), dx.data<T>(), v.outer, v.n, v.inner);
-      else     cpu::softmax_backward<T>(y.data<T>(), d[0].data<T>(), dx.data<T>(), v.outer, v.n, v.inner);
-    });
+    dispatch_device(y.device(), y.dtype(), op,
+        [&] {
+          MG_CUDA_ONLY(
+              if (log) cuda::log_softmax_backward(y.data<float>(), d[0].data<float>(), dx.data<float>(), v.outer, v.n, v.inner);
+              else     cuda::softmax_backward(y.data<float>(), d[0].data<float>(), dx.data<float>(), v.outer, v.n, v.inner));
+        },
+        [&]<typename T>() {
+          if (log) cpu::log_softmax_backward<T>(y.data<T>(), d[0].data<T>(), dx.data<T>(), v.outer, v.n, v.inner);
+          else     cpu::softmax_backward<T>(y.data<T>(), d[0].data<T>(), dx.data<T>(), v.outer, v.n, v.inner);
+        });
     return std::vector<Tensor>{dx};
   });
   return y;
@@ -169,15 +182,28 @@ static Tensor softmax_like(const char* op, bool log, const Tensor& x, int64_t di
 Tensor softmax(const Tensor& x, int64_t dim) { return softmax_like("softmax", false, x, dim); }
 Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_like("log_softmax", true, x, dim); }
 
-// Validates the targets and returns C, the number that are not ignore_index.
+static void check_target_id(const Tensor& logits, int32_t id, int64_t r, int32_t ignore_index) {
+  int64_t V = logits.size(1);
+  MG_CHECK(id >= 0 && id < V, "cross_entropy: target id ", id, " at position ", r,
+           " is out of range [0, V) with V = ", V, " (logits ", shape_str(logits.shape()),
+           ", ignore_index ", ignore_index, ")");
+}
+
+// Validates the targets and returns C, the number that are not ignore_index. For CUDA targets
+// the check runs on the GPU and reads back two integers (a host sync).
 static int64_t count_kept_targets(const Tensor& logits, const Tensor& targets, int32_t ignore_index) {
-  int64_t N = logits.size(0), V = logits.size(1), count = 0;
+  int64_t N = logits.size(0), count = 0;
+  if (targets.device().is_cuda()) {
+#ifdef MG_WITH_CUDA
+    cuda::TargetCheck c = cuda::count_kept_targets(targets.data<int32_t>(), N, logits.size(1), ignore_index);
+    if (c.first_bad >= 0) check_target_id(logits, c.bad_id, c.first_bad, ignore_index);
+    return c.count;
+#endif
+  }
   const int32_t* t = targets.data<int32_t>();
   for (int64_t r = 0; r < N; ++r) {
     if (t[r] == ignore_index) continue;
-    MG_CHECK(t[r] >= 0 && t[r] < V, "cross_entropy: target id ", t[r], " at position ", r,
-             " is out of range [0, V) with V = ", V, " (logits ", shape_str(logits.shape()),
-             ", ignore_index ", ignore_index, ")");
+    check_target_id(logits, t[r], r, ignore_index);
     ++count;
   }
   return count;
@@ -194,22 +220,34 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
            logits.size(0), ") to match logits ", shape_str(logits.shape()), ", got ",
            shape_str(targets.shape()));
   check_same_device(op, logits, targets);
-  check_cpu(op, logits);
+  if (logits.device().is_cuda()) check_cuda_f32(op, logits.dtype(), logits.device());
   int64_t N = logits.size(0), V = logits.size(1);
   int64_t count = count_kept_targets(logits, targets, ignore_index);
   Tensor loss = Tensor::empty({}, logits.dtype(), logits.device());
   Tensor lse = Tensor::empty({N}, logits.dtype(), logits.device());
-  dispatch_float(logits.dtype(), op, [&]<typename T>() {
-    cpu::cross_entropy_forward<T>(logits.data<T>(), targets.data<int32_t>(), loss.data<T>(),
-                                  lse.data<T>(), N, V, ignore_index, count);
-  });
+  dispatch_device(logits.device(), logits.dtype(), op,
+      [&] {
+        MG_CUDA_ONLY(cuda::cross_entropy_forward(logits.data<float>(), targets.data<int32_t>(),
+                                                 loss.data<float>(), lse.data<float>(), N, V,
+                                                 ignore_index, count));
+      },
+      [&]<typename T>() {
+        cpu::cross_entropy_forward<T>(logits.data<T>(), targets.data<int32_t>(), loss.data<T>(),
+                                      lse.data<T>(), N, V, ignore_index, count);
+      });
   record(op, {logits}, {loss},
          [op, logits, targets, lse, N, V, ignore_index, count](const std::vector<Tensor>& d) {
            Tensor dlogits = Tensor::empty(logits.shape(), logits.dtype(), logits.device());
-           dispatch_float(logits.dtype(), op, [&]<typename T>() {
-             cpu::cross_entropy_backward<T>(logits.data<T>(), targets.data<int32_t>(), lse.data<T>(),
-                                            d[0].data<T>(), dlogits.data<T>(), N, V, ignore_index, count);
-           });
+           dispatch_device(logits.device(), logits.dtype(), op,
+               [&] {
+                 MG_CUDA_ONLY(cuda::cross_entropy_backward(
+                     logits.data<float>(), targets.data<int32_t>(), lse.data<float>(),
+                     d[0].data<float>(), dlogits.data<float>(), N, V, ignore_index, count));
+               },
+               [&]<typename T>() {
+                 cpu::cross_entropy_backward<T>(logits.data<T>(), targets.data<int32_t>(), lse.data<T>(),
+                                                d[0].data<T>(), dlogits.data<T>(), N, V, ignore_index, count);
+               });
            return std::vector<Tensor>{dlogits};
          });
   return loss;

@@ -5,6 +5,9 @@
 #include "autograd/tape.h"
 #include "core/dispatch.h"
 #include "core/parallel.h"
+#ifdef MG_WITH_CUDA
+#include "cuda/unary.h"
+#endif
 
 namespace mg {
 
@@ -94,17 +97,21 @@ static const char* op_name(UnaryOp op) {
 static Tensor unary(UnaryOp op, const Tensor& x, double p = 0) {
   const char* name = op_name(op);
   check_float(name, x, "x");
-  check_cpu(name, x);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  dispatch_float(x.dtype(), name, [&]<typename T>() {
-    cpu::unary_forward<T>(op, x.data<T>(), y.data<T>(), x.numel(), (T)p);
-  });
+  dispatch_device(x.device(), x.dtype(), name,
+      [&] { MG_CUDA_ONLY(cuda::unary_forward(op, x.data<float>(), y.data<float>(), x.numel(), (float)p)); },
+      [&]<typename T>() { cpu::unary_forward<T>(op, x.data<T>(), y.data<T>(), x.numel(), (T)p); });
   record(name, {x}, {y}, [op, x, y, p, name](const std::vector<Tensor>& d) {
     Tensor dx = Tensor::empty(x.shape(), x.dtype(), x.device());
-    dispatch_float(x.dtype(), name, [&]<typename T>() {
-      cpu::unary_backward<T>(op, x.data<T>(), y.data<T>(), d[0].data<T>(), dx.data<T>(),
-                             x.numel(), (T)p);
-    });
+    dispatch_device(x.device(), x.dtype(), name,
+        [&] {
+          MG_CUDA_ONLY(cuda::unary_backward(op, x.data<float>(), y.data<float>(),
+                                            d[0].data<float>(), dx.data<float>(), x.numel(), (float)p));
+        },
+        [&]<typename T>() {
+          cpu::unary_backward<T>(op, x.data<T>(), y.data<T>(), d[0].data<T>(), dx.data<T>(),
+                                 x.numel(), (T)p);
+        });
     return std::vector<Tensor>{dx};
   });
   return y;

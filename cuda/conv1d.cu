@@ -1,0 +1,140 @@
+// cuda/conv1d.cu — causal depthwise conv1d, channel-last (see cuda/conv1d.h for the plan).
+//
+// The elementwise kernels sum the taps in the CPU's order with explicit round-to-nearest
+// multiply and add (no FMA contraction), so y and dx agree with the CPU kernel to the last bit
+// unless the host compiler contracted the CPU loop into FMAs (then to rounding).
+#include "cuda/conv1d.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+
+#include "core/tensor.h"
+#include "cuda/check.cuh"
+#include "cuda/runtime.h"
+
+namespace mg::cuda {
+
+namespace {
+
+unsigned grid_for(int64_t n, int threads) {
+  return (unsigned)std::max<int64_t>(1, std::min<int64_t>((n + threads - 1) / threads, 65535 * 16));
+}
+
+// y[b,t,c] = bias[c] + sum_{k >= K-1-t} w[c,k] x[b, t-(K-1)+k, c]
+__global__ void conv_forward_kernel(const float* __restrict__ x, const float* __restrict__ w,
+                                    const float* __restrict__ bias, float* __restrict__ y,
+                                    int64_t rows, int64_t L, int64_t C, int64_t K) {
+  int64_t n = rows * C;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t row = i / C, c = i - row * C, t = row % L;
+    float acc = bias ? bias[c] : 0.f;
+    for (int64_t k = max((int64_t)0, K - 1 - t); k < K; ++k)
+      acc = __fadd_rn(acc, __fmul_rn(w[c * K + k], x[(row - (K - 1) + k) * C + c]));
+    y[i] = acc;
+  }
+}
+
+// dx[b,s,c] = sum_{k : s+(K-1)-k < L} w[c,k] dy[b, s+(K-1)-k, c]
+__global__ void conv_dx_kernel(const float* __restrict__ w, const float* __restrict__ dy,
+                               float* __restrict__ dx, int64_t rows, int64_t L, int64_t C,
+                               int64_t K) {
+  int64_t n = rows * C;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t row = i / C, c = i - row * C, s = row % L;
+    float acc = 0.f;
+    for (int64_t k = max((int64_t)0, s + K - L); k < K; ++k)
+      acc = __fadd_rn(acc, __fmul_rn(w[c * K + k], dy[(row + (K - 1) - k) * C + c]));
+    dx[i] = acc;
+  }
+}
+
+// Pass 1 of dw / dbias. Block (32 channels, 8 row-threads); blockIdx.y = chunk of rows;
+// tap = tap0 + blockIdx.z (tap K means the bias). part[(tap * chunks + chunk) * C + c].
+constexpr int kChannels = 32, kRowThreads = 8;
+__global__ void conv_dw_partial_kernel(const float* __restrict__ x, const float* __restrict__ dy,
+                                       double* __restrict__ part, int64_t rows, int64_t L,
+                                       int64_t C, int64_t K, int64_t rows_per_chunk, int tap0) {
+  __shared__ double acc[kRowThreads][kChannels];
+  int64_t c = blockIdx.x * (int64_t)kChannels + threadIdx.x;
+  int64_t chunk = blockIdx.y, chunks = gridDim.y;
+  int64_t tap = tap0 + blockIdx.z;
+  int64_t r0 = chunk * rows_per_chunk, r1 = min(rows, r0 + rows_per_chunk);
+  double s = 0;
+  if (c < C) {
+    for (int64_t row = r0 + threadIdx.y; row < r1; row += kRowThreads) {
+      double g = (double)dy[row * C + c];
+      if (tap == K) {
+        s += g;
+      } else if (row % L - (K - 1) + tap >= 0) {  // the tap reads time t-(K-1)+tap >= 0
+        s += g * (double)x[(row - (K - 1) + tap) * C + c];
+      }
+    }
+  }
+  acc[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < C) {
+    double t = 0;
+    for (int k = 0; k < kRowThreads; ++k) t += acc[k][threadIdx.x];
+    part[(tap * chunks + chunk) * C + c] = t;
+  }
+}
+
+// Pass 2: one thread per (tap, c) sums the chunk partials in chunk order.
+__global__ void conv_dw_finish_kernel(const double* __restrict__ part, float* __restrict__ dw,
+                                      float* __restrict__ dbias, int64_t chunks, int64_t C,
+                                      int64_t K, int tap0, int taps) {
+  int64_t n = (int64_t)taps * C;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t tap = tap0 + i / C, c = i % C;
+    double t = 0;
+    for (int64_t k = 0; k < chunks; ++k) t += part[(tap * chunks + k) * C + c];
+    if (tap == K) dbias[c] = (float)t;
+    else dw[c * K + tap] = (float)t;
+  }
+}
+
+}  // namespace
+
+void causal_conv1d_forward(const float* x, const float* w, const float* bias, float* y, int64_t B,
+                           int64_t L, int64_t C, int64_t K) {
+  int64_t rows = B * L;
+  if (rows * C == 0) return;
+  conv_forward_kernel<<<grid_for(rows * C, 256), 256, 0, cuda_stream()>>>(x, w, bias, y, rows,
+                                                                            L, C, K);
+  check_launch("causal_conv1d_forward");
+}
+
+void causal_conv1d_backward(const float* x, const float* w, const float* dy, float* dx, float* dw,
+                            float* dbias, int64_t B, int64_t L, int64_t C, int64_t K) {
+  cudaStream_t s = cuda_stream();
+  int64_t rows = B * L;
+  if (dx && rows * C > 0) {
+    conv_dx_kernel<<<grid_for(rows * C, 256), 256, 0, s>>>(w, dy, dx, rows, L, C, K);
+    check_launch("causal_conv1d_backward (dx)");
+  }
+  if ((!dw && !dbias) || C == 0) return;
+  MG_CHECK(K < 65535, "causal_conv1d backward: K = ", K, " taps exceed the CUDA kernel's limit");
+  // Taps to reduce: [0, K) for dw, K for dbias.
+  int tap0 = dw ? 0 : (int)K;
+  int taps = (int)((dbias ? K + 1 : K) - tap0);
+  // A fixed split of the rows (a function of B*L only), so the sums are deterministic.
+  int64_t chunks = std::max<int64_t>(1, std::min<int64_t>((rows + 255) / 256, 256));
+  int64_t per_chunk = std::max<int64_t>(1, (rows + chunks - 1) / chunks);
+  chunks = std::max<int64_t>(1, (rows + per_chunk - 1) / per_chunk);
+  int dev = 0;
+  MG_CUDA_CHECK(cudaGetDevice(&dev));
+  Tensor part = Tensor::empty({(K + 1) * chunks * C}, DType::f64, Device::cuda(dev));
+  dim3 grid((unsigned)((C + kChannels - 1) / kChannels), (unsigned)chunks, (unsigned)taps);
+  conv_dw_partial_kernel<<<grid, dim3(kChannels, kRowThreads), 0, s>>>(
+      x, dy, part.data<double>(), rows, L, C, K, per_chunk, tap0);
+  check_launch("causal_conv1d_backward (dw partials)");
+  conv_dw_finish_kernel<<<grid_for((int64_t)taps * C, 256), 256, 0, s>>>(
+      part.data<double>(), dw, dbias, chunks, C, K, tap0, taps);
+  check_launch("causal_conv1d_backward (dw sum)");
+}
+
+}  // namespace mg::cuda

@@ -1,0 +1,73 @@
+// cuda/runtime.h — the CUDA backend's runtime: devices, the stream, global switches.
+//
+// A plain C++ header (no CUDA headers), so core/, ops/ and the tests can include it under
+// `#ifdef MG_WITH_CUDA`. Everything here is implemented in cuda/runtime.cu.
+//
+// The backend uses one device (cuda:0, or the device current when it initialises) and one
+// stream: every kernel, cuBLAS call and copy is enqueued on stream(), so work is ordered
+// without host synchronisation, and a memory block freed by the caching allocator can be
+// reused by the next op at once (stream order guarantees the old kernels ran first).
+//
+// Initialisation is lazy: the first CUDA tensor (allocator_for(Device::cuda())) calls
+// backend_init(), which picks the device, creates the stream and registers the caching
+// allocator (cuda/allocator.cu) with core. A build with CUDA on a machine without a visible
+// GPU keeps working on CPU: device_count() returns 0, available() is false, and asking for a
+// CUDA tensor throws mg::Error saying no device is visible and why.
+#pragma once
+#include <cstddef>
+#include <string>
+
+namespace mg {
+class DeviceAllocator;
+}
+
+namespace mg::cuda {
+
+struct DeviceInfo {
+  int index = 0;
+  std::string name;         // e.g. "NVIDIA H100 80GB HBM3"
+  int cc_major = 0, cc_minor = 0;  // compute capability, e.g. 9.0
+  size_t total_memory = 0;  // bytes
+};
+
+// Number of visible CUDA devices; 0 when there is no GPU or no driver. Never throws.
+int device_count();
+// True when at least one device is visible (device_count() > 0).
+bool available();
+// Properties of device i; throws mg::Error when i is out of range.
+DeviceInfo device_info(int i);
+// One line for logs: "CUDA: 1 device(s): cuda:0 NVIDIA H100 (sm_90, 79.1 GiB); built for 90"
+// or "CUDA: built in, but no GPU is visible (cudaGetDeviceCount: no CUDA-capable device ...)".
+std::string describe();
+// Why device_count() is 0: the CUDA error string of cudaGetDeviceCount ("" when devices exist).
+std::string no_device_reason();
+// The architectures this binary was compiled for (CMAKE_CUDA_ARCHITECTURES), e.g. "90".
+std::string compiled_architectures();
+
+// The cudaStream_t every kernel runs on, as void* (cast with static_cast<cudaStream_t>).
+// Initialises the backend on first use.
+void* stream();
+// Waits for all work queued on stream(); reports any asynchronous kernel error.
+void synchronize();
+
+// Deterministic mode (default ON): reductions never use float atomics, so results are
+// bit-identical run to run. Off lets kernels use faster atomic reductions where they have one.
+bool deterministic();
+void set_deterministic(bool on);
+// TF32 tensor-core math in cuBLAS GEMMs (default OFF: full f32, matches the CPU closely).
+bool allow_tf32();
+void set_allow_tf32(bool on);
+
+// Picks the device, creates the stream, registers the caching allocator with core
+// (mg::register_cuda_allocator). Idempotent; throws mg::Error with a clear message when no
+// device is visible. Called lazily by core (allocator_for) — users need not call it.
+void backend_init();
+
+// The caching allocator (cuda/allocator.cu); backend_init registers it with core, so users
+// reach it through mg::allocator_for(Device::cuda()) and mg::memory_stats(Device::cuda()).
+DeviceAllocator& caching_allocator();
+
+// Returns the caching allocator's free blocks to the driver (cudaFree). Waits for the stream.
+void empty_cache();
+
+}  // namespace mg::cuda

@@ -1,0 +1,67 @@
+// cuda/unary.cu — elementwise functions of one tensor; the math is in ops/unary.h.
+// Every op is one grid-stride map (cuda/check.cuh: float4 loads where aligned).
+#include "cuda/unary.h"
+
+#include "cuda/check.cuh"
+
+namespace mg::cuda {
+
+namespace {
+
+__device__ __forceinline__ float sigmoid_of(float x) {
+  if (x >= 0.f) return 1.f / (1.f + expf(-x));
+  float e = expf(x);
+  return e / (1.f + e);
+}
+constexpr float kSoftplusThreshold = 20.f;
+
+}  // namespace
+
+void unary_forward(UnaryOp op, const float* x, float* y, int64_t n, float p) {
+  const char* name = "unary_forward";
+  switch (op) {
+    case UnaryOp::exp:  launch_map(name, x, nullptr, nullptr, y, n, [] __device__(float v, float, float) { return expf(v); }); break;
+    case UnaryOp::log:  launch_map(name, x, nullptr, nullptr, y, n, [] __device__(float v, float, float) { return logf(v); }); break;
+    case UnaryOp::sqrt: launch_map(name, x, nullptr, nullptr, y, n, [] __device__(float v, float, float) { return sqrtf(v); }); break;
+    case UnaryOp::rsqrt: launch_map(name, x, nullptr, nullptr, y, n, [] __device__(float v, float, float) { return 1.f / sqrtf(v); }); break;
+    case UnaryOp::pow:  launch_map(name, x, nullptr, nullptr, y, n, [p] __device__(float v, float, float) { return powf(v, p); }); break;
+    case UnaryOp::sigmoid: launch_map(name, x, nullptr, nullptr, y, n, [] __device__(float v, float, float) { return sigmoid_of(v); }); break;
+    case UnaryOp::silu: launch_map(name, x, nullptr, nullptr, y, n, [] __device__(float v, float, float) { return v * sigmoid_of(v); }); break;
+    case UnaryOp::softplus:
+      launch_map(name, x, nullptr, nullptr, y, n, [] __device__(float v, float, float) {
+        return v > kSoftplusThreshold ? v : log1pf(expf(v));
+      });
+      break;
+    case UnaryOp::tanh: launch_map(name, x, nullptr, nullptr, y, n, [] __device__(float v, float, float) { return tanhf(v); }); break;
+    case UnaryOp::relu: launch_map(name, x, nullptr, nullptr, y, n, [] __device__(float v, float, float) { return v > 0.f ? v : 0.f; }); break;
+  }
+}
+
+// The map's three inputs are (x, y, dy), in that order.
+void unary_backward(UnaryOp op, const float* x, const float* y, const float* dy, float* dx,
+                    int64_t n, float p) {
+  const char* name = "unary_backward";
+  switch (op) {
+    case UnaryOp::exp:  launch_map(name, x, y, dy, dx, n, [] __device__(float, float yv, float d) { return d * yv; }); break;
+    case UnaryOp::log:  launch_map(name, x, y, dy, dx, n, [] __device__(float xv, float, float d) { return d / xv; }); break;
+    case UnaryOp::sqrt: launch_map(name, x, y, dy, dx, n, [] __device__(float, float yv, float d) { return d / (2.f * yv); }); break;
+    case UnaryOp::rsqrt: launch_map(name, x, y, dy, dx, n, [] __device__(float, float yv, float d) { return -0.5f * d * yv * yv * yv; }); break;
+    case UnaryOp::pow:  launch_map(name, x, y, dy, dx, n, [p] __device__(float xv, float, float d) { return d * p * powf(xv, p - 1.f); }); break;
+    case UnaryOp::sigmoid: launch_map(name, x, y, dy, dx, n, [] __device__(float, float yv, float d) { return d * yv * (1.f - yv); }); break;
+    case UnaryOp::silu:
+      launch_map(name, x, y, dy, dx, n, [] __device__(float xv, float, float d) {
+        float s = sigmoid_of(xv);
+        return d * s * (1.f + xv * (1.f - s));
+      });
+      break;
+    case UnaryOp::softplus:
+      launch_map(name, x, y, dy, dx, n, [] __device__(float xv, float, float d) {
+        return xv > kSoftplusThreshold ? d : d * sigmoid_of(xv);
+      });
+      break;
+    case UnaryOp::tanh: launch_map(name, x, y, dy, dx, n, [] __device__(float, float yv, float d) { return d * (1.f - yv * yv); }); break;
+    case UnaryOp::relu: launch_map(name, x, y, dy, dx, n, [] __device__(float xv, float, float d) { return xv > 0.f ? d : 0.f; }); break;
+  }
+}
+
+}  // namespace mg::cuda
