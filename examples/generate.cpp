@@ -20,6 +20,7 @@
 #include "core/parallel.h"
 #include "core/safetensors.h"
 #include "data/byte_tokenizer.h"
+#include "nn/checkpoint.h"
 #include "nn/mamba.h"
 #include "nn/sampling.h"
 
@@ -32,7 +33,7 @@ const char* kHelp = R"(usage: generate (--weights PATH | --random-init) [options
        generate --bench-step [--json]
 
 model:
-  --weights PATH           a safetensors checkpoint (config in its __metadata__)
+  --weights PATH           a checkpoint: safetensors file, HF directory or index.json
   --random-init            a randomly initialised model (smoke tests), shaped by:
   --d-model N (256)  --n-layer N (4)  --vocab N (256)  --init-seed N (0)
 prompt and output:
@@ -93,16 +94,9 @@ Args parse(int argc, char** argv) {
   return a;
 }
 
-// TODO(checkpoint): use nn/checkpoint.h's loader once it exists (it also infers the config
-// from the tensor shapes); this reads checkpoints that carry MambaConfig::to_metadata().
-MambaLM load_model(const std::string& path) {
-  SafetensorsFile f = load_safetensors(path);
-  MG_CHECK(f.metadata.count("d_model"), "generate: ", path,
-           " has no Mamba config in its __metadata__ (d_model, n_layer, vocab_size, ...)");
-  MambaLM model(MambaConfig::from_metadata(f.metadata), 0);
-  model.load_state_dict(f.tensors);
-  return model;
-}
+// Any checkpoint form nn/checkpoint.h reads: a mambagrad file, a Hugging Face directory
+// (single or sharded), state-spaces names, or no config at all (inferred from the shapes).
+MambaLM load_model(const std::string& path) { return load_mamba(path); }
 
 std::vector<int32_t> parse_ids(const std::string& s) {
   std::vector<int32_t> ids;

@@ -1,6 +1,6 @@
 // The whole Mamba language model against an independent PyTorch implementation.
 //
-// tests/reference/make_model_fixtures.py builds a tiny Mamba LM (V 64, D 16, 2 layers, N 8,
+// tests/reference/make_model_fixtures.py builds a tiny Mamba LM (V 64, D 16, 2 layers, N 16,
 // K 4, E 2, R 1) in float64 from the math, with random non-default weights, and stores the
 // weights, input ids (B 2, L 13), logits, the mean next-token loss and d loss / d parameter for
 // every parameter. Here the same weights go into nn::MambaLM and we compare

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 SEED = 20240612
-CFG = dict(vocab_size=64, d_model=16, n_layer=2, d_state=8, d_conv=4, expand=2, eps=1e-5)
+CFG = dict(vocab_size=64, d_model=16, n_layer=2, d_state=16, d_conv=4, expand=2, eps=1e-5)
 BATCH, LENGTH = 2, 13
 
 torch.set_default_dtype(torch.float64)
