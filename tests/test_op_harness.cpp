@@ -6,6 +6,7 @@
 #include "ops/arith.h"
 #include "ops/conv1d.h"
 #include "ops/embedding.h"
+#include "ops/gelu.h"
 #include "ops/matmul.h"
 #include "ops/norm.h"
 #include "ops/reduce.h"
@@ -47,6 +48,7 @@ const std::vector<OpCase>& op_cases() {
       {"pow 3 (7,13) negative base", [](const Ins& x) { return pow(x[0], 3.0); }, {in({7, 13}, -2, 2)}},
       {"sigmoid (7,13)", [](const Ins& x) { return sigmoid(x[0]); }, {in({7, 13}, -8, 8)}},
       {"silu (7,13)", [](const Ins& x) { return silu(x[0]); }, {in({7, 13}, -8, 8)}},
+      {"gelu (33)", [](const Ins& x) { return gelu(x[0]); }, {in({33}, -6, 6)}},
       {"softplus (7,33)", [](const Ins& x) { return softplus(x[0]); }, {in({7, 33}, -8, 8)}},
       {"softplus (7,13) both sides of 20", [](const Ins& x) { return softplus(x[0]); }, {in({7, 13}, 15, 25)}},
       {"tanh (7,13)", [](const Ins& x) { return tanh(x[0]); }, {in({7, 13}, -3, 3)}},

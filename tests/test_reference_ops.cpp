@@ -17,6 +17,7 @@
 #include "core/safetensors.h"
 #include "ops/arith.h"
 #include "ops/conv1d.h"
+#include "ops/gelu.h"
 #include "ops/embedding.h"
 #include "ops/matmul.h"
 #include "ops/norm.h"
@@ -78,6 +79,7 @@ const std::map<std::string, OpFn>& op_table() {
       {"pow", [](const Ins& x, const CaseArgs& a) { return V{pow(x[0], a.d("p"))}; }},
       {"sigmoid", [](const Ins& x, const CaseArgs&) { return V{sigmoid(x[0])}; }},
       {"silu", [](const Ins& x, const CaseArgs&) { return V{silu(x[0])}; }},
+      {"gelu", [](const Ins& x, const CaseArgs&) { return V{gelu(x[0])}; }},
       {"softplus", [](const Ins& x, const CaseArgs&) { return V{softplus(x[0])}; }},
       {"tanh", [](const Ins& x, const CaseArgs&) { return V{tanh(x[0])}; }},
       {"relu", [](const Ins& x, const CaseArgs&) { return V{relu(x[0])}; }},

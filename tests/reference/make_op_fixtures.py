@@ -107,6 +107,7 @@ case("pow_-1.5", "pow", lambda x: torch.pow(x, -1.5), [positive((3, 7))], p=-1.5
 case("pow_3", "pow", lambda x: torch.pow(x, 3.0), [uniform((3, 7), -2, 2)], p=3)
 case("sigmoid", "sigmoid", torch.sigmoid, [uniform((3, 7), -6, 6)])
 case("silu", "silu", F.silu, [uniform((3, 7), -6, 6)])
+case("gelu", "gelu", F.gelu, [uniform((3, 7), -6, 6)])
 case("softplus", "softplus", lambda x: F.softplus(x, beta=1, threshold=20),
      [uniform((4, 9), -30, 30, avoid=(20, 0.5))])
 case("tanh", "tanh", torch.tanh, [uniform((3, 7), -3, 3)])
