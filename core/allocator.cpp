@@ -100,7 +100,8 @@ CpuAllocator& cpu_allocator() {
   static CpuAllocator* a = new CpuAllocator();
   return *a;
 }
-DeviceAllocator* g_cuda_allocator = nullptr;
+// Set once by the CUDA backend (under its init mutex); read by every CUDA allocation.
+std::atomic<DeviceAllocator*> g_cuda_allocator{nullptr};
 
 }  // namespace
 
@@ -109,16 +110,17 @@ DeviceAllocator& allocator_for(Device d) {
 #ifdef MG_WITH_CUDA
   // The first CUDA tensor initialises the backend; with no visible GPU this throws a clear
   // mg::Error ("built with CUDA, but no CUDA device is visible ...") and CPU keeps working.
-  if (g_cuda_allocator == nullptr) cuda::backend_init();
+  if (g_cuda_allocator.load(std::memory_order_acquire) == nullptr) cuda::backend_init();
   MG_CHECK(d.index == 0, "allocator: ", d.str(), " requested, but the CUDA backend uses one ",
            "device, cuda:0 (select the GPU with CUDA_VISIBLE_DEVICES)");
 #endif
-  MG_CHECK(g_cuda_allocator != nullptr, "allocator: no CUDA backend is available for ", d.str(),
+  DeviceAllocator* cuda_allocator = g_cuda_allocator.load(std::memory_order_acquire);
+  MG_CHECK(cuda_allocator != nullptr, "allocator: no CUDA backend is available for ", d.str(),
            cuda_compiled() ? " (no CUDA device is visible)" : " (this build has no CUDA backend: configure with -DMG_CUDA=ON)");
-  return *g_cuda_allocator;
+  return *cuda_allocator;
 }
 
-void register_cuda_allocator(DeviceAllocator* a) { g_cuda_allocator = a; }
+void register_cuda_allocator(DeviceAllocator* a) { g_cuda_allocator.store(a, std::memory_order_release); }
 
 void empty_cpu_cache() { cpu_allocator().release_cache(); }
 

@@ -81,13 +81,12 @@ __global__ void chunk_squares_kernel(const float* __restrict__ g, int64_t n, int
   }
 }
 
-// One thread adds the chunk sums in order: acc += sum (or out = sum).
+// One thread adds the chunk sums in order: *out = sum, or *out += sum.
 __global__ void finish_squares_kernel(const double* __restrict__ partial, int64_t chunks,
-                                      double* acc, float* out) {
+                                      double* out, bool accumulate) {
   double s = 0;
   for (int64_t c = 0; c < chunks; ++c) s += partial[c];
-  if (acc) *acc += s;
-  if (out) *out = (float)s;
+  *out = accumulate ? *out + s : s;
 }
 
 __global__ void clip_scale_kernel(const double* sumsq, double max_norm, float* scale, float* norm) {
@@ -96,14 +95,14 @@ __global__ void clip_scale_kernel(const double* sumsq, double max_norm, float* s
   if (scale) *scale = max_norm <= 0 ? 1.f : (float)fmin(1.0, max_norm / (nrm + 1e-6));
 }
 
-void squares(const float* g, int64_t n, double* acc, float* out) {
+void squares(const float* g, int64_t n, double* out, bool accumulate) {
   cudaStream_t s = cuda_stream();
   int64_t chunks = std::max<int64_t>(1, (n + kChunk - 1) / kChunk);
   Tensor partial = Tensor::empty({chunks}, DType::f64, Device::cuda(0));
   chunk_squares_kernel<<<(unsigned)std::min<int64_t>(chunks, 65535), kThreads, 0, s>>>(
       g, n, chunks, partial.data<double>());
   check_launch("sum_of_squares (chunks)");
-  finish_squares_kernel<<<1, 1, 0, s>>>(partial.data<double>(), chunks, acc, out);
+  finish_squares_kernel<<<1, 1, 0, s>>>(partial.data<double>(), chunks, out, accumulate);
   check_launch("sum_of_squares (finish)");
 }
 
@@ -148,12 +147,12 @@ void sgd_update(float* p, const float* g, float* buf, int64_t n, float lr, float
   check_launch("sgd_update");
 }
 
-void sum_of_squares(const float* g, int64_t n, float* out_device_scalar) {
-  squares(g, n, nullptr, out_device_scalar);
+void sum_of_squares(const float* g, int64_t n, double* out_device) {
+  squares(g, n, out_device, false);
 }
 
 void accumulate_sum_of_squares(const float* g, int64_t n, double* acc_device) {
-  squares(g, n, acc_device, nullptr);
+  squares(g, n, acc_device, true);
 }
 
 void clip_scale_device(const double* sumsq_device, double max_norm, float* scale_device,

@@ -12,8 +12,10 @@
 //   for each grad g (list order): accumulate_sum_of_squares(g, n, acc)
 //   clip_scale_device(acc, max_norm, scale, norm)     // scale, norm: device floats
 //   for each param: adamw_update_device_scale(..., grad_scale = 1, scale)
-// Each tensor's sum of g^2 is deterministic (fixed 64 Ki-element chunks in double, the chunk
-// sums added in order: the CPU's partition), and the tensors are added to acc in stream order.
+// Each tensor's sum of g^2 is deterministic: fixed 64 Ki-element chunks (the CPU's partition,
+// train::global_grad_norm), each summed in double by one block (a fixed tree order inside the
+// chunk, so it agrees with the CPU to double rounding, not bitwise), the chunk sums added in
+// order by one thread; tensors are added to acc in stream (list) order.
 #pragma once
 #include <cstdint>
 
@@ -37,8 +39,8 @@ void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, float l
 void sgd_update(float* p, const float* g, float* buf, int64_t n, float lr, float momentum,
                 bool nesterov, float weight_decay, float grad_scale);
 
-// *out_device_scalar = sum_i g[i]^2 (accumulated in double, rounded once).
-void sum_of_squares(const float* g, int64_t n, float* out_device_scalar);
+// *out_device = sum_i g[i]^2, in double (overwritten; one f64 on the device).
+void sum_of_squares(const float* g, int64_t n, double* out_device);
 // *acc_device += sum_i g[i]^2, in double.
 void accumulate_sum_of_squares(const float* g, int64_t n, double* acc_device);
 // norm = sqrt(*sumsq); scale = min(1, max_norm / (norm + 1e-6)), or 1 when max_norm <= 0 —

@@ -96,6 +96,10 @@ class CudaCachingAllocator final : public DeviceAllocator {
 
   // Frees every cached block (after the stream has finished with them).
   void release_cache() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (cached_ == 0) return;  // nothing kept (and no reason to start the backend)
+    }
     MG_CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& [size, blocks] : free_)

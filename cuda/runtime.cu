@@ -87,17 +87,26 @@ namespace detail {
 
 void throw_cuda_error(cudaError_t err, const char* call, const char* file, int line) {
   (void)cudaGetLastError();  // clear a non-sticky error so the process can go on
-  throw Error(mg::detail::cat("CUDA error: ", call, " failed at ", short_file(file), ":", line,
-                              ": ", cudaGetErrorName(err), " (", cudaGetErrorString(err), ")"));
+  throw Error(cuda_error_message((int)err, call, file, line));
 }
 
 void throw_cublas_error(cublasStatus_t st, const char* call, const char* file, int line) {
-  throw Error(mg::detail::cat("cuBLAS error: ", call, " failed at ", short_file(file), ":", line,
-                              ": ", cublasGetStatusName(st), " (", cublasGetStatusString(st),
-                              ")"));
+  throw Error(cublas_error_message((int)st, call, file, line));
 }
 
 }  // namespace detail
+
+std::string cuda_error_message(int status, const char* call, const char* file, int line) {
+  auto err = static_cast<cudaError_t>(status);
+  return mg::detail::cat("CUDA error: ", call, " failed at ", short_file(file), ":", line, ": ",
+                         cudaGetErrorName(err), " (", cudaGetErrorString(err), ")");
+}
+
+std::string cublas_error_message(int status, const char* call, const char* file, int line) {
+  auto st = static_cast<cublasStatus_t>(status);
+  return mg::detail::cat("cuBLAS error: ", call, " failed at ", short_file(file), ":", line, ": ",
+                         cublasGetStatusName(st), " (", cublasGetStatusString(st), ")");
+}
 
 void check_launch(const char* op) {
   cudaError_t err = cudaGetLastError();

@@ -70,4 +70,11 @@ DeviceAllocator& caching_allocator();
 // Returns the caching allocator's free blocks to the driver (cudaFree). Waits for the stream.
 void empty_cache();
 
+// The messages of a failed checked call (MG_CUDA_CHECK / MG_CUBLAS_CHECK in cuda/check.cuh):
+//   "CUDA error: cudaMalloc(&p, size) failed at cuda/allocator.cu:112: cudaErrorMemoryAllocation
+//    (out of memory)"
+// `status` is the cudaError_t / cublasStatus_t value; `file` is shortened to its last two parts.
+std::string cuda_error_message(int status, const char* call, const char* file, int line);
+std::string cublas_error_message(int status, const char* call, const char* file, int line);
+
 }  // namespace mg::cuda

@@ -122,6 +122,18 @@ TEST_CASE("cuda runtime: without a GPU the backend says so and CPU keeps working
   CHECK(sum(mul(x, x)).item() == doctest::Approx(14.0));
 }
 
+TEST_CASE("cuda runtime: a failed checked call names the call, file:line and the error") {
+  // The messages MG_CUDA_CHECK / MG_CUBLAS_CHECK throw with (status 2 is cudaErrorMemoryAllocation
+  // and CUBLAS_STATUS_ALLOC_FAILED is 3); the error strings come from the runtime, no GPU needed.
+  std::string cuda_msg = cuda::cuda_error_message(2, "cudaMalloc(&p, size)",
+                                                  "/home/me/mambagrad/cuda/allocator.cu", 112);
+  CHECK(cuda_msg.find("CUDA error: cudaMalloc(&p, size) failed at cuda/allocator.cu:112: "
+                      "cudaErrorMemoryAllocation (") == 0);
+  std::string blas_msg = cuda::cublas_error_message(3, "cublasSgemm(h, ...)", "cuda/matmul.cu", 7);
+  CHECK(blas_msg.find("cuBLAS error: cublasSgemm(h, ...) failed at cuda/matmul.cu:7: "
+                      "CUBLAS_STATUS_ALLOC_FAILED (") == 0);
+}
+
 TEST_CASE("cuda runtime: switches and dispatch_device checks (no GPU needed)") {
   CHECK(cuda::deterministic());  // the default
   cuda::set_deterministic(false);
@@ -317,9 +329,9 @@ TEST_CASE("cuda ops: fused AdamW and the sum of squares match the CPU") {
 
     double ref = 0;
     for (float x : g.to_vector<float>()) ref += (double)x * x;
-    Tensor out = Tensor::empty({}, DType::f32, kGpu);
-    cuda::sum_of_squares(gd.data<float>(), n, out.data<float>());
-    CHECK(out.item() == doctest::Approx(ref).epsilon(1e-6));
+    Tensor out = Tensor::full({}, 123.0, DType::f64, kGpu);  // overwritten, not added to
+    cuda::sum_of_squares(gd.data<float>(), n, out.data<double>());
+    CHECK(out.item() == doctest::Approx(ref).epsilon(1e-12));
     Tensor acc = Tensor::zeros({}, DType::f64, kGpu), scale = Tensor::empty({}, DType::f32, kGpu);
     cuda::accumulate_sum_of_squares(gd.data<float>(), n, acc.data<double>());
     cuda::accumulate_sum_of_squares(gd.data<float>(), n, acc.data<double>());
