@@ -13,6 +13,7 @@ if [ "${1:-}" = "--sanitize" ]; then
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
   ctest --test-dir build-sanitize --output-on-failure -j 2
 else
-  scripts/build.sh build
+  # MG_CUDA=AUTO (default) compiles the CUDA backend when nvcc is found; CI sets MG_CUDA=ON.
+  scripts/build.sh build -DMG_CUDA="${MG_CUDA:-AUTO}"
   ctest --test-dir build --output-on-failure -j 2
 fi
