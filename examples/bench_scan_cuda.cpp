@@ -1,0 +1,148 @@
+// examples/bench_scan_cuda.cpp — the CUDA selective scan (cuda/selective_scan.h), v1 and v2
+// side by side: forward and forward+backward medians (cudaEvent timing on the backend's
+// stream, after one warm-up) and the achieved GB/s against the bytes the op must move
+// (cuda::scan_bytes_moved: every input read once, every output written once), next to the
+// measured device-to-device cudaMemcpy bandwidth (the ceiling for a memory-bound kernel).
+//
+// Settings (the paper's Fig. 8 scan benchmark): batch 1, ED 1024, N 16, L = 2^9 .. 2^17; and
+// the training shape batch 8, ED 1536, N 16, L 2048. D, z and delta_bias are present (as in
+// Mamba), h0 is not; deterministic mode as set by --deterministic (default on).
+//
+//   bench_scan_cuda [--max-log2-len 17] [--repeats 10] [--versions v1,v2] [--json]
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "cli.h"
+#include "core/tensor.h"
+#include "ops/arith.h"
+
+#ifdef MG_WITH_CUDA
+#include "cuda/bench.h"
+#include "cuda/runtime.h"
+#include "cuda/selective_scan.h"
+#endif
+
+using namespace mg;
+
+#ifndef MG_WITH_CUDA
+int main(int argc, char** argv) {
+  examples::Cli cli("bench_scan_cuda", "CUDA selective-scan benchmark (needs a CUDA build).");
+  if (!cli.parse(argc, argv)) return cli.exit_code();
+  std::fprintf(stderr, "bench_scan_cuda: this build has no CUDA backend (configure with -DMG_CUDA=ON)\n");
+  return 1;
+}
+#else
+
+namespace {
+
+struct Shape4 {
+  int64_t B, L, ED, N;
+};
+struct Row {
+  Shape4 s;
+  std::string version;
+  double fwd_ms, fwdbwd_ms, fwd_gbs, fwdbwd_gbs;
+};
+
+Row measure(const Shape4& s, cuda::ScanVersion v, int repeats, int64_t T) {
+  const Device g = Device::cuda();
+  Generator gen(1);
+  auto dev = [&](const Shape& shape, double scale) {
+    return (Tensor::randn(shape, DType::f32, &gen) * scale).to(g);
+  };
+  Tensor u = dev({s.B, s.L, s.ED}, 1), delta = dev({s.B, s.L, s.ED}, 0.5), z = dev({s.B, s.L, s.ED}, 1);
+  Tensor A = (Tensor::ones({s.ED, s.N}) * -1.0).to(g), Bm = dev({s.B, s.L, s.N}, 1), C = dev({s.B, s.L, s.N}, 1);
+  Tensor D = dev({s.ED}, 1), bias = dev({s.ED}, 0.1) - 4.0, dy = dev({s.B, s.L, s.ED}, 1);
+  const int64_t nc = (s.L + T - 1) / T;
+  auto E = [&](const Shape& shape) { return Tensor::empty(shape, DType::f32, g); };
+  Tensor y = E({s.B, s.L, s.ED}), h_last = E({s.B, s.ED, s.N}), st = E({s.B, nc, s.ED, s.N});
+  Tensor du = E(y.shape()), ddelta = E(y.shape()), dz = E(y.shape()), dA = E({s.ED, s.N});
+  Tensor dB = E(Bm.shape()), dC = E(C.shape()), dD = E({s.ED}), dbias = E({s.ED});
+  auto f = [](const Tensor& t) { return t.data<float>(); };
+  auto fwd = [&] {
+    cuda::selective_scan_fwd(f(u), f(delta), f(A), f(Bm), f(C), f(D), f(z), f(bias), true, nullptr,
+                             f(y), f(h_last), f(st), s.B, s.L, s.ED, s.N, T);
+  };
+  auto bwd = [&] {
+    cuda::selective_scan_bwd(f(u), f(delta), f(A), f(Bm), f(C), f(D), f(z), f(bias), true, f(st),
+                             f(dy), nullptr, f(du), f(ddelta), f(dA), f(dB), f(dC), f(dD), f(dz),
+                             f(dbias), nullptr, s.B, s.L, s.ED, s.N, T);
+  };
+  cuda::set_scan_version(v);
+  Row r{s, cuda::scan_version_name(v), 0, 0, 0, 0};
+  r.fwd_ms = cuda::bench::median_ms(fwd, repeats);
+  r.fwdbwd_ms = cuda::bench::median_ms([&] { fwd(); bwd(); }, repeats);
+  cuda::set_scan_version(cuda::ScanVersion::v2);
+  const cuda::ScanBytes bytes = cuda::scan_bytes_moved(s.B, s.L, s.ED, s.N, T, true, true, true, false);
+  r.fwd_gbs = bytes.forward / (r.fwd_ms * 1e6);
+  r.fwdbwd_gbs = (bytes.forward + bytes.backward) / (r.fwdbwd_ms * 1e6);
+  return r;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  examples::Cli cli("bench_scan_cuda",
+                    "CUDA selective scan, v1 and v2: forward and forward+backward medians and GB/s\n"
+                    "against the bytes the op must move, next to measured D2D memcpy bandwidth.\n"
+                    "Shapes: batch 1, ED 1024, N 16, L = 2^9 .. 2^max-log2-len; batch 8, ED 1536,\n"
+                    "N 16, L 2048.");
+  int64_t max_log2 = 17, repeats = 10, chunk = 64;
+  std::string versions = "v1,v2";
+  bool json = false, nondeterministic = false;
+  cli.add("--max-log2-len", &max_log2, "longest L of the batch-1 sweep, as log2 (9..17)");
+  cli.add("--repeats", &repeats, "timed runs per measurement (the median is reported)");
+  cli.add("--chunk", &chunk, "T: steps between saved states (the op's default is 64)");
+  cli.add("--versions", &versions, "comma-separated list of v1, v2");
+  cli.add("--nondeterministic", &nondeterministic, "allow float atomics in the backward");
+  cli.add("--json", &json, "print one JSON object instead of the table");
+  if (!cli.parse(argc, argv)) return cli.exit_code();
+  if (!cuda::available()) {
+    std::fprintf(stderr, "bench_scan_cuda: no CUDA device is visible (%s); nothing to measure.\n",
+                 cuda::no_device_reason().c_str());
+    return 1;
+  }
+  cuda::backend_init();
+  cuda::set_deterministic(!nondeterministic);
+  std::vector<cuda::ScanVersion> vs;
+  if (versions.find("v1") != std::string::npos) vs.push_back(cuda::ScanVersion::v1);
+  if (versions.find("v2") != std::string::npos) vs.push_back(cuda::ScanVersion::v2);
+  std::vector<Shape4> shapes;
+  for (int64_t k = 9; k <= std::min<int64_t>(max_log2, 17); ++k) shapes.push_back({1, int64_t(1) << k, 1024, 16});
+  shapes.push_back({8, 2048, 1536, 16});
+
+  const int64_t copy_bytes = int64_t(256) << 20;
+  const double copy_ms = cuda::bench::memcpy_d2d_ms(copy_bytes, (int)repeats);
+  const double copy_gbs = 2.0 * copy_bytes / (copy_ms * 1e6);  // reads + writes
+  std::vector<Row> rows;
+  for (const Shape4& s : shapes)
+    for (auto v : vs) {
+      rows.push_back(measure(s, v, (int)repeats, chunk));
+      if (!json) {
+        const Row& r = rows.back();
+        std::printf("B %-2lld L %-7lld ED %-5lld N %-3lld %s  fwd %9.3f ms %7.1f GB/s   fwd+bwd %9.3f ms %7.1f GB/s\n",
+                    (long long)s.B, (long long)s.L, (long long)s.ED, (long long)s.N, r.version.c_str(),
+                    r.fwd_ms, r.fwd_gbs, r.fwdbwd_ms, r.fwdbwd_gbs);
+        std::fflush(stdout);
+      }
+    }
+  if (json) {
+    std::printf("{\"device\": \"%s\", \"deterministic\": %s, \"chunk\": %lld, \"memcpy_d2d_gbs\": %.1f, \"rows\": [",
+                cuda::describe().c_str(), nondeterministic ? "false" : "true", (long long)chunk, copy_gbs);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const Row& r = rows[i];
+      std::printf("%s\n  {\"B\": %lld, \"L\": %lld, \"ED\": %lld, \"N\": %lld, \"version\": \"%s\", "
+                  "\"fwd_ms\": %.4f, \"fwd_gbs\": %.1f, \"fwdbwd_ms\": %.4f, \"fwdbwd_gbs\": %.1f}",
+                  i ? "," : "", (long long)r.s.B, (long long)r.s.L, (long long)r.s.ED, (long long)r.s.N,
+                  r.version.c_str(), r.fwd_ms, r.fwd_gbs, r.fwdbwd_ms, r.fwdbwd_gbs);
+    }
+    std::printf("\n]}\n");
+  } else {
+    std::printf("device-to-device memcpy: %.1f GB/s (%lld MiB copied, reads + writes counted)\n", copy_gbs,
+                (long long)(copy_bytes >> 20));
+    std::printf("%s\n", cuda::describe().c_str());
+  }
+  return 0;
+}
+#endif
