@@ -3,7 +3,8 @@
 //
 //   ./build/examples/bench_scan                         the whole sweep (B=8, ED x N x L)
 //   ./build/examples/bench_scan --ED 512 --N 16 --L 1024 --pass fwd+bwd
-//   ./build/examples/bench_scan --bound                 this CPU's register-only exp+FMA bound
+//   ./build/examples/bench_scan --bound                 this CPU's register-only bounds (fwd, bwd,
+//                                                       fwd+bwd; see bound_updates_per_s)
 //   ./build/examples/bench_scan --json                  one JSON object per line
 //
 // "fwd" is an inference forward (no input requires grad: nothing is saved). "fwd+bwd" makes
@@ -24,7 +25,7 @@
 #include "core/parallel.h"
 #include "ops/arith.h"
 #include "ops/selective_scan.h"
-#include "ops/selective_scan_math.h"
+#include "core/vmath.h"
 
 using namespace mg;
 
@@ -49,7 +50,7 @@ void usage() {
       "  --chunk T                  the fast kernel's chunk length (default %lld)\n"
       "  --max-reference n          skip the reference above n state updates (default 2^26)\n"
       "  --max-sequential n         skip the sequential loop above n (default 2^28)\n"
-      "  --bound                    measure the register-only exp+FMA bound and exit\n"
+      "  --bound                    measure the register-only fwd / bwd / fwd+bwd bounds and exit\n"
       "  --json                     one JSON object per line\n",
       (long long)kDefaultScanChunk);
 }
@@ -129,42 +130,64 @@ Measure measure(const std::string& impl, const std::string& pass, Inputs x, int6
   return {ms, peak};
 }
 
-// The per-state work of the kernel on registers only: A_bar = exp(dt A); h = A_bar h + dtu B;
-// y += C h, for 8 independent state vectors of 16 lanes, dt changing every step so that the
-// exp cannot be hoisted. Returns state updates per second over all threads.
+// Register-only bounds: the kernel's per-state arithmetic with no memory traffic at all, for
+// NV independent state vectors of 16 lanes (vmath::F32x16, as in the N-specialised kernel;
+// NV = 8 forward, 4 backward so that everything fits the 32 registers),
+// delta changing every step so that the exp cannot be hoisted. Returns state updates per
+// second over all threads.
+//   forward  (per state): A_bar = exp(dt A); h = A_bar h + (dt u) B; y += C h
+//   backward (per state): the replay (the forward's three lines, and A_bar h_{t-1} kept), then
+//            the adjoint: lambda = g C + carry; dC += g h; dB += lambda dt u;
+//            sum_lB += lambda B; ddt += lambda A (A_bar h_{t-1}); dA += lambda dt (A_bar h_{t-1});
+//            carry = A_bar lambda.
+// A fwd+bwd pass does both per state update, so its bound is 1 / (1/fwd + 1/bwd).
+using vmath::F32x16;
+template <bool kBackward>
 double bound_updates_per_s() {
-  constexpr int W = 16, NV = 8;
-  const int64_t iters = 20'000'000;
-  double seconds = 0;
+  constexpr int NV = kBackward ? 4 : 8;
+  const int64_t iters = 8'000'000;
   float sink = 0;
   auto t0 = std::chrono::steady_clock::now();
 #pragma omp parallel reduction(+ : sink)
   {
-    alignas(64) float h[NV][W], a[NV][W], dt[W], dtu[W], y[W];
-    for (int j = 0; j < W; ++j) {
+    F32x16 h[NV], a[NV], carry[NV], dA[NV], dt, dtu, y{}, slb{}, ddt{}, dB{}, dC{};
+    for (int j = 0; j < 16; ++j) {
       dt[j] = 0.01f + 0.001f * j;
       dtu[j] = 0.5f * dt[j];
-      y[j] = 0;
-      for (int v = 0; v < NV; ++v) { h[v][j] = 0; a[v][j] = -float(v + 1); }
     }
+    for (int v = 0; v < NV; ++v) {
+      h[v] = carry[v] = dA[v] = F32x16{};
+      a[v] = vmath::splat(-float(v + 1));
+    }
+    const F32x16 g = vmath::splat(0.9f);
     const float b = 0.3f, c = 0.7f;
     for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) {
-#pragma omp simd
-        for (int j = 0; j < W; ++j) {
-          const float A_bar = scan_math::vexp(dt[j] * a[v][j]);
-          h[v][j] = std::fma(A_bar, h[v][j], dtu[j] * b);
-          y[j] = std::fma(c, h[v][j], y[j]);
+        const F32x16 A_bar = vmath::vexp(dt * a[v]);
+        const F32x16 Abar_h = A_bar * h[v];
+        h[v] = vmath::fma(A_bar, h[v], dtu * b);
+        y = vmath::fma(vmath::splat(c), h[v], y);
+        if constexpr (kBackward) {
+          const F32x16 lam = vmath::fma(g, vmath::splat(c), carry[v]);
+          dC = vmath::fma(g, h[v], dC);  // (the kernel: one lane buffer per (t, n))
+          dB = vmath::fma(lam, dtu, dB);
+          slb = vmath::fma(lam, vmath::splat(b), slb);
+          const F32x16 lah = lam * Abar_h;
+          ddt = vmath::fma(lah, a[v], ddt);
+          dA[v] = vmath::fma(lah, dt, dA[v]);
+          carry[v] = A_bar * lam;
         }
       }
-#pragma omp simd
-      for (int j = 0; j < W; ++j) dt[j] = std::fma(dt[j], 0.99999f, 1e-7f);
+      dt = vmath::fma(dt, vmath::splat(0.99999f), vmath::splat(1e-7f));
     }
-    for (int j = 0; j < W; ++j) sink += y[j];
+    F32x16 acc = y + slb + ddt + dB + dC;
+    for (int v = 0; v < NV; ++v) acc += carry[v] + dA[v];
+    for (int j = 0; j < 16; ++j) sink += acc[j];
   }
-  seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (sink == 12345.0f) std::printf("(sink)\n");
-  return double(num_threads()) * iters * NV * W / seconds;
+  return double(num_threads()) * iters * NV * 16 / seconds;
 }
 
 }  // namespace
@@ -172,13 +195,16 @@ double bound_updates_per_s() {
 int main(int argc, char** argv) {
   Flags f = parse(argc, argv);
   if (f.bound) {
-    double r = bound_updates_per_s();
+    const double fwd = bound_updates_per_s<false>(), bwd = bound_updates_per_s<true>();
+    const double both = 1.0 / (1.0 / fwd + 1.0 / bwd);
     if (f.json)
-      std::printf("{\"bench\": \"scan_bound\", \"threads\": %d, \"updates_per_s\": %.4g}\n",
-                  num_threads(), r);
+      std::printf("{\"bench\": \"scan_bound\", \"threads\": %d, \"fwd_updates_per_s\": %.4g, "
+                  "\"bwd_updates_per_s\": %.4g, \"fwd_bwd_updates_per_s\": %.4g}\n",
+                  num_threads(), fwd, bwd, both);
     else
-      std::printf("register-only exp+FMA bound: %.3g state updates/s on %d threads\n", r,
-                  num_threads());
+      std::printf("register-only bounds on %d threads, state updates/s: fwd %.3g, bwd (replay + "
+                  "adjoint) %.3g, fwd+bwd %.3g\n",
+                  num_threads(), fwd, bwd, both);
     return 0;
   }
   std::vector<int64_t> EDs = f.ED > 0 ? std::vector<int64_t>{f.ED} : std::vector<int64_t>{512, 1536};

@@ -58,8 +58,8 @@
 //
 // Numerics: f32 state and accumulations (f64 on the f64 path); softplus thresholded at 20 in
 // both directions; exp underflow gives exactly 0 (never NaN). The fast kernel's exp and
-// softplus are polynomials (ops/selective_scan_math.h, max relative error measured in the
-// tests), the sequential loop uses std::exp / std::log1p. See docs/selective_scan.md.
+// softplus are polynomials (core/vmath.h, max error measured in the tests), the sequential
+// loop uses std::exp / std::log1p. See docs/selective_scan.md.
 #pragma once
 #include <cstdint>
 

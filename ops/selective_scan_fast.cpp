@@ -16,9 +16,14 @@
 // block adds its lanes into a (T, N, W) lane buffer, reduced across lanes once per chunk.
 // dA, dD, d(delta_bias) are accumulated per b (B*ED*N values) and summed in b order at the
 // end. All sums run in an order fixed by the shapes only: bitwise identical for any thread count.
+//
+// f32 with N in {4, 8, 16, 32} goes to ops/selective_scan_fixed.cpp instead (the same
+// algorithm with N a compile-time constant, so the state lives in registers); this generic
+// code serves every other N and f64.
 #include <algorithm>
 #include <memory>
 #include <new>
+#include <type_traits>
 #include <vector>
 
 #include "core/parallel.h"
@@ -190,6 +195,10 @@ void selective_scan_fwd(const T* u, const T* delta, const T* A, const T* Bm, con
                         const T* D, const T* z, const T* delta_bias, bool delta_softplus,
                         const T* h0, T* y, T* h_last, T* chunk_states, int64_t batch,
                         int64_t length, int64_t channels, int64_t states, int64_t chunk) {
+  if constexpr (std::is_same_v<T, float>)
+    if (selective_scan_fwd_fixed(u, delta, A, Bm, C, D, z, delta_bias, delta_softplus, h0, y,
+                                 h_last, chunk_states, batch, length, channels, states, chunk))
+      return;
   constexpr int W = kLanes<T>;
   const int64_t L = length, ED = channels, N = states, T_chunk = chunk;
   const int64_t num_blocks = (ED + W - 1) / W, num_chunks = scan_num_chunks(L, T_chunk);
@@ -235,6 +244,11 @@ void selective_scan_bwd(const T* u, const T* delta, const T* A, const T* Bm, con
                         const T* chunk_states, const T* dy, const T* dh_last, T* du, T* ddelta,
                         T* dA, T* dB, T* dC, T* dD, T* dz, T* ddelta_bias, T* dh0, int64_t batch,
                         int64_t length, int64_t channels, int64_t states, int64_t chunk) {
+  if constexpr (std::is_same_v<T, float>)
+    if (selective_scan_bwd_fixed(u, delta, A, Bm, C, D, z, delta_bias, delta_softplus,
+                                 chunk_states, dy, dh_last, du, ddelta, dA, dB, dC, dD, dz,
+                                 ddelta_bias, dh0, batch, length, channels, states, chunk))
+      return;
   constexpr int W = kLanes<T>;
   const int64_t L = length, ED = channels, N = states, T_chunk = chunk;
   const int64_t num_blocks = (ED + W - 1) / W, num_chunks = scan_num_chunks(L, T_chunk);

@@ -37,6 +37,23 @@ void selective_scan_bwd(const T* u, const T* delta, const T* A, const T* Bm, con
                         T* dA, T* dB, T* dC, T* dD, T* dz, T* ddelta_bias, T* dh0, int64_t batch,
                         int64_t length, int64_t channels, int64_t states, int64_t chunk);
 
+// ---- the same for f32 with N in {4, 8, 16, 32} known at compile time (the state in registers;
+// ops/selective_scan_fixed.cpp). They return false and do nothing for any other N; the fast
+// kernels above call them first.
+bool selective_scan_fwd_fixed(const float* u, const float* delta, const float* A,
+                              const float* Bm, const float* C, const float* D, const float* z,
+                              const float* delta_bias, bool delta_softplus, const float* h0,
+                              float* y, float* h_last, float* chunk_states, int64_t batch,
+                              int64_t length, int64_t channels, int64_t states, int64_t chunk);
+bool selective_scan_bwd_fixed(const float* u, const float* delta, const float* A,
+                              const float* Bm, const float* C, const float* D, const float* z,
+                              const float* delta_bias, bool delta_softplus,
+                              const float* chunk_states, const float* dy, const float* dh_last,
+                              float* du, float* ddelta, float* dA, float* dB, float* dC,
+                              float* dD, float* dz, float* ddelta_bias, float* dh0,
+                              int64_t batch, int64_t length, int64_t channels, int64_t states,
+                              int64_t chunk);
+
 // ---- the plain sequential loop: one (b, d) at a time, scalar std:: math, the readable spec --
 // The backward keeps one channel's states h_0..h_L (L+1)*N values at a time, nothing more.
 template <typename T>

@@ -1,8 +1,9 @@
-// The selective scan: the vectorised exp/softplus, gradchecks of every input in f64, fast ==
+// The selective scan: the vectorised exp/softplus (core/vmath.h), gradchecks of every input in f64, fast ==
 // sequential == composed reference in f32, softplus edges, exp underflow, chunked processing
 // of a long sequence, determinism across thread counts, and the O(B*L*ED) memory claim.
 #include <doctest/doctest.h>
 
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -16,7 +17,7 @@
 #include "core/allocator.h"
 #include "ops/arith.h"
 #include "ops/selective_scan.h"
-#include "ops/selective_scan_math.h"
+#include "core/vmath.h"
 #include "ops/shape.h"
 
 #ifdef _OPENMP
@@ -117,31 +118,76 @@ bool bitwise_equal(const Tensor& a, const Tensor& b) {
 
 }  // namespace
 
-TEST_CASE("selective_scan math: vectorised exp against std::exp on a dense grid") {
-  double worst32 = 0, worst64 = 0;
-  for (double x = -87.3; x <= 88.7; x += 1.7e-4) {
-    float e = scan_math::vexp<float>(float(x));
-    double ref = std::exp(double(float(x)));
+TEST_CASE("vmath: vectorised exp against exp in double, scalar and 16-lane forms agree") {
+  // f32: every 61st float (by bit pattern) of [-87.3, 88.7], the normal range of the result
+  // (3.5e7 points, dense near 0 as the floats are); errors in ulps of the correctly rounded
+  // result, and relative.
+  double worst32 = 0, worst_ulp = 0, worst64 = 0;
+  int64_t count = 0, lane_mismatch = 0;
+  alignas(64) float xs[16];
+  int filled = 0;
+  auto check_lanes = [&]() {
+    vmath::F32x16 v;
+    std::memcpy(&v, xs, sizeof(v));
+    const vmath::F32x16 e = vmath::vexp(v);
+    for (int j = 0; j < filled; ++j) {
+      const float s = vmath::vexp<float>(xs[j]);
+      const bool both_nan = std::isnan(s) && std::isnan(e[j]);
+      if (!both_nan && std::memcmp(&s, &e[j], sizeof(float)) != 0) ++lane_mismatch;
+    }
+    filled = 0;
+  };
+  int64_t i = 0;
+  for (uint32_t bits = 0; bits <= std::bit_cast<uint32_t>(88.7f) * 2; bits += 61, ++i) {
+    const uint32_t mag = bits >> 1, sign = (bits & 1) << 31;  // alternate the signs
+    const float x = std::bit_cast<float>(mag | sign);
+    if (x < -87.3f) continue;
+    const float e = vmath::vexp<float>(x);
+    const double ref = std::exp(double(x));
+    const float rf = float(ref);
+    const double ulp = double(std::nextafter(rf, 1e30f)) - double(rf);
     worst32 = std::max(worst32, std::abs(e - ref) / ref);
-    double e64 = scan_math::vexp<double>(x), ref64 = std::exp(x);
+    worst_ulp = std::max(worst_ulp, std::abs(e - ref) / ulp);
+    ++count;
+    if ((i & 63) == 0) {  // a sample for the 16-lane form
+      xs[filled++] = x;
+      if (filled == 16) check_lanes();
+    }
+  }
+  for (double x = -708.3; x <= 709.7; x += 1.3e-3) {
+    const double e64 = vmath::vexp<double>(x), ref64 = std::exp(x);
     worst64 = std::max(worst64, std::abs(e64 - ref64) / ref64);
   }
-  MESSAGE("vexp max relative error: f32 " << worst32 << ", f64 " << worst64);
-  CHECK(worst32 < 1.2e-7);
+  MESSAGE("vexp over " << count << " floats: f32 max relative error " << worst32 << " ("
+                       << worst_ulp << " ulp), f64 " << worst64);
+  CHECK(worst32 < 1.0e-7);
+  CHECK(worst_ulp < 1.1);
   CHECK(worst64 < 4.5e-16);
-  // Underflow is exactly 0, overflow +inf, NaN stays NaN; gradual underflow is kept.
-  CHECK(scan_math::vexp<float>(-104.0f) == 0.0f);
-  CHECK(scan_math::vexp<float>(-1e30f) == 0.0f);
-  CHECK(scan_math::vexp<double>(-1e300) == 0.0);
-  CHECK(std::isinf(scan_math::vexp<float>(89.0f)));
-  CHECK(std::isnan(scan_math::vexp<float>(std::numeric_limits<float>::quiet_NaN())));
-  CHECK(scan_math::vexp<float>(-100.0f) == doctest::Approx(std::exp(-100.0f)).epsilon(1e-2));
-  // softplus and sigmoid, both sides of the threshold.
+  // The edges, in both forms: underflow exactly 0, overflow +inf, NaN stays NaN, gradual
+  // underflow kept.
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float edges[16] = {-104.0f, -1e30f, 89.0f, 1e30f, nan, -100.0f, -87.5f, 0.0f,
+                           -0.0f,   1e-30f, 88.7f, -90.0f, -0.3465f, 0.3466f, 1.0f, -1.0f};
+  std::memcpy(xs, edges, sizeof(edges));
+  filled = 16;
+  check_lanes();
+  CHECK(lane_mismatch == 0);
+  CHECK(vmath::vexp<float>(-104.0f) == 0.0f);
+  CHECK(vmath::vexp<float>(-1e30f) == 0.0f);
+  CHECK(vmath::vexp<double>(-1e300) == 0.0);
+  CHECK(std::isinf(vmath::vexp<float>(89.0f)));
+  CHECK(std::isnan(vmath::vexp<float>(nan)));
+  CHECK(vmath::vexp<float>(0.0f) == 1.0f);
+  CHECK(vmath::vexp<float>(-100.0f) == doctest::Approx(std::exp(-100.0f)).epsilon(1e-2));
+  // softplus, sigmoid and silu, both sides of the threshold.
   for (double x : {-100.0, -20.0, -3.0, 0.0, 1e-8, 2.5, 20.0, 21.0, 100.0}) {
     double sp = x > 20 ? x : std::log1p(std::exp(x)), sg = 1 / (1 + std::exp(-x));
-    CHECK(scan_math::vsoftplus<double>(x) == doctest::Approx(sp).epsilon(1e-15));
-    CHECK(scan_math::vsoftplus<float>(float(x)) == doctest::Approx(sp).epsilon(3e-7));
-    CHECK(scan_math::vsigmoid<double>(x) == doctest::Approx(sg).epsilon(1e-15));
+    CHECK(vmath::vsoftplus<double>(x) == doctest::Approx(sp).epsilon(1e-15));
+    CHECK(vmath::vsoftplus<float>(float(x)) == doctest::Approx(sp).epsilon(3e-7));
+    CHECK(vmath::vsigmoid<double>(x) == doctest::Approx(sg).epsilon(1e-15));
+    CHECK(vmath::vsigmoid<float>(float(x)) == doctest::Approx(sg).epsilon(3e-7));
+    CHECK(vmath::vsilu<double>(x) == doctest::Approx(x * sg).epsilon(1e-15));
+    CHECK(vmath::vsilu<float>(float(x)) == doctest::Approx(float(x) * sg).epsilon(3e-7));
   }
 }
 
@@ -198,6 +244,9 @@ TEST_CASE("selective_scan: fast == sequential == composed reference in f32, real
       {3, 300, 64, 64, Optionals{true, false, true, false, true}, true},
       {1, 1000, 20, 8, Optionals{false, false, false, false, true}, true},
       {2, 777, 48, 16, Optionals{true, true, false, true, false}, false},
+      {2, 333, 50, 32, Optionals{}, false},  // N = 4, 8, 16, 32: the N-specialised f32 kernels
+      {3, 129, 17, 4, Optionals{true, true, true, true, false}, false},
+      {2, 200, 33, 5, Optionals{}, false},  // other N: the generic fast kernel
   };
   for (const Case& c : cases) {
     CAPTURE(c.B); CAPTURE(c.L); CAPTURE(c.ED); CAPTURE(c.N);
@@ -310,7 +359,9 @@ TEST_CASE("selective_scan: scanning [x1, x2] == scanning x2 from h_last(x1), gra
 }
 
 TEST_CASE("selective_scan: forward and backward are bitwise identical across runs and threads") {
-  ScanArgs a = make_args(3, 300, 40, 16, Optionals{}, DType::f32, 21);
+ for (int64_t N : {16, 12}) {  // the N-specialised kernel and the generic one
+  CAPTURE(N);
+  ScanArgs a = make_args(3, 300, 40, N, Optionals{}, DType::f32, 21);
   auto f = [](const ScanArgs& x) { return run(x, ScanImpl::fast, 32); };
 #ifdef _OPENMP
   const int saved = omp_get_max_threads();
@@ -329,6 +380,7 @@ TEST_CASE("selective_scan: forward and backward are bitwise identical across run
     CHECK(bitwise_equal(run1[k], run2[k]));
     CHECK(bitwise_equal(run1[k], run3[k]));
   }
+ }
 }
 
 TEST_CASE("selective_scan: fwd+bwd peak memory is O(B*L*ED), not O(B*L*ED*N)") {

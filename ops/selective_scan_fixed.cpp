@@ -1,0 +1,400 @@
+// ops/selective_scan_fixed.cpp — the fast scan for f32 with the state count N a compile-time
+// constant (N = 4, 8, 16, 32): the block's state h (N vectors of 16 lanes) lives in registers.
+//
+// Same math, same saved set, same parallel decomposition as ops/selective_scan_fast.cpp (read
+// that file's header first); what differs is the code shape:
+//   * the channel block's 16 lanes are one GCC vector (vmath::F32x16, an AVX-512 register),
+//     the N-loop is unrolled at compile time, so h[n] never goes to memory in the forward;
+//   * exp is vmath::vexp(F32x16) (vscalefps for the power of two: 13 instructions);
+//   * the backward runs the adjoint over a chunk one group of G states at a time (the states
+//     are independent given the step's g_t): the group's lambda carry and dA accumulators stay
+//     in registers for the whole chunk, and h_t is carried from one step to the next, so each
+//     state update reads h_{t-1} and A_bar_t and updates the dB/dC lane buffers. The per-step
+//     sums over n (<lambda, B_t> and the ddelta term) are accumulated group by group in a
+//     (T, 16) buffer, always in group order.
+// The forward and the backward's replay call the same `scan_step`, so the replayed states
+// are bitwise the forward's; every sum's order depends on the shapes only.
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <vector>
+
+#include "core/parallel.h"
+#include "ops/selective_scan_kernels.h"
+#include "ops/selective_scan_math.h"
+
+namespace mg::cpu {
+
+namespace {
+
+using V = vmath::F32x16;
+using vmath::fma;
+using vmath::splat;
+constexpr int W = 16;
+
+// A 64-byte aligned, zero-initialised array of n vectors.
+struct VecScratch {
+  explicit VecScratch(size_t n) : p(new V[n]()) {}
+  ~VecScratch() { delete[] p; }
+  VecScratch(const VecScratch&) = delete;
+  VecScratch& operator=(const VecScratch&) = delete;
+  V* p;
+};
+
+// The lanes src[0..w) as a vector, zeros beyond.
+inline V load_lanes(const float* src, int64_t w) {
+  V v{};
+  if (w == W) std::memcpy(&v, src, sizeof(V));
+  else std::memcpy(&v, src, size_t(w) * sizeof(float));
+  return v;
+}
+inline void store_lanes(V v, int64_t w, float* dst) { std::memcpy(dst, &v, size_t(w) * sizeof(float)); }
+
+// Per-step inputs of one block: u, raw = delta_raw + bias, delta = softplus(raw) or raw,
+// delta*u. The scalar vmath functions run lane by lane (the compiler vectorises the loop).
+struct Step { V u, raw, dt, dtu; };
+inline Step prep_step(const float* u_row, const float* delta_row, V bias, bool softplus,
+                      int64_t w) {
+  Step s;
+  s.u = load_lanes(u_row, w);
+  s.raw = load_lanes(delta_row, w) + bias;
+  alignas(64) float raw[W], dt[W];
+  std::memcpy(raw, &s.raw, sizeof(V));
+#pragma omp simd
+  for (int j = 0; j < W; ++j) dt[j] = scan_math::vdelta(raw[j], softplus);
+  std::memcpy(&s.dt, dt, sizeof(V));
+  s.dtu = s.dt * s.u;
+  return s;
+}
+
+// One step for all NS states: A_bar = exp(dt A); h = A_bar h + (dt u) B_t[n]; returns
+// <C_t, h> as even-n + odd-n partial sums: the order of the generic kernel and of the
+// decoding step in nn/inference.cpp, which reproduces these numbers. Abar_out: keep A_bar.
+template <int NS, bool kKeepAbar>
+[[gnu::always_inline]] inline V scan_step(const Step& s, const V* a, const float* B_t,
+                                          const float* C_t, V* h, V* Abar_out) {
+  constexpr int P = 2;
+  V y[P];
+#pragma GCC unroll 4
+  for (int p = 0; p < P; ++p) y[p] = V{};
+#pragma GCC unroll 64
+  for (int n = 0; n < NS; ++n) {
+    const V A_bar = vmath::vexp(s.dt * a[n]);
+    h[n] = fma(A_bar, h[n], s.dtu * B_t[n]);
+    y[n % P] = fma(splat(C_t[n]), h[n], y[n % P]);
+    if constexpr (kKeepAbar) Abar_out[n] = A_bar;
+  }
+  V sum = y[0];
+#pragma GCC unroll 4
+  for (int p = 1; p < P; ++p) sum += y[p];
+  return sum;
+}
+
+// (.., ED, N) state slab <-> NS vectors for channels d0..d0+w (zeros for padded lanes).
+template <int NS>
+void state_to_vecs(const float* src, int64_t d0, int64_t w, V* v) {
+  alignas(64) float lanes[NS][W] = {};
+  if (src)
+    for (int64_t j = 0; j < w; ++j)
+      for (int n = 0; n < NS; ++n) lanes[n][j] = src[(d0 + j) * NS + n];
+  std::memcpy(v, lanes, sizeof(lanes));
+}
+template <int NS>
+void vecs_to_state(const V* v, int64_t d0, int64_t w, float* dst) {
+  alignas(64) float lanes[NS][W];
+  std::memcpy(lanes, v, sizeof(lanes));
+  for (int64_t j = 0; j < w; ++j)
+    for (int n = 0; n < NS; ++n) dst[(d0 + j) * NS + n] = lanes[n][j];
+}
+inline V param_lanes(const float* p, int64_t d0, int64_t w) {
+  return p ? load_lanes(p + d0, w) : V{};
+}
+inline V gate(V y_pre, V z) {  // y_pre * silu(z)
+  alignas(64) float zl[W], sl[W];
+  std::memcpy(zl, &z, sizeof(V));
+#pragma omp simd
+  for (int j = 0; j < W; ++j) sl[j] = zl[j] * vmath::vsigmoid(zl[j]);
+  V s;
+  std::memcpy(&s, sl, sizeof(V));
+  return y_pre * s;
+}
+
+constexpr int64_t kParallelWork = 1 << 16;
+// A block reads one 64-byte line per (B, L, ED) stream per step, ED*4 bytes apart: fetch the
+// line kAhead steps ahead (the hardware prefetcher alone left ~20% of the forward waiting).
+constexpr int64_t kAhead = 16;
+inline void prefetch_rows(const float* p, int64_t stride) { __builtin_prefetch(p + kAhead * stride); }
+
+template <int NS>
+void fwd_fixed(const float* u, const float* delta, const float* A, const float* Bm,
+               const float* C, const float* D, const float* z, const float* delta_bias,
+               bool softplus, const float* h0, float* y, float* h_last, float* chunk_states,
+               int64_t batch, int64_t L, int64_t ED, int64_t T_chunk) {
+  const int64_t num_blocks = (ED + W - 1) / W, num_chunks = scan_num_chunks(L, T_chunk);
+  const int64_t tasks = batch * num_blocks;
+  const bool small = batch * L * ED * NS < kParallelWork;
+  parallel_for(tasks, small ? tasks : 0, [&](int64_t task_begin, int64_t task_end) {
+    for (int64_t task = task_begin; task < task_end; ++task) {
+      const int64_t b = task / num_blocks, d0 = (task % num_blocks) * W;
+      const int64_t w = std::min<int64_t>(W, ED - d0);
+      V a[NS], h[NS];
+      state_to_vecs<NS>(A, d0, w, a);
+      state_to_vecs<NS>(h0 ? h0 + b * ED * NS : nullptr, d0, w, h);
+      const V bias = param_lanes(delta_bias, d0, w), Dl = param_lanes(D, d0, w);
+      for (int64_t t = 0; t < L; ++t) {
+        if (chunk_states && t % T_chunk == 0)  // the state entering chunk t / T
+          vecs_to_state<NS>(h, d0, w, chunk_states + (b * num_chunks + t / T_chunk) * ED * NS);
+        const int64_t row = (b * L + t) * ED + d0;
+        prefetch_rows(u + row, ED);
+        prefetch_rows(delta + row, ED);
+        if (z) prefetch_rows(z + row, ED);
+        const Step s = prep_step(u + row, delta + row, bias, softplus, w);
+        const float* B_t = Bm + (b * L + t) * NS;
+        const float* C_t = C + (b * L + t) * NS;
+        V y_pre = Dl * s.u + scan_step<NS, false>(s, a, B_t, C_t, h, nullptr);
+        if (z) y_pre = gate(y_pre, load_lanes(z + row, w));
+        store_lanes(y_pre, w, y + row);
+      }
+      if (h_last) vecs_to_state<NS>(h, d0, w, h_last + b * ED * NS);
+    }
+  });
+}
+
+// The adjoint over one chunk for states [n0, n0 + G) of one block (see the file header).
+//   lambda = g C_t[n] + carry;  dC_t[n] += g h_t;  dB_t[n] += lambda dt u;  sum_lB += lambda B_t[n]
+//   ddt += lambda A_n (A_bar h_{t-1});  dA_n += lambda dt (A_bar h_{t-1});  carry = A_bar lambda
+template <int NS, int G>
+[[gnu::always_inline]] inline void adjoint_group(
+    int n0, int64_t len, const float* Bc, const float* Cc, const V* a, const V* hbuf,
+    const V* abar, const V* g, const V* dt, const V* dtu, V* carry, V* dA, V* dB_l, V* dC_l,
+    V* sum_lB, V* ddt) {
+  V lam_c[G], dA_acc[G], h_t[G];
+#pragma GCC unroll 64
+  for (int k = 0; k < G; ++k) {
+    lam_c[k] = carry[n0 + k];
+    dA_acc[k] = dA[n0 + k];
+    h_t[k] = hbuf[len * NS + n0 + k];
+  }
+  for (int64_t i = len - 1; i >= 0; --i) {
+    const V gi = g[i], dti = dt[i], dtui = dtu[i];
+    const float* B_t = Bc + i * NS;
+    const float* C_t = Cc + i * NS;
+    V slb[2] = {V{}, V{}}, dd[2] = {V{}, V{}};
+#pragma GCC unroll 64
+    for (int k = 0; k < G; ++k) {
+      const int n = n0 + k;
+      const V hp = hbuf[i * NS + n], Ab = abar[i * NS + n];
+      const V lam = fma(gi, splat(C_t[n]), lam_c[k]);
+      dC_l[i * NS + n] = fma(gi, h_t[k], dC_l[i * NS + n]);
+      dB_l[i * NS + n] = fma(lam, dtui, dB_l[i * NS + n]);
+      slb[k & 1] = fma(lam, splat(B_t[n]), slb[k & 1]);
+      const V lah = lam * (Ab * hp);
+      dd[k & 1] = fma(lah, a[n], dd[k & 1]);
+      dA_acc[k] = fma(lah, dti, dA_acc[k]);
+      lam_c[k] = Ab * lam;
+      h_t[k] = hp;
+    }
+    if (n0 == 0) {
+      sum_lB[i] = slb[0] + slb[1];
+      ddt[i] = dd[0] + dd[1];
+    } else {
+      sum_lB[i] += slb[0] + slb[1];
+      ddt[i] += dd[0] + dd[1];
+    }
+  }
+#pragma GCC unroll 64
+  for (int k = 0; k < G; ++k) {
+    carry[n0 + k] = lam_c[k];
+    dA[n0 + k] = dA_acc[k];
+  }
+}
+
+template <int NS>
+void bwd_fixed(const float* u, const float* delta, const float* A, const float* Bm,
+               const float* C, const float* D, const float* z, const float* delta_bias,
+               bool softplus, const float* chunk_states, const float* dy, const float* dh_last,
+               float* du, float* ddelta, float* dA, float* dB, float* dC, float* dD, float* dz,
+               float* ddelta_bias, float* dh0, int64_t batch, int64_t L, int64_t ED,
+               int64_t T_chunk) {
+  constexpr int G = NS < 8 ? NS : 8;  // states per adjoint group
+  const int64_t num_blocks = (ED + W - 1) / W, num_chunks = scan_num_chunks(L, T_chunk);
+  // Per-b partials of the parameter gradients (vectors: [b][block][n], [b][block]).
+  std::vector<V> dA_part(batch * num_blocks * NS), dD_part(batch * num_blocks),
+      dbias_part(batch * num_blocks);
+  const bool small = batch * L * ED * NS < kParallelWork;
+  parallel_for(batch, small ? batch : 0, [&](int64_t b_begin, int64_t b_end) {
+    VecScratch a_all(num_blocks * NS), carry(num_blocks * NS);
+    VecScratch hbuf((T_chunk + 1) * NS), abar(T_chunk * NS), dB_l(T_chunk * NS),
+        dC_l(T_chunk * NS);
+    VecScratch st(T_chunk * 8);  // per-step vectors, 8 kinds (see the pointers below)
+    V* u_c = st.p;
+    V* dt_c = u_c + T_chunk;
+    V* dtu_c = dt_c + T_chunk;
+    V* dfac_c = dtu_c + T_chunk;  // d(delta)/d(raw)
+    V* ypre_c = dfac_c + T_chunk;
+    V* g_c = ypre_c + T_chunk;
+    V* slb_c = g_c + T_chunk;
+    V* ddt_c = slb_c + T_chunk;
+    for (int64_t kb = 0; kb < num_blocks; ++kb)
+      state_to_vecs<NS>(A, kb * W, std::min<int64_t>(W, ED - kb * W), a_all.p + kb * NS);
+    for (int64_t b = b_begin; b < b_end; ++b) {
+      V* dA_b = dA_part.data() + b * num_blocks * NS;
+      for (int64_t kb = 0; kb < num_blocks; ++kb)
+        state_to_vecs<NS>(dh_last ? dh_last + b * ED * NS : nullptr, kb * W,
+                          std::min<int64_t>(W, ED - kb * W), carry.p + kb * NS);
+      for (int64_t c = num_chunks - 1; c >= 0; --c) {
+        const int64_t t0 = c * T_chunk, len = std::min(T_chunk, L - t0);
+        std::fill(dB_l.p, dB_l.p + len * NS, V{});
+        std::fill(dC_l.p, dC_l.p + len * NS, V{});
+        const float* Bc = Bm + (b * L + t0) * NS;
+        const float* Cc = C + (b * L + t0) * NS;
+        for (int64_t kb = 0; kb < num_blocks; ++kb) {
+          const int64_t d0 = kb * W, w = std::min<int64_t>(W, ED - d0);
+          const V* a = a_all.p + kb * NS;
+          const V bias = param_lanes(delta_bias, d0, w), Dl = param_lanes(D, d0, w);
+          // (1) Replay the chunk's forward from its saved entering state.
+          V h[NS];
+          state_to_vecs<NS>(chunk_states + (b * num_chunks + c) * ED * NS, d0, w, h);
+#pragma GCC unroll 64
+          for (int n = 0; n < NS; ++n) hbuf.p[n] = h[n];
+          for (int64_t i = 0; i < len; ++i) {
+            const int64_t row = (b * L + t0 + i) * ED + d0;
+            prefetch_rows(u + row, ED);
+            prefetch_rows(delta + row, ED);
+            const Step s = prep_step(u + row, delta + row, bias, softplus, w);
+            ypre_c[i] = Dl * s.u + scan_step<NS, true>(s, a, Bc + i * NS, Cc + i * NS, h,
+                                                       abar.p + i * NS);
+#pragma GCC unroll 64
+            for (int n = 0; n < NS; ++n) hbuf.p[(i + 1) * NS + n] = h[n];
+            u_c[i] = s.u;
+            dt_c[i] = s.dt;
+            dtu_c[i] = s.dtu;
+            alignas(64) float raw[W], fac[W];
+            std::memcpy(raw, &s.raw, sizeof(V));
+#pragma omp simd
+            for (int j = 0; j < W; ++j) fac[j] = scan_math::vdelta_grad(raw[j], softplus);
+            std::memcpy(&dfac_c[i], fac, sizeof(V));
+          }
+          // (2) The gate: g = dL/dy_pre, dz, dD.
+          V dD_acc = dD_part[b * num_blocks + kb];
+          for (int64_t i = 0; i < len; ++i) {
+            const int64_t row = (b * L + t0 + i) * ED + d0;
+            prefetch_rows(dy + row, ED);
+            if (z) prefetch_rows(z + row, ED);
+            const V dyl = load_lanes(dy + row, w);
+            if (z) {
+              alignas(64) float zl[W], dyv[W], yp[W], gl[W], dzl[W];
+              const V zv = load_lanes(z + row, w);
+              std::memcpy(zl, &zv, sizeof(V));
+              std::memcpy(dyv, &dyl, sizeof(V));
+              std::memcpy(yp, &ypre_c[i], sizeof(V));
+#pragma omp simd
+              for (int j = 0; j < W; ++j) {
+                const float sg = vmath::vsigmoid(zl[j]);
+                dzl[j] = dyv[j] * yp[j] * sg * (1.0f + zl[j] * (1.0f - sg));
+                gl[j] = dyv[j] * zl[j] * sg;
+              }
+              std::memcpy(&g_c[i], gl, sizeof(V));
+              V dzv;
+              std::memcpy(&dzv, dzl, sizeof(V));
+              store_lanes(dzv, w, dz + row);
+            } else {
+              g_c[i] = dyl;
+            }
+            dD_acc = fma(g_c[i], u_c[i], dD_acc);
+          }
+          dD_part[b * num_blocks + kb] = dD_acc;
+          // (3) The adjoint, G states at a time.
+#pragma GCC unroll 8
+          for (int n0 = 0; n0 < NS; n0 += G)
+            adjoint_group<NS, G>(n0, len, Bc, Cc, a, hbuf.p, abar.p, g_c, dt_c, dtu_c,
+                                 carry.p + kb * NS, dA_b + kb * NS, dB_l.p, dC_l.p, slb_c, ddt_c);
+          // (4) du, d(delta_raw), d(delta_bias).
+          V dbias_acc = dbias_part[b * num_blocks + kb];
+          for (int64_t i = 0; i < len; ++i) {
+            const int64_t row = (b * L + t0 + i) * ED + d0;
+            store_lanes(fma(dt_c[i], slb_c[i], Dl * g_c[i]), w, du + row);
+            const V draw = fma(u_c[i], slb_c[i], ddt_c[i]) * dfac_c[i];
+            dbias_acc += draw;
+            store_lanes(draw, w, ddelta + row);
+          }
+          dbias_part[b * num_blocks + kb] = dbias_acc;
+        }
+        // dB[b, t, n], dC[b, t, n]: the lanes' sums (padded lanes hold zeros).
+        for (int64_t i = 0; i < len; ++i)
+          for (int n = 0; n < NS; ++n) {
+            alignas(64) float lb[W], lc[W];
+            std::memcpy(lb, &dB_l.p[i * NS + n], sizeof(V));
+            std::memcpy(lc, &dC_l.p[i * NS + n], sizeof(V));
+            float sb = 0, sc = 0;
+            for (int j = 0; j < W; ++j) {
+              sb += lb[j];
+              sc += lc[j];
+            }
+            dB[(b * L + t0 + i) * NS + n] = sb;
+            dC[(b * L + t0 + i) * NS + n] = sc;
+          }
+      }
+      if (dh0)
+        for (int64_t kb = 0; kb < num_blocks; ++kb)
+          vecs_to_state<NS>(carry.p + kb * NS, kb * W, std::min<int64_t>(W, ED - kb * W),
+                            dh0 + b * ED * NS);
+    }
+  });
+  // Parameter gradients: per-b partials summed in b order (independent of the thread count).
+  for (int64_t kb = 0; kb < num_blocks; ++kb) {
+    const int64_t d0 = kb * W, w = std::min<int64_t>(W, ED - d0);
+    V sA[NS] = {}, sD{}, sbias{};
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int n = 0; n < NS; ++n) sA[n] += dA_part[(b * num_blocks + kb) * NS + n];
+      sD += dD_part[b * num_blocks + kb];
+      sbias += dbias_part[b * num_blocks + kb];
+    }
+    vecs_to_state<NS>(sA, d0, w, dA);
+    if (dD) store_lanes(sD, w, dD + d0);
+    if (ddelta_bias) store_lanes(sbias, w, ddelta_bias + d0);
+  }
+}
+
+}  // namespace
+
+bool selective_scan_fwd_fixed(const float* u, const float* delta, const float* A,
+                              const float* Bm, const float* C, const float* D, const float* z,
+                              const float* delta_bias, bool delta_softplus, const float* h0,
+                              float* y, float* h_last, float* chunk_states, int64_t batch,
+                              int64_t length, int64_t channels, int64_t states, int64_t chunk) {
+#define MG_CASE(NS)                                                                          \
+  case NS:                                                                                   \
+    fwd_fixed<NS>(u, delta, A, Bm, C, D, z, delta_bias, delta_softplus, h0, y, h_last,       \
+                  chunk_states, batch, length, channels, chunk);                             \
+    return true;
+  switch (states) {
+    MG_CASE(4) MG_CASE(8) MG_CASE(16) MG_CASE(32)
+    default: return false;
+  }
+#undef MG_CASE
+}
+
+bool selective_scan_bwd_fixed(const float* u, const float* delta, const float* A,
+                              const float* Bm, const float* C, const float* D, const float* z,
+                              const float* delta_bias, bool delta_softplus,
+                              const float* chunk_states, const float* dy, const float* dh_last,
+                              float* du, float* ddelta, float* dA, float* dB, float* dC,
+                              float* dD, float* dz, float* ddelta_bias, float* dh0,
+                              int64_t batch, int64_t length, int64_t channels, int64_t states,
+                              int64_t chunk) {
+#define MG_CASE(NS)                                                                          \
+  case NS:                                                                                   \
+    bwd_fixed<NS>(u, delta, A, Bm, C, D, z, delta_bias, delta_softplus, chunk_states, dy,    \
+                  dh_last, du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dh0, batch, length,  \
+                  channels, chunk);                                                          \
+    return true;
+  switch (states) {
+    MG_CASE(4) MG_CASE(8) MG_CASE(16) MG_CASE(32)
+    default: return false;
+  }
+#undef MG_CASE
+}
+
+}  // namespace mg::cpu
