@@ -6,6 +6,9 @@
 #include "autograd/tape.h"
 #include "core/dispatch.h"
 #include "ops/selective_scan_kernels.h"
+#ifdef MG_WITH_CUDA
+#include "cuda/selective_scan.h"
+#endif
 
 namespace mg {
 
@@ -51,8 +54,9 @@ Dims check_inputs(const Tensor& u, const Tensor& delta, const Tensor& A, const T
   for (const Tensor* t : {&u, &delta, &A, &Bm, &C, &D, &z, &delta_bias, &h0}) {
     if (!t->defined()) continue;
     check_same_dtype(kOp, u, *t);
-    check_cpu(kOp, *t);
+    check_same_device(kOp, u, *t);
   }
+  if (u.device().is_cuda()) check_dtype(kOp, u, DType::f32, "u (CUDA kernels are f32 only)");
   return s;
 }
 
@@ -77,16 +81,26 @@ ScanResult selective_scan(const ScanOptions& opts, const Tensor& u, const Tensor
   MG_CHECK(opts.chunk >= 1, kOp, ": chunk T must be >= 1, got ", opts.chunk);
   const Dims s = check_inputs(u, delta, A, Bm, C, D, z, delta_bias, h0);
   const std::vector<Tensor> inputs{u, delta, A, Bm, C, D, z, delta_bias, h0};
+  const bool on_cuda = u.device().is_cuda();
   const bool fast = opts.impl == ScanImpl::fast;
-  const bool save_states = fast && needs_grad(inputs);
+  const bool save_states = (fast || on_cuda) && needs_grad(inputs);  // CUDA has no sequential form
   const int64_t T_chunk = opts.chunk, num_chunks = cpu::scan_num_chunks(s.L, T_chunk);
 
-  Tensor y = Tensor::empty({s.B, s.L, s.ED}, u.dtype());
-  Tensor h_last = Tensor::empty({s.B, s.ED, s.N}, u.dtype());
+  const Device dev = u.device();
+  Tensor y = Tensor::empty({s.B, s.L, s.ED}, u.dtype(), dev);
+  Tensor h_last = Tensor::empty({s.B, s.ED, s.N}, u.dtype(), dev);
   // The only thing saved besides the inputs: the state entering each chunk of T steps.
   Tensor chunk_states =
-      save_states ? Tensor::empty({s.B, num_chunks, s.ED, s.N}, u.dtype()) : Tensor();
-  dispatch_float(u.dtype(), kOp, [&]<typename T>() {
+      save_states ? Tensor::empty({s.B, num_chunks, s.ED, s.N}, u.dtype(), dev) : Tensor();
+  if (on_cuda) {
+#ifdef MG_WITH_CUDA
+    cuda::selective_scan_fwd(u.data<float>(), delta.data<float>(), A.data<float>(),
+                             Bm.data<float>(), C.data<float>(), ptr_or_null<float>(D),
+                             ptr_or_null<float>(z), ptr_or_null<float>(delta_bias), delta_softplus,
+                             ptr_or_null<float>(h0), y.data<float>(), h_last.data<float>(),
+                             mut_ptr_or_null<float>(chunk_states), s.B, s.L, s.ED, s.N, T_chunk);
+#endif
+  } else dispatch_float(u.dtype(), kOp, [&]<typename T>() {
     if (fast)
       cpu::selective_scan_fwd<T>(u.data<T>(), delta.data<T>(), A.data<T>(), Bm.data<T>(),
                                  C.data<T>(), ptr_or_null<T>(D), ptr_or_null<T>(z),
@@ -101,20 +115,32 @@ ScanResult selective_scan(const ScanOptions& opts, const Tensor& u, const Tensor
   });
 
   record(kOp, inputs, {y, h_last},
-         [inputs, chunk_states, s, fast, T_chunk, delta_softplus](const std::vector<Tensor>& d) {
+         [inputs, chunk_states, s, fast, on_cuda, T_chunk, delta_softplus](const std::vector<Tensor>& d) {
            const Tensor &u = inputs[0], &delta = inputs[1], &A = inputs[2], &Bm = inputs[3],
                         &C = inputs[4], &D = inputs[5], &z = inputs[6], &bias = inputs[7],
                         &h0 = inputs[8];
            const Tensor &dy = d[0], &dh_last = d[1];
            const DType dt = u.dtype();
-           Tensor du = Tensor::empty(u.shape(), dt), ddelta = Tensor::empty(u.shape(), dt);
-           Tensor dA = Tensor::empty(A.shape(), dt);
-           Tensor dB = Tensor::empty(Bm.shape(), dt), dC = Tensor::empty(C.shape(), dt);
-           Tensor dD = D.defined() ? Tensor::empty(D.shape(), dt) : Tensor();
-           Tensor dz = z.defined() ? Tensor::empty(z.shape(), dt) : Tensor();
-           Tensor dbias = bias.defined() ? Tensor::empty(bias.shape(), dt) : Tensor();
-           Tensor dh0 = h0.defined() ? Tensor::empty(h0.shape(), dt) : Tensor();
-           dispatch_float(dt, kOp, [&]<typename T>() {
+           const Device dev = u.device();
+           auto make = [&](const Shape& shape) { return Tensor::empty(shape, dt, dev); };
+           Tensor du = make(u.shape()), ddelta = make(u.shape()), dA = make(A.shape());
+           Tensor dB = make(Bm.shape()), dC = make(C.shape());
+           Tensor dD = D.defined() ? make(D.shape()) : Tensor();
+           Tensor dz = z.defined() ? make(z.shape()) : Tensor();
+           Tensor dbias = bias.defined() ? make(bias.shape()) : Tensor();
+           Tensor dh0 = h0.defined() ? make(h0.shape()) : Tensor();
+           if (on_cuda) {
+#ifdef MG_WITH_CUDA
+             cuda::selective_scan_bwd(
+                 u.data<float>(), delta.data<float>(), A.data<float>(), Bm.data<float>(),
+                 C.data<float>(), ptr_or_null<float>(D), ptr_or_null<float>(z),
+                 ptr_or_null<float>(bias), delta_softplus, chunk_states.data<float>(),
+                 dy.data<float>(), dh_last.data<float>(), du.data<float>(), ddelta.data<float>(),
+                 dA.data<float>(), dB.data<float>(), dC.data<float>(), mut_ptr_or_null<float>(dD),
+                 mut_ptr_or_null<float>(dz), mut_ptr_or_null<float>(dbias),
+                 mut_ptr_or_null<float>(dh0), s.B, s.L, s.ED, s.N, T_chunk);
+#endif
+           } else dispatch_float(dt, kOp, [&]<typename T>() {
              if (fast)
                cpu::selective_scan_bwd<T>(
                    u.data<T>(), delta.data<T>(), A.data<T>(), Bm.data<T>(), C.data<T>(),
