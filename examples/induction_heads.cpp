@@ -1,0 +1,201 @@
+// examples/induction_heads — the paper's Induction Heads task (Mamba §4.1.2, App. E.1): a
+// trigger token appears twice; after the second (the last input) the model must output the
+// token that followed the first. Trained at one length (256), then evaluated at every power
+// of two from 2^6 up to --max-eval-len (default 2^14) to measure length generalisation; the
+// score is the accuracy of the one answer per sequence (data/synthetic.h has the layout).
+//
+//   ./build/examples/induction_heads                      # reduced run, then 2^6 .. 2^14
+//   ./build/examples/induction_heads --paper              # 204,800 steps at batch 8 (25 "epochs")
+//   ./build/examples/induction_heads --max-eval-len 1048576 --length-eval-seqs 32
+//
+// Long sequences are evaluated with the recurrent state (nn/inference.h): the first
+// --prefill-len tokens go through the parallel forward (prefill), the rest one token at a time
+// with MambaLM::step, whose state is O(1) in the length; only the last position's logits are
+// scored. Memory is therefore bounded by the prefill chunk, whatever the length.
+#include <algorithm>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "examples/task_common.h"
+
+using namespace mg;
+
+namespace {
+
+// Accuracy at one length over n_seqs fresh sequences, chunk sequences at a time.
+data::AnswerScore eval_length(const nn::MambaLM& model, int64_t L, int32_t vocab, int64_t n_seqs,
+                              int64_t chunk, int64_t prefill_len, Generator& gen) {
+  NoGradGuard no_grad;
+  data::InductionHeadsConfig c;
+  c.seq_len = L;
+  c.vocab_size = vocab;
+  data::AnswerScore total;
+  for (int64_t done = 0; done < n_seqs; done += chunk) {
+    const int64_t nb = std::min(chunk, n_seqs - done);
+    data::SyntheticBatch b = data::induction_heads_batch(c, nb, gen);
+    const std::vector<int32_t> ids = b.inputs.to_vector<int32_t>();
+    const std::vector<int32_t> tg = b.targets.to_vector<int32_t>();
+    const int64_t P = std::max<int64_t>(1, std::min(prefill_len, L));
+    std::vector<int32_t> prefix(nb * P), column(nb), answer(nb);
+    for (int64_t i = 0; i < nb; ++i) {
+      std::copy(ids.begin() + i * L, ids.begin() + i * L + P, prefix.begin() + i * P);
+      answer[i] = tg[i * L + L - 1];  // the only scored position
+    }
+    nn::InferenceState state;
+    Tensor logits = model.prefill(Tensor::from_vector(prefix, {nb, P}), state, 1);  // (nb, 1, V_pad)
+    for (int64_t t = P; t < L; ++t) {
+      for (int64_t i = 0; i < nb; ++i) column[i] = ids[i * L + t];
+      logits = model.step(Tensor::from_vector(column, {nb}), state);  // (nb, V_pad)
+    }
+    total += data::score_answers(logits.reshape({nb, 1, -1}), Tensor::from_vector(answer, {nb, 1}));
+  }
+  return total;
+}
+
+std::string pow2_name(int64_t L) {
+  int p = 0;
+  while ((int64_t(1) << p) < L) ++p;
+  return "2^" + std::to_string(p);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  examples::TrainFlags f;
+  int64_t train_len = 256, vocab = 16, min_eval_len = 64, max_eval_len = 16384;
+  int64_t length_eval_seqs = 256, length_eval_chunk = 256, prefill_len = 256;
+  f.batch = 8;
+  f.lr = 1e-3;
+  f.schedule = "constant";
+  f.steps = 4000;
+  f.eval_every = 250;
+  f.eval_batches = 8;
+  f.eval_batch = 64;
+  f.target_acc = 0;
+  if (examples::has_switch(argc, argv, "--paper")) {  // P App. E.1: 25 epochs of 8192 steps
+    f.steps = 204800;
+    f.eval_every = 8192;
+    f.ckpt_every = 8192;
+    max_eval_len = 1 << 20;
+    length_eval_seqs = 64;
+    length_eval_chunk = 64;
+  }
+
+  examples::Cli cli("induction_heads",
+                    "Trains a Mamba LM on the paper's Induction Heads task at one length and evaluates "
+                    "length generalisation at powers of two, with the recurrent state.");
+  cli.add("--train-len", &train_len, "training sequence length (paper: 256)");
+  cli.add("--vocab", &vocab, "vocabulary incl. the trigger (V-1) (paper: 16)");
+  cli.add("--min-eval-len", &min_eval_len, "shortest evaluated length (a power of two)");
+  cli.add("--max-eval-len", &max_eval_len, "longest evaluated length (paper: 2^20 = 1048576)");
+  cli.add("--length-eval-seqs", &length_eval_seqs, "sequences per evaluated length (0: skip)");
+  cli.add("--length-eval-chunk", &length_eval_chunk, "sequences evaluated together (memory ~ chunk * prefill)");
+  cli.add("--prefill-len", &prefill_len, "tokens run through the parallel prefill before stepping");
+  examples::add_train_flags(cli, f);
+  if (!cli.parse(argc, argv)) return cli.exit_code();
+
+  try {
+    auto t_program = examples::Clock::now();
+    data::InductionHeadsConfig task_cfg;
+    task_cfg.seq_len = train_len;
+    task_cfg.vocab_size = (int32_t)vocab;
+    task_cfg.validate();
+    MG_CHECK(min_eval_len >= 4 && max_eval_len >= min_eval_len && length_eval_chunk > 0,
+             "induction_heads: need 4 <= --min-eval-len <= --max-eval-len and --length-eval-chunk > 0");
+    const int64_t eval_batch = f.eval_batch > 0 ? f.eval_batch : f.batch;
+
+    nn::MambaConfig mcfg = examples::model_config(f, vocab);
+    nn::MambaLM model(mcfg, (uint64_t)f.seed);
+    std::printf("induction heads: train L = %lld, V = %lld%s\n", (long long)train_len, (long long)vocab,
+                f.paper ? " — paper configuration" : "");
+    std::printf("model: %s, %lld parameters\n", mcfg.str().c_str(), (long long)model.num_parameters());
+
+    Generator train_gen((uint64_t)f.seed * 7919 + 11);
+    Generator eval_gen((uint64_t)f.seed * 7919 + 12);
+    std::vector<data::SyntheticBatch> eval_set;  // fixed, at the training length
+    for (int64_t i = 0; i < f.eval_batches; ++i)
+      eval_set.push_back(data::induction_heads_batch(task_cfg, eval_batch, eval_gen));
+
+    examples::TargetStop stop{f.target_acc};
+    train::TrainTask task;
+    task.tokens_per_micro_batch = f.batch * train_len;
+    task.micro_batch_loss = [&](const nn::MambaLM& m) {
+      data::SyntheticBatch b = data::induction_heads_batch(task_cfg, f.batch, train_gen);
+      return m.loss(b.inputs, b.targets, -100);  // CE at the last position only
+    };
+    task.evaluate = [&](const nn::MambaLM& m) {
+      auto metrics = examples::eval_metrics(examples::score_batches(m, eval_set));
+      metrics.erase("exact_match_pct");  // one answer per sequence: the same as acc_pct
+      stop.check(metrics["acc_pct"]);
+      return metrics;
+    };
+    task.save_state = [&] {
+      return std::map<std::string, uint64_t>{{"data_seed", train_gen.seed()}, {"data_offset", train_gen.offset()}};
+    };
+    task.load_state = [&](const std::map<std::string, uint64_t>& s) {
+      MG_CHECK(s.count("data_seed") && s.count("data_offset"), "induction_heads: the checkpoint has no data state");
+      train_gen.set_state(s.at("data_seed"), s.at("data_offset"));
+    };
+
+    train::TrainConfig tc = examples::train_config(
+        f, cli, {{"task", "induction_heads"}, {"train_len", std::to_string(train_len)}, {"vocab", std::to_string(vocab)}});
+    train::TrainResult r = train::train(model, tc, task);
+    examples::EvalResult at_train = examples::score_batches(model, eval_set);
+
+    // Length generalisation with the recurrent state.
+    std::vector<int64_t> lengths;
+    std::vector<double> accs;
+    double eval_seconds = 0;
+    if (length_eval_seqs > 0) {
+      std::printf("\nlength generalisation: %lld sequences per length, prefill %lld tokens then step\n",
+                  (long long)length_eval_seqs, (long long)prefill_len);
+      for (int64_t L = min_eval_len; L <= max_eval_len; L *= 2) {
+        auto t0 = examples::Clock::now();
+        Generator gen((uint64_t)f.seed * 7919 + 1000 + (uint64_t)L);
+        data::AnswerScore s = eval_length(model, L, (int32_t)vocab, length_eval_seqs, length_eval_chunk,
+                                          prefill_len, gen);
+        double sec = examples::seconds_since(t0);
+        eval_seconds += sec;
+        lengths.push_back(L);
+        accs.push_back(100.0 * s.accuracy());
+        std::printf("  L = %-8lld (%-5s) accuracy %6.2f%% (%lld/%lld)  %.1f s\n", (long long)L,
+                    pow2_name(L).c_str(), accs.back(), (long long)s.correct, (long long)s.answers, sec);
+        std::fflush(stdout);
+      }
+    }
+
+    std::printf("\n==== induction heads: summary ====\n");
+    std::printf("config      train L %lld, V %lld; %s; %lld params\n", (long long)train_len, (long long)vocab,
+                mcfg.str().c_str(), (long long)model.num_parameters());
+    std::printf("training    batch %lld, %s, weight decay %g, clip %g\n", (long long)f.batch,
+                tc.schedule.describe().c_str(), f.weight_decay, f.grad_clip);
+    std::printf("steps       %lld (this run: %lld)%s\n", (long long)r.steps_done,
+                (long long)(r.steps_done - r.first_step),
+                stop.reached ? " — stopped at the target accuracy"
+                             : (r.interrupted ? " — interrupted, checkpoint saved" : ""));
+    std::printf("wall time   training %s, length evaluation %s, program %s\n",
+                examples::fmt_duration(r.seconds).c_str(), examples::fmt_duration(eval_seconds).c_str(),
+                examples::fmt_duration(examples::seconds_since(t_program)).c_str());
+    std::printf("accuracy    %.2f%% at the training length (%lld held-out sequences)\n",
+                100.0 * at_train.score.accuracy(), (long long)at_train.score.answers);
+    if (!lengths.empty()) {
+      char params[32];
+      std::snprintf(params, sizeof params, "%.1fK", model.num_parameters() / 1000.0);
+      std::string head = "| Model | Params |", rule = "|---|---|", row = std::string("| Mamba | ") + params + " |";
+      for (size_t i = 0; i < lengths.size(); ++i) {
+        char cell[32];
+        std::snprintf(cell, sizeof cell, " %.1f |", accs[i]);
+        head += " " + pow2_name(lengths[i]) + " |";
+        rule += "---|";
+        row += cell;
+      }
+      std::printf("\n%s\n%s\n%s\n", head.c_str(), rule.c_str(), row.c_str());
+      std::printf("(paper, Table 2: Mamba 74K params, 100 at every length 2^6 .. 2^20)\n");
+    }
+    return 0;
+  } catch (const Error& e) {
+    std::fprintf(stderr, "induction_heads: %s\n", e.what());
+    return 1;
+  }
+}
