@@ -8,9 +8,9 @@
 //
 // Stopping at --target-acc: the trainer (train/trainer.h) has no early-stop hook, but its
 // Ctrl-C path is exactly "save a checkpoint and return". When an evaluation reaches the target,
-// TargetStop raises SIGINT; the trainer finishes the step it is in, saves a checkpoint (with a
-// run directory) and returns. The program then re-scores the final weights, so the summary
-// always describes the model that was saved.
+// TargetStop raises SIGINT as the next step starts; the trainer finishes that step, saves a
+// checkpoint (with a run directory) and returns. The program then re-scores the final
+// weights, so the summary always describes the model that was saved.
 #pragma once
 #include <chrono>
 #include <csignal>
@@ -137,18 +137,24 @@ inline std::map<std::string, double> eval_metrics(const EvalResult& r) {
 }
 
 // Stops training (through the trainer's Ctrl-C path) once an evaluation reaches the target.
+// check() runs inside the evaluation; the SIGINT is raised at the start of the next
+// micro-batch, where the trainer's handler is installed for sure (the final evaluation runs
+// after the trainer has restored the previous handler, and there is no next micro-batch).
 struct TargetStop {
   double target_pct = 0;  // 0: never
-  bool reached = false;
-  int64_t evals = 0;
+  bool reached = false, raised = false;
   void check(double acc_pct) {
-    ++evals;
     if (target_pct > 0 && !reached && acc_pct >= target_pct) {
       reached = true;
-      std::printf("target accuracy %.2f%% reached (%.2f%%): stopping after this step\n", target_pct,
+      std::printf("target accuracy %.2f%% reached (%.2f%%): stopping after the next step\n", target_pct,
                   acc_pct);
       std::fflush(stdout);
-      std::raise(SIGINT);
+    }
+  }
+  void before_micro_batch() {
+    if (reached && !raised) {
+      raised = true;
+      std::raise(SIGINT);  // the trainer finishes this step, saves a checkpoint and returns
     }
   }
 };
