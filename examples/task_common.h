@@ -146,14 +146,15 @@ struct TargetStop {
   void check(double acc_pct) {
     if (target_pct > 0 && !reached && acc_pct >= target_pct) {
       reached = true;
-      std::printf("target accuracy %.2f%% reached (%.2f%%): stopping after the next step\n", target_pct,
-                  acc_pct);
+      std::printf("target accuracy %.2f%% reached (%.2f%%)\n", target_pct, acc_pct);
       std::fflush(stdout);
     }
   }
   void before_micro_batch() {
     if (reached && !raised) {
       raised = true;
+      std::printf("stopping at the target: this step completes, then the trainer saves and returns\n");
+      std::fflush(stdout);
       std::raise(SIGINT);  // the trainer finishes this step, saves a checkpoint and returns
     }
   }
