@@ -6,6 +6,7 @@
 //   ./build/examples/bench_scan --bound                 this CPU's register-only bounds (fwd, bwd,
 //                                                       fwd+bwd; see bound_updates_per_s)
 //   ./build/examples/bench_scan --json                  one JSON object per line
+//   ./build/examples/bench_scan --device cuda           the CUDA kernels v1 / v2 (bench_scan_cuda.h)
 //
 // "fwd" is an inference forward (no input requires grad: nothing is saved). "fwd+bwd" makes
 // every input require grad, runs the forward and backward(y, dy). peak_bytes is the allocator's
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "autograd/tape.h"
+#include "bench_scan_cuda.h"
 #include "bench_util.h"
 #include "core/allocator.h"
 #include "core/parallel.h"
@@ -51,7 +53,9 @@ void usage() {
       "  --max-reference n          skip the reference above n state updates (default 2^26)\n"
       "  --max-sequential n         skip the sequential loop above n (default 2^28)\n"
       "  --bound                    measure the register-only fwd / bwd / fwd+bwd bounds and exit\n"
-      "  --json                     one JSON object per line\n",
+      "  --json                     one JSON object per line\n"
+      "  --device cpu|cuda          cuda: the CUDA kernels v1 and v2 on the GPU instead\n"
+      "                             (`bench_scan --device cuda --help` lists their options)\n",
       (long long)kDefaultScanChunk);
 }
 
@@ -192,7 +196,23 @@ double bound_updates_per_s() {
 
 }  // namespace
 
+// "--device cuda" hands the other arguments to the CUDA benchmark; "--device cpu" is this one.
 int main(int argc, char** argv) {
+  std::vector<char*> args(argv, argv + argc);
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string a = args[i];
+    if (a != "--device") continue;
+    const std::string dev = i + 1 < args.size() ? args[i + 1] : "";
+    if (dev != "cpu" && dev != "cuda") {
+      std::fprintf(stderr, "bench_scan: --device takes cpu or cuda, got '%s'\n", dev.c_str());
+      return 2;
+    }
+    args.erase(args.begin() + i, args.begin() + i + 2);
+    if (dev == "cuda") return scan_cuda_bench::run(int(args.size()), args.data());
+    break;
+  }
+  argc = int(args.size());
+  argv = args.data();
   Flags f = parse(argc, argv);
   if (f.bound) {
     const double fwd = bound_updates_per_s<false>(), bwd = bound_updates_per_s<true>();

@@ -1,5 +1,5 @@
-// examples/bench_scan_cuda.cpp — the CUDA selective scan (cuda/selective_scan.h), v1 and v2
-// side by side: forward and forward+backward medians (cudaEvent timing on the backend's
+// examples/bench_scan_cuda.h — `bench_scan --device cuda`: the CUDA selective scan
+// (cuda/selective_scan.h), v1 and v2 side by side: forward and forward+backward medians (cudaEvent timing on the backend's
 // stream, after one warm-up) and the achieved GB/s against the bytes the op must move
 // (cuda::scan_bytes_moved: every input read once, every output written once), next to the
 // measured device-to-device cudaMemcpy bandwidth (the ceiling for a memory-bound kernel).
@@ -8,7 +8,11 @@
 // the training shape batch 8, ED 1536, N 16, L 2048. D, z and delta_bias are present (as in
 // Mamba), h0 is not; deterministic mode as set by --deterministic (default on).
 //
-//   bench_scan_cuda [--max-log2-len 17] [--repeats 10] [--versions v1,v2] [--json]
+//   bench_scan --device cuda [--max-log2-len 17] [--repeats 10] [--versions v1,v2] [--json]
+//
+// Included by examples/bench_scan.cpp only (one program, two devices); bench_scan hands over
+// its arguments without "--device cuda".
+#pragma once
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -23,18 +27,16 @@
 #include "cuda/selective_scan.h"
 #endif
 
-using namespace mg;
+namespace mg::scan_cuda_bench {
 
 #ifndef MG_WITH_CUDA
-int main(int argc, char** argv) {
-  examples::Cli cli("bench_scan_cuda", "CUDA selective-scan benchmark (needs a CUDA build).");
+inline int run(int argc, char** argv) {
+  examples::Cli cli("bench_scan --device cuda", "CUDA selective-scan benchmark (needs a CUDA build).");
   if (!cli.parse(argc, argv)) return cli.exit_code();
-  std::fprintf(stderr, "bench_scan_cuda: this build has no CUDA backend (configure with -DMG_CUDA=ON)\n");
+  std::fprintf(stderr, "bench_scan --device cuda: this build has no CUDA backend (configure with -DMG_CUDA=ON)\n");
   return 1;
 }
 #else
-
-namespace {
 
 struct Shape4 {
   int64_t B, L, ED, N;
@@ -45,7 +47,7 @@ struct Row {
   double fwd_ms, fwdbwd_ms, fwd_gbs, fwdbwd_gbs;
 };
 
-Row measure(const Shape4& s, cuda::ScanVersion v, int repeats, int64_t T) {
+inline Row measure(const Shape4& s, cuda::ScanVersion v, int repeats, int64_t T) {
   const Device g = Device::cuda();
   Generator gen(1);
   auto dev = [&](const Shape& shape, double scale) {
@@ -80,10 +82,8 @@ Row measure(const Shape4& s, cuda::ScanVersion v, int repeats, int64_t T) {
   return r;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  examples::Cli cli("bench_scan_cuda",
+inline int run(int argc, char** argv) {
+  examples::Cli cli("bench_scan --device cuda",
                     "CUDA selective scan, v1 and v2: forward and forward+backward medians and GB/s\n"
                     "against the bytes the op must move, next to measured D2D memcpy bandwidth.\n"
                     "Shapes: batch 1, ED 1024, N 16, L = 2^9 .. 2^max-log2-len; batch 8, ED 1536,\n"
@@ -99,7 +99,7 @@ int main(int argc, char** argv) {
   cli.add("--json", &json, "print one JSON object instead of the table");
   if (!cli.parse(argc, argv)) return cli.exit_code();
   if (!cuda::available()) {
-    std::fprintf(stderr, "bench_scan_cuda: no CUDA device is visible (%s); nothing to measure.\n",
+    std::fprintf(stderr, "bench_scan --device cuda: no CUDA device is visible (%s); nothing to measure.\n",
                  cuda::no_device_reason().c_str());
     return 1;
   }
@@ -146,3 +146,5 @@ int main(int argc, char** argv) {
   return 0;
 }
 #endif
+
+}  // namespace mg::scan_cuda_bench
