@@ -49,7 +49,10 @@ inline V load_lanes(const float* src, int64_t w) {
   else std::memcpy(&v, src, size_t(w) * sizeof(float));
   return v;
 }
-inline void store_lanes(V v, int64_t w, float* dst) { std::memcpy(dst, &v, size_t(w) * sizeof(float)); }
+inline void store_lanes(V v, int64_t w, float* dst) {
+  if (w == W) std::memcpy(dst, &v, sizeof(V));  // one vector store (a variable size calls libc)
+  else std::memcpy(dst, &v, size_t(w) * sizeof(float));
+}
 
 // Per-step inputs of one block: u, raw = delta_raw + bias, delta = softplus(raw) or raw,
 // delta*u. The scalar vmath functions run lane by lane (the compiler vectorises the loop).
