@@ -9,6 +9,11 @@
 // recurrent step, O(1) in the length so far. Text is byte-level (data/byte_tokenizer.h): a
 // model trained by examples/train on bytes (V = 256). For other vocabularies use --prompt-ids
 // and --print-ids (token ids in, token ids out).
+//
+// --device cuda is accepted but generation still runs on the CPU: the prefill's state capture
+// (conv_state_from_inputs) and the recurrent step (MambaMixer::step, nn/inference.cpp) are
+// CPU-only so far. The flag checks the GPU at start (a clear error without one, or in a build
+// without CUDA), then says on stderr that the model stays on the CPU.
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -17,6 +22,7 @@
 #include <string>
 
 #include "autograd/grad_mode.h"
+#include "core/allocator.h"
 #include "core/parallel.h"
 #include "core/safetensors.h"
 #include "data/byte_tokenizer.h"
@@ -44,6 +50,9 @@ sampling:
   --max-new-tokens N (256) --temperature T (1.0; 0 = greedy)  --top-k K (0 = off)
   --top-p P (1.0 = off)    --min-p P (0 = off)   --repetition-penalty R (1.0 = off)
   --seed N (0)
+device:
+  --device cpu|cuda (cpu)  cuda: checked at start, but generation runs on the CPU in this
+                           version (the recurrent step is CPU-only)
 benchmark:
   --bench-step             tokens/s of step() at batch 1, d_model 768 x 24 layers, V 256,
                            after prompts of 16 and 1024 tokens (it should not depend on them)
@@ -52,7 +61,7 @@ benchmark:
 )";
 
 struct Args {
-  std::string weights, prompt, prompt_ids;
+  std::string weights, prompt, prompt_ids, device = "cpu";
   bool have_prompt = false, random_init = false, print_ids = false, bench = false, json = false;
   int64_t d_model = 256, n_layer = 4, vocab = 256, max_new = 256, steps = 64;
   uint64_t seed = 0, init_seed = 0;
@@ -88,6 +97,7 @@ Args parse(int argc, char** argv) {
     else if (f == "--bench-step") a.bench = true;
     else if (f == "--steps") a.steps = (int64_t)num();
     else if (f == "--json") a.json = true;
+    else if (f == "--device") a.device = value();
     else throw Error("generate: unknown option '" + f + "' (see --help)");
   }
   a.sampling.validate();
@@ -149,6 +159,16 @@ int bench_step(const Args& a) {
 int main(int argc, char** argv) {
   try {
     Args a = parse(argc, argv);
+    if (Device dev = parse_device(a.device); dev.is_cuda()) {
+      try {  // no GPU (or no CUDA in this build): one clear error, now
+        allocator_for(dev);
+      } catch (const Error& e) {
+        throw Error(detail::cat("generate: --device ", a.device, ": ", e.what()));
+      }
+      std::fprintf(stderr, "note: --device %s: generation runs on the CPU in this version (the "
+                   "prefill's state capture and the recurrent step, nn/inference.cpp, are "
+                   "CPU-only); the model stays on the CPU\n", a.device.c_str());
+    }
     if (a.bench) return bench_step(a);
     MG_CHECK(a.random_init != !a.weights.empty(),
              "generate: give exactly one of --weights PATH or --random-init (see --help)");

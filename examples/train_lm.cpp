@@ -9,16 +9,28 @@
 //   ./build/examples/train_lm                          # the default run
 //   ./build/examples/train_lm --data my.txt --steps 5000 --run-dir runs/mine
 //   ./build/examples/train_lm --run-dir runs/mine --resume latest
+//   ./build/examples/train_lm --device cuda            # train on the GPU (a CUDA build)
+//
+// --device cuda: the model is moved to the GPU before the optimizer exists (AdamW's state is
+// created there), each token batch is copied over as it is drawn, and only the loss (and the
+// gradient norm) come back to the host for the log. Data and tokenizer stay on the CPU, and
+// so does sampling (the recurrent step is CPU-only for now): the trained model is moved back
+// to the CPU before the samples. Without a GPU, or in a build without CUDA, the program stops
+// at start with the reason.
 #include <cmath>
 #include <cstdio>
 #include <string>
 
 #include "autograd/grad_mode.h"
+#include "core/allocator.h"
 #include "data/byte_tokenizer.h"
 #include "data/text_dataset.h"
 #include "examples/cli.h"
 #include "nn/sampling.h"
 #include "train/trainer.h"
+#ifdef MG_WITH_CUDA
+#include "cuda/runtime.h"
+#endif
 
 using namespace mg;
 
@@ -61,12 +73,23 @@ int main(int argc, char** argv) {
   cli.add("--temperature", &temperature, "sampling temperature");
   cli.add("--top-p", &top_p, "nucleus sampling threshold");
   cli.add("--seed", &seed, "seed of initialisation, data order and sampling");
-  cli.add("--device", &device, "cpu (cuda once the CUDA backend runs the whole model)");
+  cli.add("--device", &device, "cpu or cuda (training on the GPU; sampling stays on the CPU)");
   if (!cli.parse(argc, argv)) return cli.exit_code();
 
   try {
-    MG_CHECK(device == "cpu", "train_lm: --device ", device,
-             " is not supported yet: the training step runs on the CPU in this version");
+    // Initialise the device now: no GPU (or no CUDA in this build) is one clear error at start.
+    const Device dev = parse_device(device);
+    if (dev.is_cuda()) {
+      try {
+        allocator_for(dev);
+      } catch (const Error& e) {
+        throw Error(detail::cat("--device ", device, ": ", e.what()));
+      }
+#ifdef MG_WITH_CUDA
+      std::printf("%s\n", cuda::describe().c_str());
+#endif
+    }
+    auto to_dev = [&](const Tensor& t) { return dev.is_cpu() ? t : t.to(dev); };
     if (data_path.empty()) data_path = data::TextDataset::default_fortunes_dir();
     data::TextDatasetOptions dopt;
     dopt.val_fraction = val_fraction;
@@ -82,15 +105,17 @@ int main(int argc, char** argv) {
     cfg.n_layer = n_layer;
     cfg.vocab_size = 256;
     cfg.d_state = d_state;
-    nn::MambaLM model(cfg, (uint64_t)seed);
+    nn::MambaLM model(cfg, (uint64_t)seed);  // initialised on the CPU
+    model.to(dev);                           // before train() creates AdamW
     std::printf("model: %s, %lld parameters\n", cfg.str().c_str(), (long long)model.num_parameters());
 
-    const auto val = data.validation_batches(batch, seq_len, eval_batches);
+    std::vector<Tensor> val;  // on the training device, copied once
+    for (const Tensor& w : data.validation_batches(batch, seq_len, eval_batches)) val.push_back(to_dev(w));
     train::TrainTask task;
     task.tokens_per_micro_batch = batch * seq_len;
     task.micro_batch_loss = [&](const nn::MambaLM& m) {
-      Tensor window = data.next_batch(batch, seq_len);  // (B, L+1)
-      return m.loss(window);                            // next-token CE over L positions
+      Tensor window = to_dev(data.next_batch(batch, seq_len));  // (B, L+1)
+      return m.loss(window);  // next-token CE over L positions
     };
     task.evaluate = [&](const nn::MambaLM& m) {
       double total = 0;
@@ -122,7 +147,8 @@ int main(int argc, char** argv) {
     tc.resume = resume;
     tc.command_line = cli.command_line();
     tc.extra_config = {{"data", data_path}, {"batch", std::to_string(batch)},
-                       {"seq_len", std::to_string(seq_len)}, {"seed", std::to_string(seed)}};
+                       {"seq_len", std::to_string(seq_len)}, {"seed", std::to_string(seed)},
+                       {"device", dev.str()}};
     train::TrainResult r = train::train(model, tc, task);
 
     std::printf("\ntrained %lld steps in %.1f s (%.0f tokens/s)%s\n", (long long)(r.steps_done - r.first_step),
@@ -132,7 +158,11 @@ int main(int argc, char** argv) {
       std::printf("validation loss %.4f nats/byte (%.3f bits/byte)\n", r.last_eval["val_loss"],
                   r.last_eval["val_bits_per_byte"]);
 
-    // Samples, with the recurrent O(1)-per-token state.
+    // Samples, with the recurrent O(1)-per-token state (CPU only for now).
+    if (samples > 0 && dev.is_cuda()) {
+      std::printf("\nsampling on the CPU (the recurrent step runs on the CPU in this version)\n");
+      model.to(Device::cpu());
+    }
     data::ByteTokenizer tok;
     nn::SamplingOptions so;
     so.temperature = temperature;

@@ -1,11 +1,11 @@
 #include "nn/module.h"
 
 #include <algorithm>
-#include <cstring>
 #include <set>
 #include <sstream>
 
 #include "autograd/grad_mode.h"
+#include "core/allocator.h"
 
 namespace mg::nn {
 
@@ -164,10 +164,8 @@ void Module::load_state_dict(const std::map<std::string, Tensor>& loaded, bool s
     Tensor src = it->second.detach();
     if (!src.device().is_cpu()) src = src.to(Device::cpu());
     src = src.to(t.dtype());
-    if (t.device().is_cpu())
-      std::memcpy(t.raw_data(), src.raw_data(), t.nbytes());  // same handle, new values
-    else  // no device memcpy API here: the slot gets a fresh leaf on the device
-      t = new_leaf(src.to(t.device()), t.requires_grad());
+    // Same handle, new values, on any device (the optimizer holds these handles).
+    allocator_for(t.device()).copy_from_host(t.raw_data(), src.raw_data(), t.nbytes());
   });
 }
 

@@ -16,8 +16,8 @@
 //
 // Parameters are leaf tensors with requires_grad. The optimizer holds the same handles, so
 // convert (to(DType), to(Device)) BEFORE creating an optimizer: conversion makes new tensors.
-// load_state_dict, in contrast, copies values into the existing tensors (CPU) and keeps every
-// handle valid.
+// load_state_dict, in contrast, copies values into the existing tensors (on their device) and
+// keeps every handle valid.
 #pragma once
 #include <cstdint>
 #include <functional>

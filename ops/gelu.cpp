@@ -5,6 +5,9 @@
 #include "autograd/tape.h"
 #include "core/dispatch.h"
 #include "core/parallel.h"
+#ifdef MG_WITH_CUDA
+#include "cuda/gelu.h"
+#endif
 
 namespace mg {
 
@@ -44,19 +47,23 @@ template void gelu_backward<double>(const double*, const double*, double*, int64
 Tensor gelu(const Tensor& x) {
   // checks
   check_float("gelu", x, "x");
-  check_cpu("gelu", x);
-  // allocate
+  // allocate (on x's device)
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  // dispatch
-  dispatch_float(x.dtype(), "gelu", [&]<typename T>() {
-    cpu::gelu_forward<T>(x.data<T>(), y.data<T>(), x.numel());
-  });
+  // dispatch: the CUDA twin (f32) or the CPU kernel (f32/f64)
+  dispatch_device(x.device(), x.dtype(), "gelu",
+      [&] { MG_CUDA_ONLY(cuda::gelu_forward(x.data<float>(), y.data<float>(), x.numel())); },
+      [&]<typename T>() { cpu::gelu_forward<T>(x.data<T>(), y.data<T>(), x.numel()); });
   // record the backward: it captures x, the one tensor it needs
   record("gelu", {x}, {y}, [x](const std::vector<Tensor>& d) {
     Tensor dx = Tensor::empty(x.shape(), x.dtype(), x.device());
-    dispatch_float(x.dtype(), "gelu", [&]<typename T>() {
-      cpu::gelu_backward<T>(x.data<T>(), d[0].data<T>(), dx.data<T>(), x.numel());
-    });
+    dispatch_device(x.device(), x.dtype(), "gelu",
+        [&] {
+          MG_CUDA_ONLY(cuda::gelu_backward(x.data<float>(), d[0].data<float>(), dx.data<float>(),
+                                           x.numel()));
+        },
+        [&]<typename T>() {
+          cpu::gelu_backward<T>(x.data<T>(), d[0].data<T>(), dx.data<T>(), x.numel());
+        });
     return std::vector<Tensor>{dx};
   });
   return y;

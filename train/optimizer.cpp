@@ -6,8 +6,12 @@
 #include <set>
 #include <sstream>
 
+#include "core/allocator.h"
 #include "core/dispatch.h"
 #include "core/parallel.h"
+#ifdef MG_WITH_CUDA
+#include "cuda/adamw.h"
+#endif
 
 namespace mg::cpu {
 
@@ -89,12 +93,22 @@ std::string with_commas(int64_t n) {
 // Checks a parameter's gradient before an update reads it.
 void check_grad(const char* who, const nn::NamedParam& np, const Tensor& g) {
   const Tensor& p = np.tensor;
-  check_cpu(who, p);
   MG_CHECK(g.dtype() == p.dtype(), who, ": gradient of '", np.name, "' is ", dtype_name(g.dtype()),
            " but the parameter is ", dtype_name(p.dtype()));
   MG_CHECK(g.shape() == p.shape(), who, ": gradient of '", np.name, "' has shape ",
            shape_str(g.shape()), " but the parameter has shape ", shape_str(p.shape()));
-  check_cpu(who, g);
+  MG_CHECK(g.device() == p.device(), who, ": gradient of '", np.name, "' is on ", g.device().str(),
+           " but the parameter is on ", p.device().str());
+}
+
+// Copies src's values (any device, f32 or f64) into dst (same shape), keeping dst's handle:
+// convert on the host, then memcpy (CPU) or one host -> device copy on the stream (CUDA).
+void copy_values_into(const Tensor& dst, const Tensor& src_any) {
+  Tensor src = src_any.to(Device::cpu()).to(dst.dtype());
+  if (dst.device().is_cpu())
+    std::memcpy(dst.raw_data(), src.raw_data(), dst.nbytes());
+  else
+    allocator_for(dst.device()).copy_from_host(dst.raw_data(), src.raw_data(), dst.nbytes());
 }
 
 void check_lr(const char* who, double lr, double grad_scale) {
@@ -122,6 +136,21 @@ Optimizer::Optimizer(std::vector<nn::NamedParam> params, const char* who)
     check_float(who, np.tensor, np.name.c_str());
     MG_CHECK(seen.insert(np.name).second, who, ": parameter name '", np.name, "' appears twice");
   }
+  // One device for all: the update loop runs each parameter's kernel on the parameters' device.
+  for (auto& np : params_) {
+    const nn::NamedParam& first = params_[0];
+    MG_CHECK(np.tensor.device() == first.tensor.device(), who, ": parameters on different devices ('",
+             first.name, "' on ", first.tensor.device().str(), ", '", np.name, "' on ",
+             np.tensor.device().str(), "); move the whole model with Module::to(device) before "
+             "creating the optimizer");
+    MG_CHECK(np.tensor.device().is_cpu() || np.tensor.dtype() == DType::f32, who,
+             ": parameter '", np.name, "' is ", dtype_name(np.tensor.dtype()), " on ",
+             np.tensor.device().str(), ", but the CUDA optimizer kernels are f32 only");
+  }
+}
+
+Device Optimizer::device() const {
+  return params_.empty() ? Device::cpu() : params_[0].tensor.device();
 }
 
 std::string Optimizer::describe_groups_as(const std::string& title) const {
@@ -206,13 +235,8 @@ void Optimizer::load_state_into(const std::map<std::string, Tensor>& state,
     list("bad", bad);
     throw Error(os.str());
   }
-  for (auto& slot : slots)
-    for (auto& dst : slot) check_cpu(who, dst);  // before copying anything
-  for (auto& [key, idx] : expected) {
-    const Tensor& dst = slots[idx.first][idx.second];
-    Tensor src = state.at(key).to(Device::cpu()).to(dst.dtype());
-    std::memcpy(dst.raw_data(), src.raw_data(), dst.nbytes());
-  }
+  // Everything checked: copy (the state may come from a file, i.e. CPU, or from a device).
+  for (auto& [key, idx] : expected) copy_values_into(slots[idx.first][idx.second], state.at(key));
   step_count_ = step;
 }
 
@@ -241,11 +265,19 @@ void AdamW::step(double lr, double grad_scale) {
     if (!g.defined()) continue;
     check_grad("AdamW.step", np, g);
     const double wd = np.info.weight_decay ? weight_decay_ : 0.0;
-    dispatch_float(np.tensor.dtype(), "AdamW.step", [&]<typename T>() {
-      cpu::adamw_update<T>(np.tensor.data<T>(), g.data<T>(), m_[i].data<T>(), v_[i].data<T>(),
-                           np.tensor.numel(), (T)lr, (T)beta1_, (T)beta2_, (T)eps_, (T)wd,
-                           (T)bias_c1, (T)bias_c2, (T)grad_scale);
-    });
+    dispatch_device(np.tensor.device(), np.tensor.dtype(), "AdamW.step",
+        [&] {
+          MG_CUDA_ONLY(cuda::adamw_update(np.tensor.data<float>(), g.data<float>(),
+                                          m_[i].data<float>(), v_[i].data<float>(),
+                                          np.tensor.numel(), (float)lr, (float)beta1_,
+                                          (float)beta2_, (float)eps_, (float)wd, (float)bias_c1,
+                                          (float)bias_c2, (float)grad_scale));
+        },
+        [&]<typename T>() {
+          cpu::adamw_update<T>(np.tensor.data<T>(), g.data<T>(), m_[i].data<T>(), v_[i].data<T>(),
+                               np.tensor.numel(), (T)lr, (T)beta1_, (T)beta2_, (T)eps_, (T)wd,
+                               (T)bias_c1, (T)bias_c2, (T)grad_scale);
+        });
   }
 }
 
@@ -282,10 +314,18 @@ void SGD::step(double lr, double grad_scale) {
     if (!g.defined()) continue;
     check_grad("SGD.step", np, g);
     const double wd = np.info.weight_decay ? weight_decay_ : 0.0;
-    dispatch_float(np.tensor.dtype(), "SGD.step", [&]<typename T>() {
-      cpu::sgd_update<T>(np.tensor.data<T>(), g.data<T>(), buf_.empty() ? nullptr : buf_[i].data<T>(),
-                         np.tensor.numel(), (T)lr, (T)momentum_, nesterov_, (T)wd, (T)grad_scale);
-    });
+    dispatch_device(np.tensor.device(), np.tensor.dtype(), "SGD.step",
+        [&] {
+          MG_CUDA_ONLY(cuda::sgd_update(np.tensor.data<float>(), g.data<float>(),
+                                        buf_.empty() ? nullptr : buf_[i].data<float>(),
+                                        np.tensor.numel(), (float)lr, (float)momentum_, nesterov_,
+                                        (float)wd, (float)grad_scale));
+        },
+        [&]<typename T>() {
+          cpu::sgd_update<T>(np.tensor.data<T>(), g.data<T>(),
+                             buf_.empty() ? nullptr : buf_[i].data<T>(), np.tensor.numel(), (T)lr,
+                             (T)momentum_, nesterov_, (T)wd, (T)grad_scale);
+        });
   }
 }
 

@@ -31,9 +31,17 @@
 // values into the existing state tensors (converting f32 <-> f64) and checks everything first:
 // one mg::Error lists every missing, unexpected and mis-shaped entry, and nothing is modified.
 //
-// f32 and f64 parameters (each parameter's state has its parameter's dtype); CPU for now (the
-// CUDA twin of cpu::adamw_update will take the same arguments). Deterministic: each element's
-// update depends only on its own values, so the thread count does not matter.
+// ---- Devices ------------------------------------------------------------------------------------
+// All parameters of one optimizer live on one device (else the constructor throws, naming two
+// parameters and their devices): move the model first (Module::to), then create the optimizer.
+// CPU: f32 and f64 (cpu::adamw_update / cpu::sgd_update). CUDA: f32 only, the fused twins
+// cuda::adamw_update / cuda::sgd_update (cuda/adamw.h, same formulas and arguments), enqueued
+// on the stream with no host sync. Each parameter's state has its parameter's dtype and device.
+// state() hands out those tensors as they are (device tensors for a CUDA model; the
+// safetensors writer copies them to the host); load_state accepts them on any device, in f32
+// or f64, and copies the values into the existing state (host -> device when needed), so the
+// handles stay valid. Deterministic: each element's update depends only on its own values, so
+// neither the thread count nor the GPU's launch shape matters.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -73,6 +81,7 @@ class Optimizer {
   //    backbone.norm_f.weight"   (one line; layer indices folded into '*', with counts)
   virtual std::string describe_groups() const = 0;
   int64_t step_count() const { return step_count_; }  // completed steps
+  Device device() const;  // where the parameters (and the state) live; CPU when there are none
   const std::vector<nn::NamedParam>& params() const { return params_; }
 
  protected:

@@ -55,7 +55,8 @@ std::string save_run_checkpoint(const std::string& run_dir, const nn::MambaLM& m
   // The model alone, in the layout every loader reads, with its config in the metadata.
   save_safetensors((tmp_dir / "model.safetensors").string(), model.state_dict(),
                    model.config().to_metadata());
-  // Everything else the next step reads.
+  // Everything else the next step reads. For a CUDA model, state_dict() and opt.state() hold
+  // device tensors: save_safetensors copies each to the host as it writes it.
   std::map<std::string, std::string> meta = {{"format", "mambagrad-trainer-1"},
                                              {"step", std::to_string(st.step)}};
   for (auto& [k, v] : st.task_state) meta["task." + k] = std::to_string(v);
@@ -89,8 +90,8 @@ RunState load_run_checkpoint(const std::string& ckpt_dir, nn::MambaLM& model, Ad
   MG_CHECK(saved.to_metadata() == model.config().to_metadata(), "checkpoint: '", ckpt_dir,
            "' holds a model of config ", saved.str(), ", but this run builds ",
            model.config().str());
-  model.load_state_dict(m.tensors, /*strict=*/true);
-  opt.load_state(t.tensors);
+  model.load_state_dict(m.tensors, /*strict=*/true);  // into the handles the optimizer holds
+  opt.load_state(t.tensors);  // copies into the existing (device) state tensors
   RunState st;
   for (auto& [k, v] : t.metadata) {
     try {

@@ -76,9 +76,13 @@ TrainResult train(nn::MambaLM& model, const TrainConfig& cfg, TrainTask& task) {
   auto t_start = Clock::now();
   int nonfinite_in_a_row = 0;
 
+  // The model's device (its parameters are all on one, AdamW checks that): the peak memory
+  // shown per step is that device's. On CUDA each step syncs with the host where it reads a
+  // value: the targets' range check, the loss, and the global gradient norm (one double).
+  const Device dev = opt.device();
   while (step < cfg.steps) {
     auto t_step = Clock::now();
-    reset_peak_memory();
+    reset_peak_memory(dev);
     // K micro-batches, each loss scaled by 1/K: the summed gradients are those of the mean
     // loss over one K-times-larger batch.
     double loss_sum = 0;
@@ -92,8 +96,11 @@ TrainResult train(nn::MambaLM& model, const TrainConfig& cfg, TrainTask& task) {
     double norm = global_grad_norm(params);
 
     StepRecord rec{step + 1, cfg.steps, loss, lr, norm, 0, 0, 0, false};
-    std::optional<std::string> bad = std::isfinite(loss) ? find_non_finite(params)
-                                                         : std::optional<std::string>("the loss");
+    // A finite norm proves every gradient finite (a NaN or Inf makes the sum of squares
+    // non-finite), so the per-tensor search runs only when the norm is not finite.
+    std::optional<std::string> bad;
+    if (!std::isfinite(loss)) bad = "the loss";
+    else if (!std::isfinite(norm)) bad = find_non_finite(params);
     if (bad) {  // the non-finite guard: report, skip the update, maybe stop
       rec.skipped = true;
       ++nonfinite_in_a_row;
@@ -115,7 +122,7 @@ TrainResult train(nn::MambaLM& model, const TrainConfig& cfg, TrainTask& task) {
     ++step;
     rec.ms = seconds_since(t_step) * 1e3;
     rec.tokens_per_s = task.tokens_per_micro_batch * cfg.grad_accum / (rec.ms / 1e3);
-    rec.peak_bytes = memory_stats().peak_bytes;
+    rec.peak_bytes = memory_stats(dev).peak_bytes;
     res.losses.push_back(rec.skipped ? NAN : loss);
     log.step(rec, seconds_since(t_start));
 
