@@ -1,10 +1,12 @@
 // examples/bench_train — tokens/s and peak memory of one full training step (forward,
-// backward, AdamW update) of a Mamba LM, for two fixed configurations:
+// backward, AdamW update) of a Mamba LM, for fixed configurations:
 //   tiny:  V 256, d_model 128, 2 layers, L 256, B 16
 //   small: V 256, d_model 256, 4 layers, L 512, B 8
+//   130m:  V 50280, d_model 768, 24 layers, L 1024, B 8 (mamba-130m's size; a GPU benchmark,
+//          not part of "all": one step on a laptop CPU takes minutes)
 // The peer is the same model and step in PyTorch (tests/reference/train_step_peer_torch.py).
 //
-//   ./build/examples/bench_train [--config tiny|small|all] [--repeats N] [--device cpu|cuda] [--json]
+//   ./build/examples/bench_train [--config tiny|small|130m|all] [--repeats N] [--device cpu|cuda] [--json]
 //
 // --device cuda: the model (and so AdamW's state) and the token batch live on the GPU; each
 // timed step ends with cuda::synchronize(), so the time is the step's, not its enqueueing.
@@ -30,7 +32,8 @@ using namespace mg;
 
 struct BenchConfig {
   const char* name;
-  int64_t d_model, n_layer, seq_len, batch;
+  int64_t d_model, n_layer, seq_len, batch, vocab;
+  bool in_all;  // run by --config all
 };
 
 int main(int argc, char** argv) {
@@ -38,7 +41,7 @@ int main(int argc, char** argv) {
   int64_t repeats = 10;
   bool json = false;
   examples::Cli cli("bench_train", "Times a full Mamba LM training step (forward, backward, AdamW).");
-  cli.add("--config", &which, "tiny, small or all");
+  cli.add("--config", &which, "tiny, small, 130m, or all (= tiny and small)");
   cli.add("--repeats", &repeats, "timed steps (the median is reported; one warm-up step first)");
   cli.add("--device", &device, "cpu or cuda");
   cli.add("--json", &json, "one JSON object per line");
@@ -54,19 +57,28 @@ int main(int argc, char** argv) {
 #ifdef MG_WITH_CUDA
   if (dev.is_cuda() && !json) std::printf("%s\n", cuda::describe().c_str());
 #endif
-  const BenchConfig configs[] = {{"tiny", 128, 2, 256, 16}, {"small", 256, 4, 512, 8}};
+  const BenchConfig configs[] = {{"tiny", 128, 2, 256, 16, 256, true},
+                                 {"small", 256, 4, 512, 8, 256, true},
+                                 {"130m", 768, 24, 1024, 8, 50280, false}};
+  bool known = which == "all";
+  for (const BenchConfig& bc : configs) known = known || which == bc.name;
+  if (!known) {
+    std::fprintf(stderr, "bench_train: --config takes tiny, small, 130m or all, got '%s'\n", which.c_str());
+    return 2;
+  }
   if (!json) std::printf("threads: %d\n%-6s %10s %12s %12s %12s\n", num_threads(), "config", "params", "median ms", "tokens/s", "peak");
   for (const BenchConfig& bc : configs) {
-    if (which != "all" && which != bc.name) continue;
+    if (which == "all" ? !bc.in_all : which != bc.name) continue;
     nn::MambaConfig cfg;
     cfg.d_model = bc.d_model;
     cfg.n_layer = bc.n_layer;
-    cfg.vocab_size = 256;
+    cfg.vocab_size = bc.vocab;
     nn::MambaLM model(cfg, 0);
     model.to(dev);  // before the optimizer: its state is made on the parameters' device
     train::AdamW opt(model.named_parameters());
     Generator gen(1);
-    Tensor ids = Tensor::uniform({bc.batch, bc.seq_len + 1}, 0, 256, DType::f32, &gen).to(DType::i32);
+    Tensor ids = // ids in [0, V): the upper bound stays 0.5 below V so that f32 rounding near V cannot reach it
+    Tensor ids = Tensor::uniform({bc.batch, bc.seq_len + 1}, 0, bc.vocab - 0.5, DType::f32, &gen).to(DType::i32);
     if (dev.is_cuda()) ids = ids.to(dev);
     auto step = [&] {
       Tensor loss = model.loss(ids);
