@@ -77,8 +77,9 @@ int main(int argc, char** argv) {
     model.to(dev);  // before the optimizer: its state is made on the parameters' device
     train::AdamW opt(model.named_parameters());
     Generator gen(1);
-    Tensor ids = // ids in [0, V): the upper bound stays 0.5 below V so that f32 rounding near V cannot reach it
-    Tensor ids = Tensor::uniform({bc.batch, bc.seq_len + 1}, 0, bc.vocab - 0.5, DType::f32, &gen).to(DType::i32);
+    // ids in [0, V): the bound stays 0.5 below V, so f32 rounding near V cannot produce V itself
+    Tensor ids = Tensor::uniform({bc.batch, bc.seq_len + 1}, 0, bc.vocab - 0.5, DType::f32, &gen)
+                     .to(DType::i32);
     if (dev.is_cuda()) ids = ids.to(dev);
     auto step = [&] {
       Tensor loss = model.loss(ids);
