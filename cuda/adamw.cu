@@ -92,7 +92,9 @@ __global__ void finish_squares_kernel(const double* __restrict__ partial, int64_
 __global__ void clip_scale_kernel(const double* sumsq, double max_norm, float* scale, float* norm) {
   double nrm = sqrt(*sumsq);
   if (norm) *norm = (float)nrm;
-  if (scale) *scale = max_norm <= 0 ? 1.f : (float)fmin(1.0, max_norm / (nrm + 1e-6));
+  // train::clip_scale's rule, NaN included: fmin(1, NaN) would return 1, the CPU returns NaN.
+  const double c = max_norm / (nrm + 1e-6);
+  if (scale) *scale = max_norm <= 0 ? 1.f : (float)(isnan(c) ? c : fmin(1.0, c));
 }
 
 void squares(const float* g, int64_t n, double* out, bool accumulate) {
