@@ -15,6 +15,7 @@
 // tensors). Without a GPU, or in a build without CUDA, it stops at start with the reason.
 #include <cstdio>
 #include <string>
+#include <tuple>
 
 #include "autograd/tape.h"
 #include "core/allocator.h"
@@ -22,6 +23,7 @@
 #include "core/parallel.h"
 #include "examples/bench_util.h"
 #include "examples/cli.h"
+#include "examples/device_flag.h"
 #include "nn/mamba.h"
 #include "train/optimizer.h"
 #ifdef MG_WITH_CUDA
@@ -47,16 +49,14 @@ int main(int argc, char** argv) {
   cli.add("--json", &json, "one JSON object per line");
   if (!cli.parse(argc, argv)) return cli.exit_code();
   Device dev;
-  try {  // initialise the device now: no GPU (or no CUDA in this build) is one clear error
-    dev = parse_device(device);
-    if (dev.is_cuda()) allocator_for(dev);
+  try {  // no GPU (or no CUDA in this build): one clear error, now
+    std::string gpu;
+    std::tie(dev, gpu) = examples::open_device(device);
+    if (!gpu.empty() && !json) std::printf("%s\n", gpu.c_str());
   } catch (const Error& e) {
-    std::fprintf(stderr, "bench_train: --device %s: %s\n", device.c_str(), e.what());
+    std::fprintf(stderr, "bench_train: %s\n", e.what());
     return 2;
   }
-#ifdef MG_WITH_CUDA
-  if (dev.is_cuda() && !json) std::printf("%s\n", cuda::describe().c_str());
-#endif
   const BenchConfig configs[] = {{"tiny", 128, 2, 256, 16, 256, true},
                                  {"small", 256, 4, 512, 8, 256, true},
                                  {"130m", 768, 24, 1024, 8, 50280, false}};

@@ -26,6 +26,7 @@
 #include "core/parallel.h"
 #include "core/safetensors.h"
 #include "data/byte_tokenizer.h"
+#include "examples/device_flag.h"
 #include "nn/checkpoint.h"
 #include "nn/mamba.h"
 #include "nn/sampling.h"
@@ -159,12 +160,7 @@ int bench_step(const Args& a) {
 int main(int argc, char** argv) {
   try {
     Args a = parse(argc, argv);
-    if (Device dev = parse_device(a.device); dev.is_cuda()) {
-      try {  // no GPU (or no CUDA in this build): one clear error, now
-        allocator_for(dev);
-      } catch (const Error& e) {
-        throw Error(detail::cat("generate: --device ", a.device, ": ", e.what()));
-      }
+    if (examples::open_device(a.device).first.is_cuda()) {  // no GPU: one clear error, now
       std::fprintf(stderr, "note: --device %s: generation runs on the CPU in this version (the "
                    "prefill's state capture and the recurrent step, nn/inference.cpp, are "
                    "CPU-only); the model stays on the CPU\n", a.device.c_str());

@@ -26,11 +26,9 @@
 #include "data/byte_tokenizer.h"
 #include "data/text_dataset.h"
 #include "examples/cli.h"
+#include "examples/device_flag.h"
 #include "nn/sampling.h"
 #include "train/trainer.h"
-#ifdef MG_WITH_CUDA
-#include "cuda/runtime.h"
-#endif
 
 using namespace mg;
 
@@ -77,18 +75,9 @@ int main(int argc, char** argv) {
   if (!cli.parse(argc, argv)) return cli.exit_code();
 
   try {
-    // Initialise the device now: no GPU (or no CUDA in this build) is one clear error at start.
-    const Device dev = parse_device(device);
-    if (dev.is_cuda()) {
-      try {
-        allocator_for(dev);
-      } catch (const Error& e) {
-        throw Error(detail::cat("--device ", device, ": ", e.what()));
-      }
-#ifdef MG_WITH_CUDA
-      std::printf("%s\n", cuda::describe().c_str());
-#endif
-    }
+    // No GPU (or no CUDA in this build) is one clear error now, not in the middle of the run.
+    const auto [dev, gpu] = examples::open_device(device);
+    if (!gpu.empty()) std::printf("%s\n", gpu.c_str());
     auto to_dev = [&](const Tensor& t) { return dev.is_cpu() ? t : t.to(dev); };
     if (data_path.empty()) data_path = data::TextDataset::default_fortunes_dir();
     data::TextDatasetOptions dopt;
