@@ -3,12 +3,8 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
-#include <bit>
-#include <mutex>
-#include <new>
-#include <unordered_map>
-#include <vector>
 
+#include "core/block_cache.h"
 #include "core/error.h"
 #ifdef MG_WITH_CUDA
 #include "cuda/runtime.h"  // plain C++: backend_init() registers the CUDA caching allocator
@@ -17,82 +13,39 @@
 namespace mg {
 namespace {
 
-// The CPU allocator: aligned malloc for small blocks, and a cache of freed large blocks.
-// Why cache: a fresh large block comes from mmap, and the kernel must fault in and zero every
-// page on first touch — for a streaming op like add that costs as much as the op itself.
-// Large sizes are rounded up to 1/8 of their power of two (at most 12.5% waste) so that
-// blocks of similar sizes share a free list. `cached_bytes` reports what is kept; an
+// The CPU allocator: 64-byte aligned malloc, with a cache of freed large blocks
+// (core/block_cache.h). Small sizes round up to a multiple of 64; blocks of >= 64 KiB are
+// rounded to 1/8 of their power of two and cached, because a fresh large block comes from
+// mmap and the kernel must fault in and zero every page on first touch — for a streaming op
+// like add that costs as much as the op itself. `cached_bytes` reports what is kept; an
 // allocation that fails first releases the cache.
+struct CpuMemory {
+  static void* alloc(size_t size) { return std::aligned_alloc(64, size); }
+  static void free(void* p) { std::free(p); }
+  static void sync() {}
+};
+
 class CpuAllocator final : public DeviceAllocator {
  public:
   static constexpr size_t kCacheMin = size_t(1) << 16;  // cache blocks of >= 64 KiB
 
   void* allocate(size_t nbytes) override {
-    size_t size = bucket(nbytes);
-    void* p = nullptr;
-    if (size >= kCacheMin) {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto it = free_.find(size);
-      if (it != free_.end() && !it->second.empty()) {
-        p = it->second.back();
-        it->second.pop_back();
-        cached_ -= (int64_t)size;
-      }
-    }
-    if (!p) p = std::aligned_alloc(64, size);
-    if (!p) {
-      release_cache();
-      p = std::aligned_alloc(64, size);
-    }
+    void* p = cache_.allocate(nbytes);
     if (!p) throw Error(detail::cat("cpu allocator: out of memory allocating ", nbytes, " bytes"));
-    int64_t now = current_.fetch_add((int64_t)nbytes) + (int64_t)nbytes;
-    int64_t peak = peak_.load();
-    while (now > peak && !peak_.compare_exchange_weak(peak, now)) {
-    }
-    allocs_.fetch_add(1);
     return p;
   }
-  void deallocate(void* p, size_t nbytes) override {
-    current_.fetch_sub((int64_t)nbytes);
-    size_t size = bucket(nbytes);
-    if (size >= kCacheMin) {
-      std::lock_guard<std::mutex> lock(mu_);
-      free_[size].push_back(p);
-      cached_ += (int64_t)size;
-      return;
-    }
-    std::free(p);
-  }
-  MemoryStats stats() const override {
-    std::lock_guard<std::mutex> lock(mu_);
-    return {current_.load(), peak_.load(), cached_, allocs_.load()};
-  }
-  void reset_peak() override { peak_.store(current_.load()); }
+  void deallocate(void* p, size_t nbytes) override { cache_.deallocate(p, nbytes); }
+  MemoryStats stats() const override { return cache_.stats(); }
+  void reset_peak() override { cache_.reset_peak(); }
   void copy_from_host(void* d, const void* s, size_t n) override { std::memcpy(d, s, n); }
   void copy_to_host(void* d, const void* s, size_t n) override { std::memcpy(d, s, n); }
   void copy_on_device(void* d, const void* s, size_t n) override { std::memcpy(d, s, n); }
   void fill_zero(void* p, size_t n) override { std::memset(p, 0, n); }
 
-  void release_cache() {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (auto& [size, blocks] : free_)
-      for (void* p : blocks) std::free(p);
-    free_.clear();
-    cached_ = 0;
-  }
+  void release_cache() { cache_.release(); }
 
  private:
-  // Rounds to a multiple of 64 (small) or of 1/8 of the size's power of two (large).
-  static size_t bucket(size_t n) {
-    if (n < kCacheMin) return n == 0 ? 64 : (n + 63) / 64 * 64;
-    size_t step = std::bit_floor(n) / 8;
-    return (n + step - 1) / step * step;
-  }
-
-  std::atomic<int64_t> current_{0}, peak_{0}, allocs_{0};
-  mutable std::mutex mu_;
-  std::unordered_map<size_t, std::vector<void*>> free_;
-  int64_t cached_ = 0;
+  BlockCache<CpuMemory> cache_{BucketRule{kCacheMin, 64, kCacheMin}};
 };
 
 // Never destroyed: tensors in static storage may be freed after main returns.

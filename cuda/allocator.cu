@@ -14,17 +14,12 @@
 // Reuse is safe without events because every kernel and copy runs on the one stream
 // (cuda/runtime.h): work that used a freed block was enqueued before work that reuses it.
 //
-// Statistics match the CPU allocator's: current (bytes held by live tensors, as requested),
-// peak since reset, cached (bytes of free blocks kept), and the number of allocations served.
+// The free lists and the statistics (current, peak, cached, allocations served) are the CPU
+// allocator's: core/block_cache.h, with this file's raw memory and bucket sizes.
 #include <cuda_runtime.h>
 
-#include <atomic>
-#include <bit>
-#include <mutex>
-#include <unordered_map>
-#include <vector>
-
 #include "core/allocator.h"
+#include "core/block_cache.h"
 #include "core/error.h"
 #include "cuda/check.cuh"
 #include "cuda/runtime.h"
@@ -33,45 +28,43 @@ namespace mg::cuda {
 
 namespace {
 
+// Raw device memory for the BlockCache: cudaMalloc's out-of-memory is reported as nullptr
+// (the cache is then released and the allocation retried once); other errors throw.
+struct DeviceMemory {
+  static void* alloc(size_t size) {
+    void* p = nullptr;
+    const cudaError_t err = cudaMalloc(&p, size);
+    if (err == cudaErrorMemoryAllocation) {
+      (void)cudaGetLastError();  // reset the last-error state (OOM is not sticky)
+      return nullptr;
+    }
+    if (err != cudaSuccess) detail::throw_cuda_error(err, "cudaMalloc", __FILE__, __LINE__);
+    return p;
+  }
+  static void free(void* p) { MG_CUDA_CHECK(cudaFree(p)); }
+  // Cached blocks may still be in use by enqueued work until the stream has finished.
+  static void sync() { MG_CUDA_CHECK(cudaStreamSynchronize(cuda_stream())); }
+};
+
 class CudaCachingAllocator final : public DeviceAllocator {
  public:
   static constexpr size_t kSmallLimit = size_t(1) << 20;  // 1 MiB
   static constexpr size_t kSmallStep = 512;
 
   void* allocate(size_t nbytes) override {
-    size_t size = bucket(nbytes);
-    void* p = nullptr;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto it = free_.find(size);
-      if (it != free_.end() && !it->second.empty()) {
-        p = it->second.back();
-        it->second.pop_back();
-        cached_ -= (int64_t)size;
-      }
+    void* p = cache_.allocate(nbytes);
+    if (!p) {
+      size_t free_b = 0, total_b = 0;
+      (void)cudaMemGetInfo(&free_b, &total_b);
+      throw Error(mg::detail::cat("cuda allocator: out of memory allocating ", nbytes,
+                                  " bytes (held by tensors: ", cache_.current_bytes(),
+                                  " bytes; device free ", free_b, " of ", total_b, " bytes)"));
     }
-    if (!p) p = device_malloc(size, nbytes);
-    int64_t now = current_.fetch_add((int64_t)nbytes) + (int64_t)nbytes;
-    int64_t peak = peak_.load();
-    while (now > peak && !peak_.compare_exchange_weak(peak, now)) {
-    }
-    allocs_.fetch_add(1);
     return p;
   }
-
-  void deallocate(void* p, size_t nbytes) override {
-    current_.fetch_sub((int64_t)nbytes);
-    size_t size = bucket(nbytes);
-    std::lock_guard<std::mutex> lock(mu_);
-    free_[size].push_back(p);
-    cached_ += (int64_t)size;
-  }
-
-  MemoryStats stats() const override {
-    std::lock_guard<std::mutex> lock(mu_);
-    return {current_.load(), peak_.load(), cached_, allocs_.load()};
-  }
-  void reset_peak() override { peak_.store(current_.load()); }
+  void deallocate(void* p, size_t nbytes) override { cache_.deallocate(p, nbytes); }
+  MemoryStats stats() const override { return cache_.stats(); }
+  void reset_peak() override { cache_.reset_peak(); }
 
   // Host -> device: from pageable memory the call returns once the source has been staged,
   // so the caller may free it at once; the copy is ordered on the stream.
@@ -94,51 +87,13 @@ class CudaCachingAllocator final : public DeviceAllocator {
     MG_CUDA_CHECK(cudaMemsetAsync(p, 0, n, cuda_stream()));
   }
 
-  // Frees every cached block (after the stream has finished with them).
-  void release_cache() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (cached_ == 0) return;  // nothing kept (and no reason to start the backend)
-    }
-    MG_CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));
-    std::lock_guard<std::mutex> lock(mu_);
-    for (auto& [size, blocks] : free_)
-      for (void* p : blocks) MG_CUDA_CHECK(cudaFree(p));
-    free_.clear();
-    cached_ = 0;
-  }
+  // Frees every cached block after the stream has finished with them (nothing, and no
+  // reason to start the backend, when nothing is cached).
+  void release_cache() { cache_.release(); }
 
  private:
-  static size_t bucket(size_t n) {
-    if (n < kSmallLimit) return n == 0 ? kSmallStep : (n + kSmallStep - 1) / kSmallStep * kSmallStep;
-    size_t step = std::bit_floor(n) / 8;
-    return (n + step - 1) / step * step;
-  }
-
-  void* device_malloc(size_t size, size_t requested) {
-    void* p = nullptr;
-    cudaError_t err = cudaMalloc(&p, size);
-    if (err == cudaErrorMemoryAllocation) {
-      (void)cudaGetLastError();
-      release_cache();
-      err = cudaMalloc(&p, size);
-    }
-    if (err == cudaErrorMemoryAllocation) {
-      (void)cudaGetLastError();
-      size_t free_b = 0, total_b = 0;
-      (void)cudaMemGetInfo(&free_b, &total_b);
-      throw Error(mg::detail::cat("cuda allocator: out of memory allocating ", requested,
-                                  " bytes (held by tensors: ", current_.load(),
-                                  " bytes; device free ", free_b, " of ", total_b, " bytes)"));
-    }
-    if (err != cudaSuccess) detail::throw_cuda_error(err, "cudaMalloc", __FILE__, __LINE__);
-    return p;
-  }
-
-  std::atomic<int64_t> current_{0}, peak_{0}, allocs_{0};
-  mutable std::mutex mu_;
-  std::unordered_map<size_t, std::vector<void*>> free_;
-  int64_t cached_ = 0;
+  // Every block is cached (cache_min 0).
+  BlockCache<DeviceMemory> cache_{BucketRule{kSmallLimit, kSmallStep, 0}};
 };
 
 // Never destroyed: tensors in static storage may be freed after main returns, and cudaFree
