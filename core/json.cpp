@@ -105,12 +105,18 @@ bool Value::operator==(const Value& o) const {
 // ---- Parser: recursive descent over the grammar of RFC 8259 -------------------------------------
 class Parser {
  public:
-  Parser(std::string_view text, const std::string& source) : s_(text), source_(source) {}
+  Parser(std::string_view text, const std::string& source, size_t base)
+      : s_(text), source_(source), base_(base) {}
 
-  Value document() {
+  // One value surrounded by whitespace; with `end`, whatever follows is the caller's to judge.
+  Value document(size_t* end) {
     skip_ws();
     Value v = value(0);
     skip_ws();
+    if (end) {
+      *end = base_ + pos_;
+      return v;
+    }
     if (pos_ < s_.size()) fail("unexpected '", printable(s_[pos_]), "' after the JSON value");
     return v;
   }
@@ -120,7 +126,7 @@ class Parser {
 
   template <typename... Args>
   [[noreturn]] void fail_at(size_t at, const Args&... what) const {
-    throw Error(detail::cat(source_, ": byte ", at, ": ", what...));
+    throw Error(detail::cat(source_, ": byte ", base_ + at, ": ", what...));
   }
   template <typename... Args>
   [[noreturn]] void fail(const Args&... what) const { fail_at(pos_, what...); }
@@ -149,6 +155,12 @@ class Parser {
   Value value(int depth) {
     if (depth > kMaxDepth) fail("nesting deeper than ", kMaxDepth, " levels");
     if (at_end()) fail("unexpected end of input, expected a value");
+    const size_t start = pos_;
+    Value v = value_here(depth);
+    v.offset_ = base_ + start;
+    return v;
+  }
+  Value value_here(int depth) {
     switch (s_[pos_]) {
       case '{': return object(depth);
       case '[': return array(depth);
@@ -176,7 +188,7 @@ class Parser {
     while (true) {
       skip_ws();
       if (peek() != '"') {
-        if (at_end()) fail("unexpected end of input in the object starting at byte ", start);
+        if (at_end()) fail("unexpected end of input in the object starting at byte ", base_ + start);
         fail("expected a string key, got '", printable(s_[pos_]), "'");
       }
       const size_t key_pos = pos_;
@@ -189,7 +201,7 @@ class Parser {
       Value v = value(depth + 1);
       obj.obj_.emplace_back(std::move(key), std::move(v));
       skip_ws();
-      if (at_end()) fail("unexpected end of input in the object starting at byte ", start);
+      if (at_end()) fail("unexpected end of input in the object starting at byte ", base_ + start);
       if (s_[pos_] == '}') { ++pos_; return obj; }
       if (s_[pos_] != ',') fail("expected ',' or '}' in an object, got '", printable(s_[pos_]), "'");
       ++pos_;
@@ -206,7 +218,7 @@ class Parser {
       skip_ws();
       arr.arr_.push_back(value(depth + 1));
       skip_ws();
-      if (at_end()) fail("unexpected end of input in the array starting at byte ", start);
+      if (at_end()) fail("unexpected end of input in the array starting at byte ", base_ + start);
       if (s_[pos_] == ']') { ++pos_; return arr; }
       if (s_[pos_] != ',') fail("expected ',' or ']' in an array, got '", printable(s_[pos_]), "'");
       ++pos_;
@@ -331,11 +343,16 @@ class Parser {
 
   std::string_view s_;
   const std::string& source_;
+  size_t base_ = 0;  // byte offset of s_[0] in messages and Value::offset()
   size_t pos_ = 0;
 };
 
 Value parse(std::string_view text, const std::string& source) {
-  return Parser(text, source).document();
+  return Parser(text, source, 0).document(nullptr);
+}
+
+Value parse(std::string_view text, const std::string& source, const ParseOptions& options) {
+  return Parser(text, source, options.base_offset).document(options.end);
 }
 
 Value parse_file(const std::string& path) {

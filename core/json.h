@@ -1,5 +1,6 @@
 // core/json.h — a small, strict JSON reader and writer (RFC 8259), for the files that travel
-// with checkpoints: Hugging Face config.json and model.safetensors.index.json.
+// with checkpoints: Hugging Face config.json, model.safetensors.index.json and the header of
+// a safetensors file (core/safetensors.cpp).
 //
 //   json::Value cfg = json::parse_file("model/config.json");
 //   int64_t D = cfg.at("hidden_size").as_int();          // throws naming the key if absent
@@ -13,7 +14,8 @@
 // commas, no single quotes, no NaN/Infinity, no leading zeros ("01"), no raw control
 // characters inside strings, \uXXXX escapes with properly paired surrogates (decoded to
 // UTF-8), no duplicate keys in an object, nesting at most 256 deep. Every failure throws
-// mg::Error "<source>: byte <offset>: <what was wrong>" (offset counted from 0 in the text).
+// mg::Error "<source>: byte <offset>: <what was wrong>" (offset counted from 0 in the text,
+// or from ParseOptions::base_offset).
 //
 // Numbers: a literal without fraction or exponent that fits int64 is stored exactly as an
 // integer (as_int); every number also has a double value (as_double). as_int on a number
@@ -73,7 +75,12 @@ class Value {
   Value& push_back(Value v);
   size_t size() const;  // elements of an array or members of an object
 
-  bool operator==(const Value& o) const;
+  bool operator==(const Value& o) const;  // compares content, not offset()
+
+  // Where parse() found this value: the byte offset of its first character, counted as in
+  // parse errors (ParseOptions::base_offset included); 0 for values built in code. Lets a
+  // format built on JSON (a safetensors header) name the byte of a value it rejects.
+  size_t offset() const { return offset_; }
 
  private:
   friend class Parser;
@@ -86,10 +93,19 @@ class Value {
   std::string str_;
   std::vector<Value> arr_;
   std::vector<std::pair<std::string, Value>> obj_;
+  size_t offset_ = 0;
 };
 
 // Parses one JSON document. `source` names it in error messages (a file name).
 Value parse(std::string_view text, const std::string& source = "json");
+
+// For a JSON document embedded in a larger file (the header of a safetensors file).
+struct ParseOptions {
+  size_t base_offset = 0;  // text[0] is this byte of the file, in errors and Value::offset()
+  size_t* end = nullptr;   // when set, bytes may follow the value (the caller judges them):
+                           // *end = the offset just past the value and its trailing whitespace
+};
+Value parse(std::string_view text, const std::string& source, const ParseOptions& options);
 // Reads and parses a file; a missing or unreadable file is an mg::Error naming it.
 Value parse_file(const std::string& path);
 

@@ -11,7 +11,10 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <string_view>
 #include <vector>
+
+#include "core/json.h"
 
 namespace mg {
 
@@ -22,178 +25,62 @@ namespace {
 
 constexpr uint64_t kMaxHeaderBytes = 100u * 1000u * 1000u;  // 100 MB
 constexpr int kMaxJsonDepth = 16;
+constexpr size_t kHeaderStart = 8;  // the JSON header follows the 8-byte little-endian length
 
-// ---- a JSON parser for the header's subset: objects, arrays, strings, integers -------------
+// ---- the header: JSON (core/json.h), restricted to the safetensors subset -----------------
 
-struct Json {
-  enum Kind { object, array, string, integer } kind = object;
-  std::vector<std::pair<std::string, Json>> members;  // object, in file order
-  std::vector<Json> items;                             // array
-  std::string str;                                     // string
-  int64_t num = 0;                                     // integer
-  uint64_t offset = 0;                                 // file byte offset where it starts
-};
+// Errors in the header's JSON read like core/json.h's parse errors, with file offsets.
+[[noreturn]] void json_error(const std::string& source, uint64_t at, const std::string& what) {
+  throw Error(detail::cat(source, ": byte ", at, ": ", what));
+}
 
-class JsonParser {
- public:
-  JsonParser(const std::string& file, const char* text, size_t n, uint64_t base)
-      : file_(file), p_(text), n_(n), base_(base) {}
-
-  // The whole header: one object, then only whitespace (the writer's padding).
-  Json parse_document() {
-    skip_ws();
-    if (pos_ >= n_ || p_[pos_] != '{') fail("the header must be a JSON object");
-    Json root = parse_value(0);
-    skip_ws();
-    if (pos_ != n_) fail("unexpected bytes after the header object");
-    return root;
-  }
-
- private:
-  [[noreturn]] void fail(const std::string& what) const {
-    throw Error(detail::cat("load_safetensors: ", file_, ": malformed JSON header at byte ",
-                            base_ + pos_, ": ", what));
-  }
-  void skip_ws() {
-    while (pos_ < n_ && (p_[pos_] == ' ' || p_[pos_] == '\t' || p_[pos_] == '\n' || p_[pos_] == '\r'))
-      ++pos_;
-  }
-  void expect(char c) {
-    skip_ws();
-    if (pos_ >= n_) fail(detail::cat("expected '", c, "', the header ended"));
-    if (p_[pos_] != c) fail(detail::cat("expected '", c, "'"));
-    ++pos_;
-  }
-
-  Json parse_value(int depth) {
-    if (depth > kMaxJsonDepth) fail("nesting deeper than " + std::to_string(kMaxJsonDepth));
-    skip_ws();
-    if (pos_ >= n_) fail("expected a value, the header ended");
-    Json v;
-    v.offset = base_ + pos_;
-    char c = p_[pos_];
-    if (c == '{') {
-      ++pos_;
-      skip_ws();
-      if (pos_ < n_ && p_[pos_] == '}') { ++pos_; return v; }
-      while (true) {
-        skip_ws();
-        if (pos_ >= n_ || p_[pos_] != '"') fail("expected a string key");
-        std::string key = parse_string();
-        for (const auto& m : v.members)
-          if (m.first == key) fail("duplicate key \"" + key + "\"");
-        expect(':');
-        v.members.emplace_back(std::move(key), parse_value(depth + 1));
-        skip_ws();
-        if (pos_ < n_ && p_[pos_] == ',') { ++pos_; continue; }
-        expect('}');
-        return v;
+// The header may hold only objects, arrays, strings and integers, nested at most kMaxJsonDepth
+// deep: no booleans, null or floating-point numbers (core/json.h reads all of JSON). `text` is
+// the header; text[0] is file byte kHeaderStart, the base of every offset().
+void check_subset(const json::Value& v, int depth, std::string_view text, const std::string& source) {
+  if (depth > kMaxJsonDepth)
+    json_error(source, v.offset(), "nesting deeper than " + std::to_string(kMaxJsonDepth));
+  switch (v.kind()) {
+    case json::Kind::null:
+    case json::Kind::boolean:
+      json_error(source, v.offset(),
+                 detail::cat("unsupported JSON value ", json::kind_name(v.kind()),
+                             " (only objects, arrays, strings and integers are allowed)"));
+    case json::Kind::number:
+      if (!v.is_int()) {  // a fraction or an exponent, or an integer beyond int64
+        const std::string_view rest = text.substr(v.offset() - kHeaderStart);
+        const std::string_view literal = rest.substr(0, rest.find_first_not_of("+-0123456789.eE"));
+        json_error(source, v.offset(),
+                   literal.find_first_of(".eE") != std::string_view::npos
+                       ? "floating-point numbers are not supported in a safetensors header"
+                       : "integer out of range");
       }
-    }
-    if (c == '[') {
-      v.kind = Json::array;
-      ++pos_;
-      skip_ws();
-      if (pos_ < n_ && p_[pos_] == ']') { ++pos_; return v; }
-      while (true) {
-        v.items.push_back(parse_value(depth + 1));
-        skip_ws();
-        if (pos_ < n_ && p_[pos_] == ',') { ++pos_; continue; }
-        expect(']');
-        return v;
-      }
-    }
-    if (c == '"') { v.kind = Json::string; v.str = parse_string(); return v; }
-    if (c == '-' || (c >= '0' && c <= '9')) { v.kind = Json::integer; v.num = parse_integer(); return v; }
-    fail(detail::cat("unsupported JSON value starting with '", c,
-                     "' (only objects, arrays, strings and integers are allowed)"));
+      return;
+    case json::Kind::string: return;
+    case json::Kind::array:
+      for (const auto& item : v.as_array()) check_subset(item, depth + 1, text, source);
+      return;
+    case json::Kind::object:
+      for (const auto& [key, item] : v.as_object()) check_subset(item, depth + 1, text, source);
+      return;
   }
+}
 
-  std::string parse_string() {
-    ++pos_;  // the opening quote
-    std::string s;
-    while (true) {
-      if (pos_ >= n_) fail("unterminated string");
-      unsigned char c = (unsigned char)p_[pos_];
-      if (c == '"') { ++pos_; return s; }
-      if (c < 0x20) fail("raw control character in a string");
-      if (c != '\\') { s += (char)c; ++pos_; continue; }
-      if (++pos_ >= n_) fail("unterminated escape");
-      char e = p_[pos_++];
-      switch (e) {
-        case '"': s += '"'; break;
-        case '\\': s += '\\'; break;
-        case '/': s += '/'; break;
-        case 'b': s += '\b'; break;
-        case 'f': s += '\f'; break;
-        case 'n': s += '\n'; break;
-        case 'r': s += '\r'; break;
-        case 't': s += '\t'; break;
-        case 'u': append_utf8(s, parse_code_point()); break;
-        default: --pos_; fail(detail::cat("invalid escape '\\", e, "'"));
-      }
-    }
-  }
-  uint32_t parse_hex4() {
-    if (pos_ + 4 > n_) fail("truncated \\u escape");
-    uint32_t v = 0;
-    for (int i = 0; i < 4; ++i) {
-      char h = p_[pos_++];
-      int d = (h >= '0' && h <= '9') ? h - '0' : (h >= 'a' && h <= 'f') ? h - 'a' + 10
-              : (h >= 'A' && h <= 'F') ? h - 'A' + 10 : -1;
-      if (d < 0) fail("invalid hex digit in a \\u escape");
-      v = v * 16 + (uint32_t)d;
-    }
-    return v;
-  }
-  uint32_t parse_code_point() {
-    uint32_t cp = parse_hex4();
-    if (cp >= 0xDC00 && cp <= 0xDFFF) fail("unpaired low surrogate in a \\u escape");
-    if (cp >= 0xD800 && cp <= 0xDBFF) {  // a surrogate pair: \uD8xx\uDCxx
-      if (pos_ + 2 > n_ || p_[pos_] != '\\' || p_[pos_ + 1] != 'u') fail("unpaired high surrogate");
-      pos_ += 2;
-      uint32_t lo = parse_hex4();
-      if (lo < 0xDC00 || lo > 0xDFFF) fail("invalid low surrogate");
-      cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-    }
-    return cp;
-  }
-  static void append_utf8(std::string& s, uint32_t cp) {
-    if (cp < 0x80) { s += (char)cp; return; }
-    if (cp < 0x800) { s += (char)(0xC0 | (cp >> 6)); }
-    else if (cp < 0x10000) { s += (char)(0xE0 | (cp >> 12)); s += (char)(0x80 | ((cp >> 6) & 0x3F)); }
-    else {
-      s += (char)(0xF0 | (cp >> 18));
-      s += (char)(0x80 | ((cp >> 12) & 0x3F));
-      s += (char)(0x80 | ((cp >> 6) & 0x3F));
-    }
-    s += (char)(0x80 | (cp & 0x3F));
-  }
-
-  int64_t parse_integer() {
-    bool negative = p_[pos_] == '-';
-    if (negative) ++pos_;
-    if (pos_ >= n_ || p_[pos_] < '0' || p_[pos_] > '9') fail("expected a digit");
-    if (p_[pos_] == '0' && pos_ + 1 < n_ && p_[pos_ + 1] >= '0' && p_[pos_ + 1] <= '9')
-      fail("leading zero in an integer");
-    uint64_t v = 0;
-    while (pos_ < n_ && p_[pos_] >= '0' && p_[pos_] <= '9') {
-      uint64_t d = (uint64_t)(p_[pos_] - '0');
-      if (v > (uint64_t(std::numeric_limits<int64_t>::max()) - d) / 10) fail("integer out of range");
-      v = v * 10 + d;
-      ++pos_;
-    }
-    if (pos_ < n_ && (p_[pos_] == '.' || p_[pos_] == 'e' || p_[pos_] == 'E'))
-      fail("floating-point numbers are not supported in a safetensors header");
-    return negative ? -(int64_t)v : (int64_t)v;
-  }
-
-  const std::string& file_;
-  const char* p_;
-  size_t n_;
-  uint64_t base_;  // file offset of p_[0]
-  size_t pos_ = 0;
-};
+// Parses the header (the header_len bytes after the length): one JSON object, then only
+// whitespace (the writer's padding), in the subset above.
+json::Value parse_header(const std::string& path, std::string_view text) {
+  const std::string source = "load_safetensors: " + path + ": malformed JSON header";
+  const size_t first = text.find_first_not_of(" \t\n\r");
+  if (first == std::string_view::npos || text[first] != '{')
+    json_error(source, kHeaderStart + std::min(first, text.size()),
+               "the header must be a JSON object");
+  size_t end = 0;
+  json::Value root = json::parse(text, source, {.base_offset = kHeaderStart, .end = &end});
+  if (end != kHeaderStart + text.size())
+    json_error(source, end, "unexpected bytes after the header object");
+  check_subset(root, 0, text, source);
+  return root;
+}
 
 // ---- dtypes --------------------------------------------------------------------------------
 
@@ -286,61 +173,64 @@ SafetensorsFile load_safetensors(const std::string& path) {
   const uint64_t data_start = 8 + header_len;
   const uint64_t data_size = f.size - data_start;
 
-  JsonParser parser(path, reinterpret_cast<const char*>(f.bytes()) + 8, header_len, 8);
-  Json root = parser.parse_document();
+  const json::Value root =
+      parse_header(path, std::string_view(reinterpret_cast<const char*>(f.bytes()) + 8, header_len));
 
+  // After check_subset every number is an integer (as_int() cannot fail) and nothing is a
+  // boolean or null.
   SafetensorsFile out;
   std::vector<Entry> entries;
-  for (auto& [name, value] : root.members) {
+  for (const auto& [name, value] : root.as_object()) {
     if (name == "__metadata__") {
-      if (value.kind != Json::object) fail(value.offset, "__metadata__ must be an object");
-      for (auto& [k, v] : value.members) {
-        if (v.kind != Json::string) fail(v.offset, "__metadata__ value of \"", k, "\" must be a string");
-        out.metadata[k] = v.str;
+      if (!value.is_object()) fail(value.offset(), "__metadata__ must be an object");
+      for (const auto& [k, v] : value.as_object()) {
+        if (!v.is_string()) fail(v.offset(), "__metadata__ value of \"", k, "\" must be a string");
+        out.metadata[k] = v.as_string();
       }
       continue;
     }
     Entry e;
     e.name = name;
-    e.offset = value.offset;
-    if (value.kind != Json::object) fail(value.offset, "tensor \"", name, "\" must be an object");
-    const Json *dtype = nullptr, *shape = nullptr, *offsets = nullptr;
-    for (auto& [k, v] : value.members) {
+    e.offset = value.offset();
+    if (!value.is_object()) fail(value.offset(), "tensor \"", name, "\" must be an object");
+    const json::Value *dtype = nullptr, *shape = nullptr, *offsets = nullptr;
+    for (const auto& [k, v] : value.as_object()) {
       if (k == "dtype") dtype = &v;
       else if (k == "shape") shape = &v;
       else if (k == "data_offsets") offsets = &v;
-      else fail(v.offset, "tensor \"", name, "\" has an unknown field \"", k, "\"");
+      else fail(v.offset(), "tensor \"", name, "\" has an unknown field \"", k, "\"");
     }
     if (!dtype || !shape || !offsets)
-      fail(value.offset, "tensor \"", name, "\" lacks ", !dtype ? "dtype" : !shape ? "shape" : "data_offsets");
-    if (dtype->kind != Json::string) fail(dtype->offset, "tensor \"", name, "\": dtype must be a string");
+      fail(value.offset(), "tensor \"", name, "\" lacks ", !dtype ? "dtype" : !shape ? "shape" : "data_offsets");
+    if (!dtype->is_string()) fail(dtype->offset(), "tensor \"", name, "\": dtype must be a string");
     for (const auto& d : kFileDTypes)
-      if (dtype->str == d.name) e.dtype = &d;
+      if (dtype->as_string() == d.name) e.dtype = &d;
     if (!e.dtype)
-      fail(dtype->offset, "tensor \"", name, "\": dtype \"", dtype->str,
+      fail(dtype->offset(), "tensor \"", name, "\": dtype \"", dtype->as_string(),
            "\" is not supported (F32, F64, F16, BF16, I32, I64 are)");
-    if (shape->kind != Json::array) fail(shape->offset, "tensor \"", name, "\": shape must be an array");
+    if (!shape->is_array()) fail(shape->offset(), "tensor \"", name, "\": shape must be an array");
     uint64_t numel = 1;
-    for (const auto& d : shape->items) {
-      if (d.kind != Json::integer || d.num < 0)
-        fail(d.offset, "tensor \"", name, "\": shape entries must be non-negative integers");
-      if (d.num != 0 && numel > (uint64_t)std::numeric_limits<int64_t>::max() / (uint64_t)d.num)
-        fail(d.offset, "tensor \"", name, "\": element count overflows");
-      numel *= (uint64_t)d.num;
-      e.shape.push_back(d.num);
+    for (const auto& d : shape->as_array()) {
+      if (!d.is_int() || d.as_int() < 0)
+        fail(d.offset(), "tensor \"", name, "\": shape entries must be non-negative integers");
+      const int64_t dim = d.as_int();
+      if (dim != 0 && numel > (uint64_t)std::numeric_limits<int64_t>::max() / (uint64_t)dim)
+        fail(d.offset(), "tensor \"", name, "\": element count overflows");
+      numel *= (uint64_t)dim;
+      e.shape.push_back(dim);
     }
-    if (offsets->kind != Json::array || offsets->items.size() != 2 ||
-        offsets->items[0].kind != Json::integer || offsets->items[1].kind != Json::integer ||
-        offsets->items[0].num < 0 || offsets->items[1].num < 0)
-      fail(offsets->offset, "tensor \"", name, "\": data_offsets must be two non-negative integers");
-    e.begin = (uint64_t)offsets->items[0].num;
-    e.end = (uint64_t)offsets->items[1].num;
-    if (e.begin > e.end) fail(offsets->offset, "tensor \"", name, "\": data_offsets begin ", e.begin, " > end ", e.end);
+    const auto non_negative_int = [](const json::Value& v) { return v.is_int() && v.as_int() >= 0; };
+    if (!offsets->is_array() || offsets->size() != 2 ||
+        !non_negative_int(offsets->as_array()[0]) || !non_negative_int(offsets->as_array()[1]))
+      fail(offsets->offset(), "tensor \"", name, "\": data_offsets must be two non-negative integers");
+    e.begin = (uint64_t)offsets->as_array()[0].as_int();
+    e.end = (uint64_t)offsets->as_array()[1].as_int();
+    if (e.begin > e.end) fail(offsets->offset(), "tensor \"", name, "\": data_offsets begin ", e.begin, " > end ", e.end);
     if (e.end > data_size)
-      fail(offsets->offset, "tensor \"", name, "\": data_offsets end ", e.end,
+      fail(offsets->offset(), "tensor \"", name, "\": data_offsets end ", e.end,
            " is past the data section (", data_size, " bytes starting at byte ", data_start, ")");
     if (numel > (e.end - e.begin) / e.dtype->size || numel * e.dtype->size != e.end - e.begin)
-      fail(offsets->offset, "tensor \"", name, "\": ", e.end - e.begin, " data bytes but shape ",
+      fail(offsets->offset(), "tensor \"", name, "\": ", e.end - e.begin, " data bytes but shape ",
            shape_str(e.shape), " of ", e.dtype->name, " needs ", numel, " x ", e.dtype->size);
     entries.push_back(std::move(e));
   }
