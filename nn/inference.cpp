@@ -1,6 +1,6 @@
 // Recurrent inference: prefill through the parallel path, then O(1) steps. The two loops here
 // (the conv window and the SSM state update) are the per-token forms of causal_conv1d and
-// selective_scan; the SSM update uses the scan's own scalar functions (scan_math::vdelta,
+// selective_scan; the SSM update uses the scan's own scalar functions (core/vmath.h: vsoftplus,
 // vexp, vsigmoid) in the scan's order of operations, so a step reproduces the scan's numbers.
 #include "nn/inference.h"
 
@@ -9,10 +9,10 @@
 #include "autograd/grad_mode.h"
 #include "core/dispatch.h"
 #include "core/parallel.h"
+#include "core/vmath.h"
 #include "nn/mamba.h"
 #include "ops/arith.h"
 #include "ops/matmul.h"
-#include "ops/selective_scan_math.h"
 #include "ops/shape.h"
 #include "ops/unary.h"
 
@@ -56,11 +56,11 @@ template <typename T>
 void ssm_step_kernel(const T* u, const T* delta_raw, const T* A, const T* Bm, const T* C,
                      const T* D, const T* z, const T* delta_bias, T* h, T* y, int64_t B,
                      int64_t ED, int64_t N) {
-  using namespace scan_math;
+  using namespace vmath;
   parallel_for(B * ED, 1024, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / ED, d = i % ED;
-      const T dt = vdelta(delta_raw[i] + delta_bias[d], /*use_softplus=*/true);
+      const T dt = vsoftplus(delta_raw[i] + delta_bias[d]);  // the scan's vdelta(r, true)
       const T dtu = dt * u[i];
       const T* a = A + d * N;
       const T* Bt = Bm + b * N;
