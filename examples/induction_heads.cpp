@@ -105,7 +105,7 @@ int main(int argc, char** argv) {
   examples::add_train_flags(cli, f);
   if (!cli.parse(argc, argv)) return cli.exit_code();
 
-  try {
+  return examples::run_main("induction_heads", [&] {
     auto t_program = examples::Clock::now();
     data::InductionHeadsConfig task_cfg;
     task_cfg.seq_len = train_len;
@@ -113,46 +113,20 @@ int main(int argc, char** argv) {
     task_cfg.validate();
     MG_CHECK(min_eval_len >= 4 && max_eval_len >= min_eval_len && length_eval_chunk > 0,
              "induction_heads: need 4 <= --min-eval-len <= --max-eval-len and --length-eval-chunk > 0");
-    const int64_t eval_batch = f.eval_batch > 0 ? f.eval_batch : f.batch;
+    auto make = [&](int64_t n, Generator& gen) { return data::induction_heads_batch(task_cfg, n, gen); };
 
-    nn::MambaConfig mcfg = examples::model_config(f, vocab);
-    nn::MambaLM model(mcfg, (uint64_t)f.seed);
-    std::printf("induction heads: train L = %lld, V = %lld%s\n", (long long)train_len, (long long)vocab,
-                f.paper ? " — paper configuration" : "");
-    std::printf("model: %s, %lld parameters\n", mcfg.str().c_str(), (long long)model.num_parameters());
-
-    Generator train_gen((uint64_t)f.seed * 7919 + 11);
-    Generator eval_gen((uint64_t)f.seed * 7919 + 12);
-    std::vector<data::SyntheticBatch> eval_set;  // fixed, at the training length
-    for (int64_t i = 0; i < f.eval_batches; ++i)
-      eval_set.push_back(data::induction_heads_batch(task_cfg, eval_batch, eval_gen));
-
-    examples::TargetStop stop{f.target_acc};
-    train::TrainTask task;
-    task.tokens_per_micro_batch = f.batch * train_len;
-    task.micro_batch_loss = [&](const nn::MambaLM& m) {
-    stop.before_micro_batch();
-      data::SyntheticBatch b = data::induction_heads_batch(task_cfg, f.batch, train_gen);
-      return m.loss(b.inputs, b.targets, -100);  // CE at the last position only
-    };
-    task.evaluate = [&](const nn::MambaLM& m) {
-      auto metrics = examples::eval_metrics(examples::score_batches(m, eval_set));
-      metrics.erase("exact_match_pct");  // one answer per sequence: the same as acc_pct
-      stop.check(metrics["acc_pct"]);
-      return metrics;
-    };
-    task.save_state = [&] {
-      return std::map<std::string, uint64_t>{{"data_seed", train_gen.seed()}, {"data_offset", train_gen.offset()}};
-    };
-    task.load_state = [&](const std::map<std::string, uint64_t>& s) {
-      MG_CHECK(s.count("data_seed") && s.count("data_offset"), "induction_heads: the checkpoint has no data state");
-      train_gen.set_state(s.at("data_seed"), s.at("data_offset"));
-    };
-
-    train::TrainConfig tc = examples::train_config(
-        f, cli, {{"task", "induction_heads"}, {"train_len", std::to_string(train_len)}, {"vocab", std::to_string(vocab)}});
-    train::TrainResult r = train::train(model, tc, task);
-    examples::EvalResult at_train = examples::score_batches(model, eval_set);
+    // Data streams 11 (training) and 12 (the held-out set at the training length).
+    examples::SyntheticRun run(
+        "induction_heads", f, vocab, /*first_stream=*/11, make,
+        examples::strf("induction heads: train L = %lld, V = %lld%s", (long long)train_len, (long long)vocab,
+                       f.paper ? " — paper configuration" : ""));
+    const nn::MambaLM& model = run.model;
+    const train::TrainResult& r = run.train(cli, train_len,
+                                            {{"task", "induction_heads"},
+                                             {"train_len", std::to_string(train_len)},
+                                             {"vocab", std::to_string(vocab)}},
+                                            /*one_answer=*/true);
+    examples::EvalResult at_train = examples::score_batches(model, run.eval_set);
 
     // Length generalisation with the recurrent state.
     std::vector<int64_t> lengths;
@@ -163,7 +137,7 @@ int main(int argc, char** argv) {
                   (long long)length_eval_seqs, (long long)prefill_len);
       for (int64_t L = min_eval_len; L <= max_eval_len; L *= 2) {
         auto t0 = examples::Clock::now();
-        Generator gen((uint64_t)f.seed * 7919 + 1000 + (uint64_t)L);
+        Generator gen = run.stream(1000 + (uint64_t)L);
         data::AnswerScore s = eval_length(model, L, (int32_t)vocab, length_eval_seqs, length_eval_chunk,
                                           prefill_len, gen);
         double sec = examples::seconds_since(t0);
@@ -178,13 +152,8 @@ int main(int argc, char** argv) {
 
     std::printf("\n==== induction heads: summary ====\n");
     std::printf("config      train L %lld, V %lld; %s; %lld params\n", (long long)train_len, (long long)vocab,
-                mcfg.str().c_str(), (long long)model.num_parameters());
-    std::printf("training    batch %lld, %s, weight decay %g, clip %g\n", (long long)f.batch,
-                tc.schedule.describe().c_str(), f.weight_decay, f.grad_clip);
-    std::printf("steps       %lld (this run: %lld)%s\n", (long long)r.steps_done,
-                (long long)(r.steps_done - r.first_step),
-                stop.raised ? " — stopped at the target accuracy"
-                             : (r.interrupted ? " — interrupted, checkpoint saved" : ""));
+                run.mcfg.str().c_str(), (long long)model.num_parameters());
+    run.print_training_summary();
     std::printf("wall time   training %s, length evaluation %s, program %s\n",
                 examples::fmt_duration(r.seconds).c_str(), examples::fmt_duration(eval_seconds).c_str(),
                 examples::fmt_duration(examples::seconds_since(t_program)).c_str());
@@ -205,8 +174,5 @@ int main(int argc, char** argv) {
       std::printf("(paper, Table 2: Mamba 74K params, 100 at every length 2^6 .. 2^20)\n");
     }
     return 0;
-  } catch (const Error& e) {
-    std::fprintf(stderr, "induction_heads: %s\n", e.what());
-    return 1;
-  }
+  });
 }

@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
   examples::add_train_flags(cli, f);
   if (!cli.parse(argc, argv)) return cli.exit_code();
 
-  try {
+  return examples::run_main("selective_copying", [&] {
     auto t_program = examples::Clock::now();
     data::SelectiveCopyingConfig task_cfg;
     task_cfg.region_len = region_len;
@@ -62,66 +62,32 @@ int main(int argc, char** argv) {
     task_cfg.vocab_size = (int32_t)vocab;
     task_cfg.validate();
     const int64_t T = task_cfg.seq_len();
-    const int64_t eval_batch = f.eval_batch > 0 ? f.eval_batch : f.batch;
+    const int64_t eval_batch = f.eval_batch_size();
+    auto make = [&](int64_t n, Generator& gen) { return data::selective_copying_batch(task_cfg, n, gen); };
 
-    nn::MambaConfig mcfg = examples::model_config(f, vocab);
-    nn::MambaLM model(mcfg, (uint64_t)f.seed);
-    std::printf("selective copying: L = %lld (region %lld + %lld answers), V = %lld%s\n", (long long)T,
-                (long long)region_len, (long long)num_data, (long long)vocab,
-                f.paper ? " — paper configuration" : "");
-    std::printf("model: %s, %lld parameters\n", mcfg.str().c_str(), (long long)model.num_parameters());
+    // Data streams 1 (training) and 2 (the periodic held-out set), see SyntheticRun.
+    examples::SyntheticRun run(
+        "selective_copying", f, vocab, /*first_stream=*/1, make,
+        examples::strf("selective copying: L = %lld (region %lld + %lld answers), V = %lld%s", (long long)T,
+                       (long long)region_len, (long long)num_data, (long long)vocab,
+                       f.paper ? " — paper configuration" : ""));
+    const train::TrainResult& r = run.train(
+        cli, T, {{"task", "selective_copying"}, {"region_len", std::to_string(region_len)},
+                 {"num_data", std::to_string(num_data)}, {"vocab", std::to_string(vocab)}},
+        /*one_answer=*/false);
 
-    // Training data: a fresh batch every step from its own generator (its offset is the
-    // resumable task state); evaluation: a fixed held-out set from another seed.
-    Generator train_gen((uint64_t)f.seed * 7919 + 1);
-    Generator eval_gen((uint64_t)f.seed * 7919 + 2);
-    std::vector<data::SyntheticBatch> eval_set;
-    for (int64_t i = 0; i < f.eval_batches; ++i)
-      eval_set.push_back(data::selective_copying_batch(task_cfg, eval_batch, eval_gen));
-
-    examples::TargetStop stop{f.target_acc};
-    train::TrainTask task;
-    task.tokens_per_micro_batch = f.batch * T;
-    task.micro_batch_loss = [&](const nn::MambaLM& m) {
-    stop.before_micro_batch();
-      data::SyntheticBatch b = data::selective_copying_batch(task_cfg, f.batch, train_gen);
-      return m.loss(b.inputs, b.targets, -100);  // CE over the answer positions only
-    };
-    task.evaluate = [&](const nn::MambaLM& m) {
-      auto metrics = examples::eval_metrics(examples::score_batches(m, eval_set));
-      stop.check(metrics["acc_pct"]);
-      return metrics;
-    };
-    task.save_state = [&] {
-      return std::map<std::string, uint64_t>{{"data_seed", train_gen.seed()}, {"data_offset", train_gen.offset()}};
-    };
-    task.load_state = [&](const std::map<std::string, uint64_t>& s) {
-      MG_CHECK(s.count("data_seed") && s.count("data_offset"), "selective_copying: the checkpoint has no data state");
-      train_gen.set_state(s.at("data_seed"), s.at("data_offset"));
-    };
-
-    train::TrainConfig tc = examples::train_config(
-        f, cli, {{"task", "selective_copying"}, {"region_len", std::to_string(region_len)},
-                 {"num_data", std::to_string(num_data)}, {"vocab", std::to_string(vocab)}});
-    train::TrainResult r = train::train(model, tc, task);
-
-    // Final score on a larger held-out set, disjoint from the periodic one.
-    Generator final_gen((uint64_t)f.seed * 7919 + 3);
+    // Final score on a larger held-out set (stream 3), disjoint from the periodic one.
+    Generator final_gen = run.stream(3);
     std::vector<data::SyntheticBatch> final_set;
     for (int64_t n = 0; n < final_seqs; n += eval_batch)
-      final_set.push_back(data::selective_copying_batch(task_cfg, std::min(eval_batch, final_seqs - n), final_gen));
-    examples::EvalResult fin = examples::score_batches(model, final_set);
+      final_set.push_back(make(std::min(eval_batch, final_seqs - n), final_gen));
+    examples::EvalResult fin = examples::score_batches(run.model, final_set);
 
     std::printf("\n==== selective copying: summary ====\n");
     std::printf("config      L %lld (region %lld, %lld data tokens), V %lld; %s; %lld params\n", (long long)T,
-                (long long)region_len, (long long)num_data, (long long)vocab, mcfg.str().c_str(),
-                (long long)model.num_parameters());
-    std::printf("training    batch %lld, %s, weight decay %g, clip %g\n", (long long)f.batch,
-                tc.schedule.describe().c_str(), f.weight_decay, f.grad_clip);
-    std::printf("steps       %lld (this run: %lld)%s\n", (long long)r.steps_done,
-                (long long)(r.steps_done - r.first_step),
-                stop.raised ? " — stopped at the target accuracy"
-                             : (r.interrupted ? " — interrupted, checkpoint saved" : ""));
+                (long long)region_len, (long long)num_data, (long long)vocab, run.mcfg.str().c_str(),
+                (long long)run.model.num_parameters());
+    run.print_training_summary();
     std::printf("wall time   training %s, program %s\n", examples::fmt_duration(r.seconds).c_str(),
                 examples::fmt_duration(examples::seconds_since(t_program)).c_str());
     std::printf("accuracy    %.2f%% of %lld answer tokens (%lld sequences; %.1f%% sequences all correct; "
@@ -129,8 +95,5 @@ int main(int argc, char** argv) {
                 (long long)fin.score.sequences, 100.0 * fin.score.exact_match_rate(), fin.loss);
     std::printf("paper       Mamba (S6) 99.8%% at L 4096 after 400K steps\n");
     return 0;
-  } catch (const Error& e) {
-    std::fprintf(stderr, "selective_copying: %s\n", e.what());
-    return 1;
-  }
+  });
 }

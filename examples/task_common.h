@@ -1,6 +1,8 @@
 // examples/task_common.h — what the two synthetic-task programs (selective_copying,
 // induction_heads) share: the training flags, the model and trainer configuration built from
-// them, scoring on a fixed evaluation set, stopping at a target accuracy, and the summary.
+// them, the training run itself (SyntheticRun: model, data streams, trainer task, evaluation
+// on a fixed held-out set, stopping at a target accuracy), the summary and error handling.
+// Each program keeps only its task: its flags and defaults, its batches, its final scoring.
 //
 // Flag precedence: `--paper` only changes defaults. The programs look for it in argv before
 // declaring their flags, so an explicit flag still wins wherever it stands on the line
@@ -14,8 +16,10 @@
 #pragma once
 #include <chrono>
 #include <csignal>
+#include <cstdarg>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -48,6 +52,8 @@ struct TrainFlags {
   double target_acc = 0.0;  // 0: run all --steps
   std::string run_dir, resume;
   bool paper = false;
+
+  int64_t eval_batch_size() const { return eval_batch > 0 ? eval_batch : batch; }
 };
 
 inline void add_train_flags(Cli& cli, TrainFlags& f) {
@@ -171,5 +177,117 @@ inline std::string fmt_duration(double s) {
   else std::snprintf(buf, sizeof buf, "%dm%04.1fs (%.0f s)", (int)(s / 60), s - 60 * (int)(s / 60), s);
   return buf;
 }
+
+// printf into a std::string.
+[[gnu::format(printf, 1, 2)]] inline std::string strf(const char* fmt, ...) {
+  va_list args, again;
+  va_start(args, fmt);
+  va_copy(again, args);
+  const int n = std::vsnprintf(nullptr, 0, fmt, args);
+  va_end(args);
+  std::string out(n > 0 ? (size_t)n : 0, '\0');
+  if (n > 0) std::vsnprintf(out.data(), out.size() + 1, fmt, again);
+  va_end(again);
+  return out;
+}
+
+// Runs a program's body; an mg::Error becomes "<program>: <message>" on stderr and exit code 1.
+template <typename F>
+int run_main(const char* program, F&& body) {
+  try {
+    return body();
+  } catch (const Error& e) {
+    std::fprintf(stderr, "%s: %s\n", program, e.what());
+    return 1;
+  }
+}
+
+// Draws a batch of `n` sequences of the task from `gen`.
+using MakeBatch = std::function<data::SyntheticBatch(int64_t n, Generator& gen)>;
+
+// One training run of a synthetic task, as both programs do it.
+//
+// The constructor builds the model from the flags, prints `headline` and the model, and draws
+// the fixed held-out set (--eval-batches batches of the evaluation batch size). train() runs the
+// trainer (train/trainer.h) with a fresh batch every micro-batch and the cross-entropy over the
+// answer positions only (targets elsewhere are -100), scores the held-out set at every
+// evaluation, and stops at --target-acc (TargetStop).
+//
+// Data streams: generator k is seeded seed * 7919 + k. Stream `first_stream` draws the training
+// batches; its (seed, offset) is the task state saved in every checkpoint, so a resumed run
+// continues the same stream. Stream first_stream + 1 draws the held-out set; the programs use
+// further streams for their own final sets (stream()).
+class SyntheticRun {
+ public:
+  nn::MambaConfig mcfg;
+  nn::MambaLM model;
+  std::vector<data::SyntheticBatch> eval_set;  // the fixed held-out set
+  TargetStop stop;
+  train::TrainConfig config;                   // set by train()
+  train::TrainResult result;                   // set by train()
+
+  SyntheticRun(const char* program, const TrainFlags& flags, int64_t vocab, uint64_t first_stream,
+               MakeBatch make, const std::string& headline)
+      : mcfg(model_config(flags, vocab)), model(mcfg, (uint64_t)flags.seed), program_(program),
+        f_(flags), make_(std::move(make)), train_gen_(stream(first_stream)) {
+    std::printf("%s\n", headline.c_str());
+    std::printf("model: %s, %lld parameters\n", mcfg.str().c_str(), (long long)model.num_parameters());
+    Generator eval_gen = stream(first_stream + 1);
+    for (int64_t i = 0; i < f_.eval_batches; ++i) eval_set.push_back(make_(f_.eval_batch_size(), eval_gen));
+    stop.target_pct = f_.target_acc;
+  }
+  SyntheticRun(const SyntheticRun&) = delete;  // the trainer's callbacks point at this run
+  SyntheticRun& operator=(const SyntheticRun&) = delete;
+
+  Generator stream(uint64_t k) const { return Generator((uint64_t)f_.seed * 7919 + k); }
+
+  // Trains up to --steps (or the target); `extra` goes into the run's recorded config.
+  // one_answer: a sequence has a single answer, so exact_match_pct (equal to acc_pct) is dropped
+  // from the evaluations.
+  const train::TrainResult& train(const Cli& cli, int64_t seq_len,
+                                  std::map<std::string, std::string> extra, bool one_answer) {
+    train::TrainTask task;
+    task.tokens_per_micro_batch = f_.batch * seq_len;
+    task.micro_batch_loss = [this](const nn::MambaLM& m) {
+      stop.before_micro_batch();
+      data::SyntheticBatch b = make_(f_.batch, train_gen_);
+      return m.loss(b.inputs, b.targets, -100);  // CE over the answer positions only
+    };
+    task.evaluate = [this, one_answer](const nn::MambaLM& m) {
+      auto metrics = eval_metrics(score_batches(m, eval_set));
+      if (one_answer) metrics.erase("exact_match_pct");
+      stop.check(metrics["acc_pct"]);
+      return metrics;
+    };
+    task.save_state = [this] {
+      return std::map<std::string, uint64_t>{{"data_seed", train_gen_.seed()},
+                                             {"data_offset", train_gen_.offset()}};
+    };
+    task.load_state = [this](const std::map<std::string, uint64_t>& s) {
+      MG_CHECK(s.count("data_seed") && s.count("data_offset"), program_,
+               ": the checkpoint has no data state");
+      train_gen_.set_state(s.at("data_seed"), s.at("data_offset"));
+    };
+    config = train_config(f_, cli, std::move(extra));
+    result = train::train(model, config, task);
+    return result;
+  }
+
+  // The summary lines both programs print after their "config" line.
+  void print_training_summary() const {
+    std::printf("training    batch %lld, %s, weight decay %g, clip %g\n", (long long)f_.batch,
+                config.schedule.describe().c_str(), f_.weight_decay, f_.grad_clip);
+    std::printf("steps       %lld (this run: %lld)%s\n", (long long)result.steps_done,
+                (long long)(result.steps_done - result.first_step),
+                stop.raised ? " — stopped at the target accuracy"
+                            : (result.interrupted ? " — interrupted, checkpoint saved" : ""));
+  }
+
+ private:
+  const char* program_;
+  TrainFlags f_;
+  MakeBatch make_;
+  Generator train_gen_;  // after f_: stream() reads the seed
+};
 
 }  // namespace mg::examples
