@@ -75,7 +75,7 @@ void selective_scan_fwd(const float* u, const float* delta, const float* A, cons
                         bool delta_softplus, const float* h0, float* y, float* h_last,
                         float* chunk_states, int64_t batch, int64_t length, int64_t channels,
                         int64_t states, int64_t chunk) {
-  auto f = scan_version() == ScanVersion::v1 ? selective_scan_fwd_v1 : selective_scan_fwd_v2;
+  ScanFwdFn* f = scan_version() == ScanVersion::v1 ? selective_scan_fwd_v1 : selective_scan_fwd_v2;
   f(u, delta, A, Bm, C, D, z, delta_bias, delta_softplus, h0, y, h_last, chunk_states, batch,
     length, channels, states, chunk);
 }
@@ -87,7 +87,7 @@ void selective_scan_bwd(const float* u, const float* delta, const float* A, cons
                         float* dC, float* dD, float* dz, float* ddelta_bias, float* dh0,
                         int64_t batch, int64_t length, int64_t channels, int64_t states,
                         int64_t chunk) {
-  auto f = scan_version() == ScanVersion::v1 ? selective_scan_bwd_v1 : selective_scan_bwd_v2;
+  ScanBwdFn* f = scan_version() == ScanVersion::v1 ? selective_scan_bwd_v1 : selective_scan_bwd_v2;
   f(u, delta, A, Bm, C, D, z, delta_bias, delta_softplus, chunk_states, dy, dh_last, du, ddelta,
     dA, dB, dC, dD, dz, ddelta_bias, dh0, batch, length, channels, states, chunk);
 }

@@ -56,46 +56,29 @@ ScanVersion scan_version();
 void set_scan_version(ScanVersion v);
 const char* scan_version_name(ScanVersion v);
 
-// The dispatching entry points: exactly cpu::selective_scan_fwd<float> / _bwd<float>'s
-// arguments (ops/selective_scan_kernels.h), run by scan_version().
-void selective_scan_fwd(const float* u, const float* delta, const float* A, const float* Bm,
-                        const float* C, const float* D, const float* z, const float* delta_bias,
-                        bool delta_softplus, const float* h0, float* y, float* h_last,
-                        float* chunk_states, int64_t batch, int64_t length, int64_t channels,
-                        int64_t states, int64_t chunk);
-void selective_scan_bwd(const float* u, const float* delta, const float* A, const float* Bm,
-                        const float* C, const float* D, const float* z, const float* delta_bias,
-                        bool delta_softplus, const float* chunk_states, const float* dy,
-                        const float* dh_last, float* du, float* ddelta, float* dA, float* dB,
-                        float* dC, float* dD, float* dz, float* ddelta_bias, float* dh0,
-                        int64_t batch, int64_t length, int64_t channels, int64_t states,
-                        int64_t chunk);
+// The signatures of every forward and backward entry point below: exactly
+// cpu::selective_scan_fwd<float> / _bwd<float>'s arguments (ops/selective_scan_kernels.h),
+// device pointers. (C++ lets a function type declare functions, not define them: the
+// definitions in the .cu files spell the parameter lists out.)
+using ScanFwdFn = void(const float* u, const float* delta, const float* A, const float* Bm,
+                       const float* C, const float* D, const float* z, const float* delta_bias,
+                       bool delta_softplus, const float* h0, float* y, float* h_last,
+                       float* chunk_states, int64_t batch, int64_t length, int64_t channels,
+                       int64_t states, int64_t chunk);
+using ScanBwdFn = void(const float* u, const float* delta, const float* A, const float* Bm,
+                       const float* C, const float* D, const float* z, const float* delta_bias,
+                       bool delta_softplus, const float* chunk_states, const float* dy,
+                       const float* dh_last, float* du, float* ddelta, float* dA, float* dB,
+                       float* dC, float* dD, float* dz, float* ddelta_bias, float* dh0,
+                       int64_t batch, int64_t length, int64_t channels, int64_t states,
+                       int64_t chunk);
 
+// The dispatching entry points, run by scan_version().
+ScanFwdFn selective_scan_fwd;
+ScanBwdFn selective_scan_bwd;
 // The two versions directly (same arguments), for tests and benchmarks.
-void selective_scan_fwd_v1(const float* u, const float* delta, const float* A, const float* Bm,
-                           const float* C, const float* D, const float* z,
-                           const float* delta_bias, bool delta_softplus, const float* h0,
-                           float* y, float* h_last, float* chunk_states, int64_t batch,
-                           int64_t length, int64_t channels, int64_t states, int64_t chunk);
-void selective_scan_bwd_v1(const float* u, const float* delta, const float* A, const float* Bm,
-                           const float* C, const float* D, const float* z,
-                           const float* delta_bias, bool delta_softplus,
-                           const float* chunk_states, const float* dy, const float* dh_last,
-                           float* du, float* ddelta, float* dA, float* dB, float* dC, float* dD,
-                           float* dz, float* ddelta_bias, float* dh0, int64_t batch,
-                           int64_t length, int64_t channels, int64_t states, int64_t chunk);
-void selective_scan_fwd_v2(const float* u, const float* delta, const float* A, const float* Bm,
-                           const float* C, const float* D, const float* z,
-                           const float* delta_bias, bool delta_softplus, const float* h0,
-                           float* y, float* h_last, float* chunk_states, int64_t batch,
-                           int64_t length, int64_t channels, int64_t states, int64_t chunk);
-void selective_scan_bwd_v2(const float* u, const float* delta, const float* A, const float* Bm,
-                           const float* C, const float* D, const float* z,
-                           const float* delta_bias, bool delta_softplus,
-                           const float* chunk_states, const float* dy, const float* dh_last,
-                           float* du, float* ddelta, float* dA, float* dB, float* dC, float* dD,
-                           float* dz, float* ddelta_bias, float* dh0, int64_t batch,
-                           int64_t length, int64_t channels, int64_t states, int64_t chunk);
+ScanFwdFn selective_scan_fwd_v1, selective_scan_fwd_v2;
+ScanBwdFn selective_scan_bwd_v1, selective_scan_bwd_v2;
 
 // The bytes a forward / backward must move at least (see above), for GB/s in the benchmark.
 struct ScanBytes {

@@ -96,6 +96,35 @@ struct Inputs {
   int64_t B, L, ED, N;
 };
 
+// A tile of a (B, L, ED) tensor into registers, through s_tile (free before and after the
+// call): r[i] = src at warp w's channel and lane l's step t0 + l*kItems + i (0 past t_end).
+__device__ __forceinline__ void tile_to_regs(const float* __restrict__ src, const Inputs& p,
+                                             int64_t b, int64_t t0, int64_t t_end, int64_t c0,
+                                             float* s_tile, float (&r)[kItems]) {
+  const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
+  __syncthreads();  // the previous readers of s_tile are done
+  load_tile(src, b, p.L, p.ED, t0, t_end, c0, s_tile);
+  __syncthreads();
+#pragma unroll
+  for (int i = 0; i < kItems; ++i) r[i] = s_tile[w * kRow + slot(lane, i)];
+}
+// The first loads of a tile, in the forward and the backward alike: u_r[i] = u_t and
+// dt_r[i] = delta_t = softplus(delta_raw_t + bias), 0 on padded steps t >= t_end (which the
+// scans then treat as the identity).
+__device__ __forceinline__ void load_u_delta(const Inputs& p, int64_t b, int64_t t0,
+                                             int64_t t_end, int64_t c0, float bias,
+                                             float* s_tile, float (&u_r)[kItems],
+                                             float (&dt_r)[kItems]) {
+  const int lane = threadIdx.x % 32;
+  tile_to_regs(p.u, p, b, t0, t_end, c0, s_tile, u_r);
+  tile_to_regs(p.delta, p, b, t0, t_end, c0, s_tile, dt_r);
+#pragma unroll
+  for (int i = 0; i < kItems; ++i) {
+    const bool valid = t0 + lane * kItems + i < t_end;
+    dt_r[i] = valid ? delta_of(dt_r[i] + bias, p.softplus) : 0.f;
+  }
+}
+
 // ---- forward --------------------------------------------------------------------------------
 // h0 has batch stride h0_stride (ED*N, or the saved-states stride when the backward re-derives
 // boundaries); y, h_last, states may be null. states: (B, ceil(L/T), ED, N), entering state.
@@ -119,18 +148,9 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t t0 = 0; t0 < L; t0 += kTile) {
     const int64_t t_end = imin(L, t0 + kTile);
     float u_r[kItems], dt_r[kItems], y_r[kItems];
-    __syncthreads();  // the previous tile's readers of s_tile are done
-    load_tile(p.u, b, L, ED, t0, t_end, c0, s_tile);
-    __syncthreads();
-#pragma unroll
-    for (int i = 0; i < kItems; ++i) u_r[i] = s_tile[w * kRow + slot(lane, i)];
-    __syncthreads();
-    load_tile(p.delta, b, L, ED, t0, t_end, c0, s_tile);
-    __syncthreads();
+    load_u_delta(p, b, t0, t_end, c0, bias, s_tile, u_r, dt_r);
 #pragma unroll
     for (int i = 0; i < kItems; ++i) {
-      const bool valid = t0 + lane * kItems + i < t_end;
-      dt_r[i] = valid ? delta_of(s_tile[w * kRow + slot(lane, i)] + bias, p.softplus) : 0.f;
       y_r[i] = Dd * u_r[i];
       u_r[i] *= dt_r[i];  // from here on u_r holds delta_t u_t
     }
@@ -167,7 +187,7 @@ __global__ void __launch_bounds__(kThreads)
         __syncwarp();
       }
     }
-    if (p.z) {
+    if (p.z) {  // (read straight from s_tile: a z_r copy costs this kernel 2 registers)
       __syncthreads();
       load_tile(p.z, b, L, ED, t0, t_end, c0, s_tile);
       __syncthreads();
@@ -229,33 +249,19 @@ __global__ void __launch_bounds__(kThreads)
     float u_r[kItems], dt_r[kItems], g_r[kItems], gz_r[kItems], yp_r[kItems];
     float slB_r[kItems], ddt_r[kItems];
     // Per step: u, delta_t, g = dL/dy_pre, the dz factor, y_pre starts at D u.
-    __syncthreads();
-    load_tile(p.u, b, L, ED, t0, t_end, c0, s_tile);
-    __syncthreads();
-#pragma unroll
-    for (int i = 0; i < kItems; ++i) u_r[i] = s_tile[w * kRow + slot(lane, i)];
-    __syncthreads();
-    load_tile(p.delta, b, L, ED, t0, t_end, c0, s_tile);
-    __syncthreads();
+    load_u_delta(p, b, t0, t_end, c0, bias, s_tile, u_r, dt_r);
 #pragma unroll
     for (int i = 0; i < kItems; ++i) {
-      const bool valid = t0 + lane * kItems + i < t_end;
-      dt_r[i] = valid ? delta_of(s_tile[w * kRow + slot(lane, i)] + bias, p.softplus) : 0.f;
       yp_r[i] = Dd * u_r[i];
       slB_r[i] = ddt_r[i] = gz_r[i] = 0.f;
     }
-    __syncthreads();
-    load_tile(o.dy, b, L, ED, t0, t_end, c0, s_tile);
-    __syncthreads();
-#pragma unroll
-    for (int i = 0; i < kItems; ++i) g_r[i] = s_tile[w * kRow + slot(lane, i)];
+    tile_to_regs(o.dy, p, b, t0, t_end, c0, s_tile, g_r);
     if (p.z) {
-      __syncthreads();
-      load_tile(p.z, b, L, ED, t0, t_end, c0, s_tile);
-      __syncthreads();
+      float z_r[kItems];
+      tile_to_regs(p.z, p, b, t0, t_end, c0, s_tile, z_r);
 #pragma unroll
       for (int i = 0; i < kItems; ++i) {
-        const float zt = s_tile[w * kRow + slot(lane, i)], s = sigmoidf_(zt);
+        const float zt = z_r[i], s = sigmoidf_(zt);
         gz_r[i] = g_r[i] * s * (1.f + zt * (1.f - s));  // dz = dy s (1 + z (1 - s)) y_pre
         g_r[i] = g_r[i] * zt * s;
       }
