@@ -70,11 +70,29 @@ ScanVersion scan_version() { return g_version.load(); }
 void set_scan_version(ScanVersion v) { g_version.store(v); }
 const char* scan_version_name(ScanVersion v) { return v == ScanVersion::v1 ? "v1" : "v2"; }
 
+// Empty sizes, for both versions, with the CPU kernel's results (found in review: the versions
+// returned early and left outputs unwritten): with L = 0 the scan is the identity on the state
+// (h_last = h0, dh0 = dh_last, zeros where absent); the parameter gradients are sums over an
+// empty range (B = 0 or L = 0), so zero.
+namespace {
+void copy_or_zero(float* dst, const float* src, int64_t n) {
+  if (!dst || n == 0) return;
+  if (src)
+    MG_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, cuda_stream()));
+  else
+    MG_CUDA_CHECK(cudaMemsetAsync(dst, 0, n * sizeof(float), cuda_stream()));
+}
+}  // namespace
+
 void selective_scan_fwd(const float* u, const float* delta, const float* A, const float* Bm,
                         const float* C, const float* D, const float* z, const float* delta_bias,
                         bool delta_softplus, const float* h0, float* y, float* h_last,
                         float* chunk_states, int64_t batch, int64_t length, int64_t channels,
                         int64_t states, int64_t chunk) {
+  if (length == 0) {
+    copy_or_zero(h_last, h0, batch * channels * states);
+    return;
+  }
   ScanFwdFn* f = scan_version() == ScanVersion::v1 ? selective_scan_fwd_v1 : selective_scan_fwd_v2;
   f(u, delta, A, Bm, C, D, z, delta_bias, delta_softplus, h0, y, h_last, chunk_states, batch,
     length, channels, states, chunk);
@@ -87,6 +105,13 @@ void selective_scan_bwd(const float* u, const float* delta, const float* A, cons
                         float* dC, float* dD, float* dz, float* ddelta_bias, float* dh0,
                         int64_t batch, int64_t length, int64_t channels, int64_t states,
                         int64_t chunk) {
+  if (batch == 0 || length == 0) {
+    copy_or_zero(dA, nullptr, channels * states);
+    copy_or_zero(dD, nullptr, channels);
+    copy_or_zero(ddelta_bias, nullptr, channels);
+    copy_or_zero(dh0, dh_last, batch * channels * states);
+    return;
+  }
   ScanBwdFn* f = scan_version() == ScanVersion::v1 ? selective_scan_bwd_v1 : selective_scan_bwd_v2;
   f(u, delta, A, Bm, C, D, z, delta_bias, delta_softplus, chunk_states, dy, dh_last, du, ddelta,
     dA, dB, dC, dD, dz, ddelta_bias, dh0, batch, length, channels, states, chunk);

@@ -429,8 +429,11 @@ __global__ void v2_sum_groups_kernel(const float* __restrict__ partB, const floa
   }
 }
 
-void check_v2(int64_t N, int64_t chunk) {
+void check_v2(int64_t B, int64_t N, int64_t chunk) {
   MG_CHECK(chunk >= 1, "selective_scan (CUDA v2): chunk T must be >= 1, got ", chunk);
+  // The batch index is blockIdx.y, limited to 65535 by CUDA (v1 has no such limit).
+  MG_CHECK(B <= 65535, "selective_scan (CUDA v2): batch ", B,
+           " exceeds the grid's 65535 rows; split the batch or use v1 (cuda::set_scan_version)");
   MG_CHECK(N >= 1 && N <= kMaxStates, "selective_scan (CUDA v2): supports 1 <= N <= ",
            kMaxStates, " states, got ", N);
 }
@@ -457,7 +460,7 @@ void selective_scan_fwd_v2(const float* u, const float* delta, const float* A, c
                            const float* delta_bias, bool delta_softplus, const float* h0,
                            float* y, float* h_last, float* chunk_states, int64_t batch,
                            int64_t length, int64_t channels, int64_t states, int64_t chunk) {
-  check_v2(states, chunk);
+  check_v2(batch, states, chunk);
   if (batch == 0 || length == 0 || channels == 0) return;
   Inputs p{u, delta, A, Bm, C, D, z, delta_bias, delta_softplus, batch, length, channels, states};
   launch_fwd(p, h0, channels * states, y, h_last, chunk_states, chunk);
@@ -470,7 +473,7 @@ void selective_scan_bwd_v2(const float* u, const float* delta, const float* A, c
                            float* du, float* ddelta, float* dA, float* dB, float* dC, float* dD,
                            float* dz, float* ddelta_bias, float* dh0, int64_t batch,
                            int64_t length, int64_t channels, int64_t states, int64_t chunk) {
-  check_v2(states, chunk);
+  check_v2(batch, states, chunk);
   if (batch == 0 || length == 0 || channels == 0) return;
   const int64_t B = batch, L = length, ED = channels, N = states, T = chunk;
   const int64_t nc = (L + T - 1) / T, G = (ED + kWarps - 1) / kWarps;

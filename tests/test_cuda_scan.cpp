@@ -18,6 +18,7 @@
 #include "core/allocator.h"
 #include "core/tensor.h"
 #include "ops/arith.h"
+#include "ops/reduce.h"
 #include "cuda/runtime.h"
 #include "cuda/selective_scan.h"
 #include "ops/selective_scan_kernels.h"
@@ -349,6 +350,44 @@ TEST_CASE("cuda selective_scan: unsupported sizes throw errors naming the op") {
                                               nullptr, true, nullptr, y.data<float>(), nullptr,
                                               nullptr, 1, 4, 2, 300, 0),
                   Error);
+}
+
+TEST_CASE("cuda selective_scan: v2 rejects a batch above the grid's 65535 rows, naming it") {
+  MG_SKIP_WITHOUT_GPU();
+  const int64_t B = 65536;  // L = ED = N = 1: tiny buffers, only the grid is too tall
+  Tensor x = Tensor::zeros({B, 1, 1}, DType::f32, kGpu), A = Tensor::full({1, 1}, -1.0, DType::f32, kGpu);
+  Tensor y = Tensor::zeros({B, 1, 1}, DType::f32, kGpu);
+  CHECK_THROWS_WITH_AS(cuda::selective_scan_fwd_v2(x.data<float>(), x.data<float>(), A.data<float>(),
+                                                   x.data<float>(), x.data<float>(), nullptr, nullptr,
+                                                   nullptr, true, nullptr, y.data<float>(), nullptr,
+                                                   nullptr, B, 1, 1, 1, 64),
+                       doctest::Contains("batch 65536"), Error);
+}
+
+TEST_CASE("cuda selective_scan: batch 0 gives zero parameter gradients; L 0 passes the state through") {
+  MG_SKIP_WITHOUT_GPU();
+  for (auto v : {cuda::ScanVersion::v1, cuda::ScanVersion::v2}) {
+    cuda::set_scan_version(v);
+    const int64_t ED = 3, N = 4;
+    // Garbage first, so that "left unwritten" cannot pass as zero.
+    Tensor dA = Tensor::full({ED, N}, 7.0, DType::f32, kGpu), dD = Tensor::full({ED}, 7.0, DType::f32, kGpu);
+    Tensor dbias = Tensor::full({ED}, 7.0, DType::f32, kGpu);
+    Tensor A = Tensor::full({ED, N}, -1.0, DType::f32, kGpu), none = Tensor::zeros({1}, DType::f32, kGpu);
+    const float* nil = none.data<float>();  // B = 0: no (B, ..) element is ever read
+    float* out = none.data<float>();
+    cuda::selective_scan_bwd(nil, nil, A.data<float>(), nil, nil, nil, nil, nil, true, nil, nil,
+                             nullptr, out, out, dA.data<float>(), out, out, dD.data<float>(), out,
+                             dbias.data<float>(), nullptr, 0, 8, ED, N, 64);
+    CHECK(sum(dA.to(Device::cpu())).item() == 0.0);
+    CHECK(sum(dD.to(Device::cpu())).item() == 0.0);
+    CHECK(sum(dbias.to(Device::cpu())).item() == 0.0);
+    // L = 0 (raw kernel API): h_last = h0 and dh0 = dh_last, like the CPU loop.
+    Tensor h0 = Tensor::full({2, ED, N}, 0.5, DType::f32, kGpu), h_last = Tensor::zeros({2, ED, N}, DType::f32, kGpu);
+    cuda::selective_scan_fwd(nil, nil, A.data<float>(), nil, nil, nullptr, nullptr, nullptr, true,
+                             h0.data<float>(), out, h_last.data<float>(), nullptr, 2, 0, ED, N, 64);
+    CHECK(sum(h_last.to(Device::cpu())).item() == doctest::Approx(0.5 * 2 * ED * N));
+  }
+  cuda::set_scan_version(cuda::ScanVersion::v2);
 }
 
 #endif  // MG_WITH_CUDA
