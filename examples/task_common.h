@@ -8,14 +8,12 @@
 // declaring their flags, so an explicit flag still wins wherever it stands on the line
 // (`--paper --steps 1000` and `--steps 1000 --paper` both run the paper's setup for 1000 steps).
 //
-// Stopping at --target-acc: the trainer (train/trainer.h) has no early-stop hook, but its
-// Ctrl-C path is exactly "save a checkpoint and return". When an evaluation reaches the target,
-// TargetStop raises SIGINT as the next step starts; the trainer finishes that step, saves a
-// checkpoint (with a run directory) and returns. The program then re-scores the final
-// weights, so the summary always describes the model that was saved.
+// Stopping at --target-acc: TrainTask::should_stop (train/trainer.h) returns true once an
+// evaluation reaches the target; the trainer saves a checkpoint (with a run directory) and
+// returns. The program then re-scores the final weights, so the summary always describes the
+// model that was saved.
 #pragma once
 #include <chrono>
-#include <csignal>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -142,27 +140,17 @@ inline std::map<std::string, double> eval_metrics(const EvalResult& r) {
           {"answer_loss", r.loss}};
 }
 
-// Stops training (through the trainer's Ctrl-C path) once an evaluation reaches the target.
-// check() runs inside the evaluation; the SIGINT is raised at the start of the next
-// micro-batch, where the trainer's handler is installed for sure (the final evaluation runs
-// after the trainer has restored the previous handler, and there is no next micro-batch).
+// The --target-acc rule: reached once an evaluation's accuracy is at least the target.
 struct TargetStop {
   double target_pct = 0;  // 0: never
-  bool reached = false, raised = false;
-  void check(double acc_pct) {
+  bool reached = false;
+  bool check(double acc_pct) {
     if (target_pct > 0 && !reached && acc_pct >= target_pct) {
       reached = true;
-      std::printf("target accuracy %.2f%% reached (%.2f%%)\n", target_pct, acc_pct);
+      std::printf("target accuracy %.2f%% reached (%.2f%%): stopping\n", target_pct, acc_pct);
       std::fflush(stdout);
     }
-  }
-  void before_micro_batch() {
-    if (reached && !raised) {
-      raised = true;
-      std::printf("stopping at the target: this step completes, then the trainer saves and returns\n");
-      std::fflush(stdout);
-      std::raise(SIGINT);  // the trainer finishes this step, saves a checkpoint and returns
-    }
+    return reached;
   }
 };
 
@@ -249,15 +237,16 @@ class SyntheticRun {
     train::TrainTask task;
     task.tokens_per_micro_batch = f_.batch * seq_len;
     task.micro_batch_loss = [this](const nn::MambaLM& m) {
-      stop.before_micro_batch();
       data::SyntheticBatch b = make_(f_.batch, train_gen_);
       return m.loss(b.inputs, b.targets, -100);  // CE over the answer positions only
     };
     task.evaluate = [this, one_answer](const nn::MambaLM& m) {
       auto metrics = eval_metrics(score_batches(m, eval_set));
       if (one_answer) metrics.erase("exact_match_pct");
-      stop.check(metrics["acc_pct"]);
       return metrics;
+    };
+    task.should_stop = [this](const std::map<std::string, double>& metrics) {
+      return stop.check(metrics.at("acc_pct"));
     };
     task.save_state = [this] {
       return std::map<std::string, uint64_t>{{"data_seed", train_gen_.seed()},
@@ -279,7 +268,7 @@ class SyntheticRun {
                 config.schedule.describe().c_str(), f_.weight_decay, f_.grad_clip);
     std::printf("steps       %lld (this run: %lld)%s\n", (long long)result.steps_done,
                 (long long)(result.steps_done - result.first_step),
-                stop.raised ? " — stopped at the target accuracy"
+                result.stopped_early ? " — stopped at the target accuracy"
                             : (result.interrupted ? " — interrupted, checkpoint saved" : ""));
   }
 

@@ -1,4 +1,4 @@
-// The training loop: exact resume, Ctrl-C, the non-finite guard, checkpoint retention.
+// The training loop: exact resume, Ctrl-C, early stop, the non-finite guard, checkpoint retention.
 #include <doctest/doctest.h>
 
 #include <csignal>
@@ -116,6 +116,34 @@ TEST_CASE("trainer: Ctrl-C saves a checkpoint and returns") {
   CHECK(r.steps_done == 3);
   CHECK(train::latest_checkpoint(d) == (fs::path(d) / "ckpt-000003").string());
   CHECK(fs::exists(fs::path(d) / "ckpt-000003" / "model.safetensors"));
+  fs::remove_all(d);
+}
+
+TEST_CASE("trainer: should_stop ends training after an evaluation and saves a checkpoint") {
+  std::string d = temp_dir("early");
+  nn::MambaLM m(tiny_config(), 1);
+  ToyTask t;
+  auto task = t.task();
+  int evals = 0;
+  task.evaluate = [&](const nn::MambaLM&) {
+    ++evals;
+    return std::map<std::string, double>{{"evals", double(evals)}};
+  };
+  std::vector<double> asked;  // the metrics should_stop saw
+  task.should_stop = [&](const std::map<std::string, double>& e) {
+    asked.push_back(e.at("evals"));
+    return e.at("evals") >= 3;  // the third evaluation, after step 6
+  };
+  auto c = base_config(d, 100);
+  c.eval_every = 2;
+  auto r = train::train(m, c, task);
+  CHECK(r.stopped_early);
+  CHECK(!r.interrupted);
+  CHECK(r.steps_done == 6);
+  CHECK(evals == 3);  // no extra final evaluation: the weights were just evaluated
+  CHECK(asked == std::vector<double>{1, 2, 3});
+  CHECK(r.last_eval.at("evals") == 3);
+  CHECK(train::latest_checkpoint(d) == (fs::path(d) / "ckpt-000006").string());
   fs::remove_all(d);
 }
 

@@ -132,12 +132,19 @@ TrainResult train(nn::MambaLM& model, const TrainConfig& cfg, TrainTask& task) {
       res.interrupted = true;
       break;
     }
-    if (cfg.eval_every > 0 && step % cfg.eval_every == 0 && step < cfg.steps) evaluate();
+    if (cfg.eval_every > 0 && step % cfg.eval_every == 0 && step < cfg.steps) {
+      evaluate();
+      if (task.should_stop && task.should_stop(res.last_eval)) {
+        log.message("stopping early at step " + std::to_string(step) + " (the task's should_stop)");
+        res.stopped_early = true;
+        break;
+      }
+    }
     if (cfg.ckpt_every > 0 && step % cfg.ckpt_every == 0 && step < cfg.steps) save();
   }
   if (cfg.handle_sigint) std::signal(SIGINT, old_handler);
   if (!res.interrupted) {
-    evaluate();
+    if (!res.stopped_early) evaluate();  // (an early stop has just evaluated these weights)
     save();
   }
   res.steps_done = step;

@@ -56,6 +56,9 @@ struct TrainTask {
   // The task's resumable state as integers, and its restoration. Optional.
   std::function<std::map<std::string, uint64_t>()> save_state;
   std::function<void(const std::map<std::string, uint64_t>&)> load_state;
+  // Early stop, asked after every periodic evaluation with its metrics: true ends training
+  // there (a checkpoint is saved as at the end; TrainResult::stopped_early). Optional.
+  std::function<bool(const std::map<std::string, double>&)> should_stop;
 };
 
 struct TrainResult {
@@ -64,6 +67,7 @@ struct TrainResult {
   std::vector<double> losses;    // per step run in this call (NaN for skipped steps)
   std::map<std::string, double> last_eval;
   bool interrupted = false;      // stopped by Ctrl-C (a checkpoint was saved)
+  bool stopped_early = false;    // stopped by TrainTask::should_stop (a checkpoint was saved)
   double seconds = 0;
 };
 
