@@ -36,8 +36,8 @@ namespace {
 
 using scan_math::vdelta;
 using scan_math::vdelta_grad;
-using scan_math::vexp;
-using scan_math::vsigmoid;
+using vmath::vexp;
+using vmath::vsigmoid;
 
 template <typename T> constexpr int kLanes = 64 / sizeof(T);
 

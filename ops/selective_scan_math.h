@@ -3,15 +3,14 @@
 //
 //   vdelta(r, sp)       delta_t = softplus(r) (r = delta_raw + delta_bias), or r when !sp
 //   vdelta_grad(r, sp)  d(delta_t)/d(r): sigmoid(r), 1 above the softplus threshold or when !sp
-//
-// `mg::scan_math` re-exports mg::vmath for code written against the former home of these
-// functions (nn/inference.cpp); new code includes core/vmath.h.
 #pragma once
 #include "core/vmath.h"
 
 namespace mg::scan_math {
 
-using namespace mg::vmath;
+using vmath::kSoftplusThreshold;
+using vmath::vsigmoid;
+using vmath::vsoftplus;
 
 template <typename T>
 [[gnu::always_inline]] inline T vdelta(T raw_plus_bias, bool use_softplus) {
