@@ -182,4 +182,30 @@ using F32x16 = float __attribute__((vector_size(64)));  // 64-byte aligned by na
   return scale_pow2(p, kf);
 }
 
+// The 16-lane forms of vlog1p_unit, vsoftplus and vsigmoid: the scalar templates' operations in
+// the same order (so bitwise the same results, tested), written on whole vectors so that the
+// compiler needs no per-lane masks (the scan kernels call these once per step and channel
+// block, where the masked `omp simd` form of the scalar template was ~half the forward's time).
+[[gnu::always_inline]] inline F32x16 vlog1p_unit(F32x16 e) {
+  using Tr = ExpTraits<float>;
+  const F32x16 s = e / (splat(2.0f) + e);
+  const F32x16 s2 = s * s;
+  F32x16 p = splat(1.0f / float(2 * Tr::kAtanhTerms - 1));
+#pragma GCC unroll 20
+  for (int i = Tr::kAtanhTerms - 2; i >= 0; --i) p = fma(s2, p, splat(1.0f / float(2 * i + 1)));
+  return splat(2.0f) * s * p;
+}
+[[gnu::always_inline]] inline F32x16 vsoftplus(F32x16 x) {
+  const F32x16 zero{};
+  const F32x16 ax = x < zero ? -x : x;
+  const F32x16 sp = (x > zero ? x : zero) + vlog1p_unit(vexp(-ax));
+  return x > splat(float(kSoftplusThreshold)) ? x : sp;
+}
+[[gnu::always_inline]] inline F32x16 vsigmoid(F32x16 x) {
+  const F32x16 zero{};
+  const F32x16 e = vexp(x < zero ? x : -x);  // e^-|x|
+  const F32x16 inv = splat(1.0f) / (splat(1.0f) + e);
+  return x >= zero ? inv : e * inv;
+}
+
 }  // namespace mg::vmath

@@ -55,18 +55,14 @@ inline void store_lanes(V v, int64_t w, float* dst) {
 }
 
 // Per-step inputs of one block: u, raw = delta_raw + bias, delta = softplus(raw) or raw,
-// delta*u. The scalar vmath functions run lane by lane (the compiler vectorises the loop).
+// delta*u (vmath's 16-lane softplus: the scalar algorithm on whole vectors).
 struct Step { V u, raw, dt, dtu; };
 inline Step prep_step(const float* u_row, const float* delta_row, V bias, bool softplus,
                       int64_t w) {
   Step s;
   s.u = load_lanes(u_row, w);
   s.raw = load_lanes(delta_row, w) + bias;
-  alignas(64) float raw[W], dt[W];
-  std::memcpy(raw, &s.raw, sizeof(V));
-#pragma omp simd
-  for (int j = 0; j < W; ++j) dt[j] = scan_math::vdelta(raw[j], softplus);
-  std::memcpy(&s.dt, dt, sizeof(V));
+  s.dt = scan_math::vdelta(s.raw, softplus);
   s.dtu = s.dt * s.u;
   return s;
 }
@@ -113,15 +109,7 @@ void vecs_to_state(const V* v, int64_t d0, int64_t w, float* dst) {
 inline V param_lanes(const float* p, int64_t d0, int64_t w) {
   return p ? load_lanes(p + d0, w) : V{};
 }
-inline V gate(V y_pre, V z) {  // y_pre * silu(z)
-  alignas(64) float zl[W], sl[W];
-  std::memcpy(zl, &z, sizeof(V));
-#pragma omp simd
-  for (int j = 0; j < W; ++j) sl[j] = zl[j] * vmath::vsigmoid(zl[j]);
-  V s;
-  std::memcpy(&s, sl, sizeof(V));
-  return y_pre * s;
-}
+inline V gate(V y_pre, V z) { return y_pre * (z * vmath::vsigmoid(z)); }  // y_pre * silu(z)
 
 constexpr int64_t kParallelWork = 1 << 16;
 // A block reads one 64-byte line per (B, L, ED) stream per step, ED*4 bytes apart: fetch the
@@ -273,11 +261,7 @@ void bwd_fixed(const float* u, const float* delta, const float* A, const float* 
             u_c[i] = s.u;
             dt_c[i] = s.dt;
             dtu_c[i] = s.dtu;
-            alignas(64) float raw[W], fac[W];
-            std::memcpy(raw, &s.raw, sizeof(V));
-#pragma omp simd
-            for (int j = 0; j < W; ++j) fac[j] = scan_math::vdelta_grad(raw[j], softplus);
-            std::memcpy(&dfac_c[i], fac, sizeof(V));
+            dfac_c[i] = scan_math::vdelta_grad(s.raw, softplus);
           }
           // (2) The gate: g = dL/dy_pre, dz, dD.
           V dD_acc = dD_part[b * num_blocks + kb];
@@ -286,22 +270,11 @@ void bwd_fixed(const float* u, const float* delta, const float* A, const float* 
             prefetch_rows(dy + row, ED);
             if (z) prefetch_rows(z + row, ED);
             const V dyl = load_lanes(dy + row, w);
-            if (z) {
-              alignas(64) float zl[W], dyv[W], yp[W], gl[W], dzl[W];
-              const V zv = load_lanes(z + row, w);
-              std::memcpy(zl, &zv, sizeof(V));
-              std::memcpy(dyv, &dyl, sizeof(V));
-              std::memcpy(yp, &ypre_c[i], sizeof(V));
-#pragma omp simd
-              for (int j = 0; j < W; ++j) {
-                const float sg = vmath::vsigmoid(zl[j]);
-                dzl[j] = dyv[j] * yp[j] * sg * (1.0f + zl[j] * (1.0f - sg));
-                gl[j] = dyv[j] * zl[j] * sg;
-              }
-              std::memcpy(&g_c[i], gl, sizeof(V));
-              V dzv;
-              std::memcpy(&dzv, dzl, sizeof(V));
-              store_lanes(dzv, w, dz + row);
+            if (z) {  // y = y_pre silu(z): g = dy silu(z), dz = dy y_pre silu'(z)
+              const V zv = load_lanes(z + row, w), sg = vmath::vsigmoid(zv);
+              store_lanes(dyl * ypre_c[i] * sg * (splat(1.0f) + zv * (splat(1.0f) - sg)), w,
+                          dz + row);
+              g_c[i] = dyl * zv * sg;
             } else {
               g_c[i] = dyl;
             }

@@ -22,4 +22,12 @@ template <typename T>
   return raw_plus_bias > T(kSoftplusThreshold) ? T(1) : vsigmoid(raw_plus_bias);
 }
 
+// 16 lanes at once (vdelta above serves them too: vsoftplus has a 16-lane overload).
+[[gnu::always_inline]] inline vmath::F32x16 vdelta_grad(vmath::F32x16 raw_plus_bias,
+                                                        bool use_softplus) {
+  using vmath::splat;
+  if (!use_softplus) return splat(1.0f);
+  return raw_plus_bias > splat(float(kSoftplusThreshold)) ? splat(1.0f) : vsigmoid(raw_plus_bias);
+}
+
 }  // namespace mg::scan_math
