@@ -207,5 +207,15 @@ using F32x16 = float __attribute__((vector_size(64)));  // 64-byte aligned by na
   const F32x16 inv = splat(1.0f) / (splat(1.0f) + e);
   return x >= zero ? inv : e * inv;
 }
+// softplus(x) and sigmoid(x) (its derivative) sharing one exp: bitwise vsoftplus(x) and
+// vsigmoid(x), which compute the same e = e^-|x|.
+[[gnu::always_inline]] inline void vsoftplus_sigmoid(F32x16 x, F32x16& softplus, F32x16& sigmoid) {
+  const F32x16 zero{};
+  const F32x16 e = vexp(x < zero ? x : -x);  // e^-|x|
+  const F32x16 sp = (x > zero ? x : zero) + vlog1p_unit(e);
+  softplus = x > splat(float(kSoftplusThreshold)) ? x : sp;
+  const F32x16 inv = splat(1.0f) / (splat(1.0f) + e);
+  sigmoid = x >= zero ? inv : e * inv;
+}
 
 }  // namespace mg::vmath

@@ -56,13 +56,25 @@ inline void store_lanes(V v, int64_t w, float* dst) {
 
 // Per-step inputs of one block: u, raw = delta_raw + bias, delta = softplus(raw) or raw,
 // delta*u (vmath's 16-lane softplus: the scalar algorithm on whole vectors).
-struct Step { V u, raw, dt, dtu; };
+// With kGrad (the backward's replay), also d(delta)/d(raw) = sigmoid(raw) (1 above the
+// softplus threshold, or without softplus), from the same exp as the softplus.
+struct Step { V u, raw, dt, dtu, dfac; };
+template <bool kGrad = false>
 inline Step prep_step(const float* u_row, const float* delta_row, V bias, bool softplus,
                       int64_t w) {
   Step s;
   s.u = load_lanes(u_row, w);
   s.raw = load_lanes(delta_row, w) + bias;
-  s.dt = scan_math::vdelta(s.raw, softplus);
+  if (!kGrad) {
+    s.dt = scan_math::vdelta(s.raw, softplus);
+  } else if (!softplus) {
+    s.dt = s.raw;
+    s.dfac = splat(1.0f);
+  } else {  // bitwise scan_math::vdelta and vdelta_grad
+    V sig;
+    vmath::vsoftplus_sigmoid(s.raw, s.dt, sig);
+    s.dfac = s.raw > splat(float(vmath::kSoftplusThreshold)) ? splat(1.0f) : sig;
+  }
   s.dtu = s.dt * s.u;
   return s;
 }
@@ -253,7 +265,7 @@ void bwd_fixed(const float* u, const float* delta, const float* A, const float* 
             const int64_t row = (b * L + t0 + i) * ED + d0;
             prefetch_rows(u + row, ED);
             prefetch_rows(delta + row, ED);
-            const Step s = prep_step(u + row, delta + row, bias, softplus, w);
+            const Step s = prep_step<true>(u + row, delta + row, bias, softplus, w);
             ypre_c[i] = Dl * s.u + scan_step<NS, true>(s, a, Bc + i * NS, Cc + i * NS, h,
                                                        abar.p + i * NS);
 #pragma GCC unroll 64
@@ -261,7 +273,7 @@ void bwd_fixed(const float* u, const float* delta, const float* A, const float* 
             u_c[i] = s.u;
             dt_c[i] = s.dt;
             dtu_c[i] = s.dtu;
-            dfac_c[i] = scan_math::vdelta_grad(s.raw, softplus);
+            dfac_c[i] = s.dfac;
           }
           // (2) The gate: g = dL/dy_pre, dz, dD.
           V dD_acc = dD_part[b * num_blocks + kb];
