@@ -49,12 +49,13 @@
 //
 // ---- Parallel decomposition and determinism -----------------------------------------------
 // Forward: parallel over (b, channel block); every output is written by one task.
-// Backward: parallel over b. dB[b], dC[b] (sums over channels) are owned by b's thread; dA,
-// dD and d(delta_bias) (sums over b and t) go to per-b partials (B*ED*(N+2) values) that are
-// added in b order at the end. Why not (b, channel block) as in the forward: partial dB/dC per
-// block would need B*L*N*(ED/16) values, as much as the saved set itself. The cost is that a
-// B = 1 backward runs on one core. Every sum's order depends only on the shapes, so forward
-// and backward are bitwise identical across runs and thread counts.
+// Backward: the generic kernel is parallel over b: dB[b], dC[b] (sums over channels) are owned
+// by b's thread. The N-specialised f32 kernel is parallel over (b, group of 128 channels):
+// each group's dB/dC sums go to their own (B, L, N) slice and the slices are added in group
+// order (ED/128 slices: a few percent of the saved set), so a B = 1 backward uses every core.
+// dA, dD and d(delta_bias) (sums over b and t) go to per-(b, block) partials (B*ED*(N+2)
+// values) that are added in b order at the end. The groups and every sum's order depend only
+// on the shapes, so forward and backward are bitwise identical across runs and thread counts.
 //
 // Numerics: f32 state and accumulations (f64 on the f64 path); softplus thresholded at 20 in
 // both directions; exp underflow gives exactly 0 (never NaN). The fast kernel's exp and

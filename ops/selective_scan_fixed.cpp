@@ -1,8 +1,9 @@
 // ops/selective_scan_fixed.cpp — the fast scan for f32 with the state count N a compile-time
 // constant (N = 4, 8, 16, 32): the block's state h (N vectors of 16 lanes) lives in registers.
 //
-// Same math, same saved set, same parallel decomposition as ops/selective_scan_fast.cpp (read
-// that file's header first); what differs is the code shape:
+// Same math and saved set as ops/selective_scan_fast.cpp (read that file's header first), and
+// the same forward decomposition; the backward's tasks are (b, group of kGroupBlocks channel
+// blocks) instead of b alone (ops/selective_scan.h, "Parallel decomposition"). The code shape:
 //   * the channel block's 16 lanes are one GCC vector (vmath::F32x16, an AVX-512 register),
 //     the N-loop is unrolled at compile time, so h[n] never goes to memory in the forward;
 //   * exp is vmath::vexp(F32x16) (vscalefps for the power of two: 13 instructions);
@@ -124,6 +125,8 @@ inline V param_lanes(const float* p, int64_t d0, int64_t w) {
 inline V gate(V y_pre, V z) { return y_pre * (z * vmath::vsigmoid(z)); }  // y_pre * silu(z)
 
 constexpr int64_t kParallelWork = 1 << 16;
+// Channel blocks per backward task (128 channels): fixed, so sums do not depend on threads.
+constexpr int64_t kGroupBlocks = 8;
 // A block reads one 64-byte line per (B, L, ED) stream per step, ED*4 bytes apart: fetch the
 // line kAhead steps ahead (the hardware prefetcher alone left ~20% of the forward waiting).
 constexpr int64_t kAhead = 16;
@@ -222,12 +225,18 @@ void bwd_fixed(const float* u, const float* delta, const float* A, const float* 
                int64_t T_chunk) {
   constexpr int G = NS < 8 ? NS : 8;  // states per adjoint group
   const int64_t num_blocks = (ED + W - 1) / W, num_chunks = scan_num_chunks(L, T_chunk);
+  // Tasks: (b, channel group of kGroupBlocks blocks), so a batch of 1 still uses every core.
+  // The groups are fixed by ED alone, and each group's dB/dC sums go to their own slice of
+  // dBC_part, added in group order at the end: results do not depend on the thread count.
+  const int64_t groups = (num_blocks + kGroupBlocks - 1) / kGroupBlocks;
+  std::vector<float> dBC_part(groups > 1 ? 2 * groups * batch * L * NS : 0);
   // Per-b partials of the parameter gradients (vectors: [b][block][n], [b][block]).
   std::vector<V> dA_part(batch * num_blocks * NS), dD_part(batch * num_blocks),
       dbias_part(batch * num_blocks);
   const bool small = batch * L * ED * NS < kParallelWork;
-  parallel_for(batch, small ? batch : 0, [&](int64_t b_begin, int64_t b_end) {
-    VecScratch a_all(num_blocks * NS), carry(num_blocks * NS);
+  const int64_t tasks = batch * groups;
+  parallel_for(tasks, small ? tasks : 0, [&](int64_t task_begin, int64_t task_end) {
+    VecScratch a_grp(kGroupBlocks * NS), carry(kGroupBlocks * NS);
     VecScratch hbuf((T_chunk + 1) * NS), abar(T_chunk * NS), dB_l(T_chunk * NS),
         dC_l(T_chunk * NS);
     VecScratch st(T_chunk * 8);  // per-step vectors, 8 kinds (see the pointers below)
@@ -239,22 +248,29 @@ void bwd_fixed(const float* u, const float* delta, const float* A, const float* 
     V* g_c = ypre_c + T_chunk;
     V* slb_c = g_c + T_chunk;
     V* ddt_c = slb_c + T_chunk;
-    for (int64_t kb = 0; kb < num_blocks; ++kb)
-      state_to_vecs<NS>(A, kb * W, std::min<int64_t>(W, ED - kb * W), a_all.p + kb * NS);
-    for (int64_t b = b_begin; b < b_end; ++b) {
+    for (int64_t task = task_begin; task < task_end; ++task) {
+      const int64_t b = task / groups, grp = task % groups;
+      const int64_t kb0 = grp * kGroupBlocks, kb1 = std::min(num_blocks, kb0 + kGroupBlocks);
       V* dA_b = dA_part.data() + b * num_blocks * NS;
-      for (int64_t kb = 0; kb < num_blocks; ++kb)
-        state_to_vecs<NS>(dh_last ? dh_last + b * ED * NS : nullptr, kb * W,
-                          std::min<int64_t>(W, ED - kb * W), carry.p + kb * NS);
+      for (int64_t kb = kb0; kb < kb1; ++kb) {
+        const int64_t w = std::min<int64_t>(W, ED - kb * W);
+        state_to_vecs<NS>(A, kb * W, w, a_grp.p + (kb - kb0) * NS);
+        state_to_vecs<NS>(dh_last ? dh_last + b * ED * NS : nullptr, kb * W, w,
+                          carry.p + (kb - kb0) * NS);
+      }
+      // This task's dB/dC rows: the outputs themselves when there is one group.
+      float* dB_dst = groups == 1 ? dB + b * L * NS : dBC_part.data() + (grp * batch + b) * L * NS;
+      float* dC_dst = groups == 1 ? dC + b * L * NS
+                                  : dBC_part.data() + ((groups + grp) * batch + b) * L * NS;
       for (int64_t c = num_chunks - 1; c >= 0; --c) {
         const int64_t t0 = c * T_chunk, len = std::min(T_chunk, L - t0);
         std::fill(dB_l.p, dB_l.p + len * NS, V{});
         std::fill(dC_l.p, dC_l.p + len * NS, V{});
         const float* Bc = Bm + (b * L + t0) * NS;
         const float* Cc = C + (b * L + t0) * NS;
-        for (int64_t kb = 0; kb < num_blocks; ++kb) {
+        for (int64_t kb = kb0; kb < kb1; ++kb) {
           const int64_t d0 = kb * W, w = std::min<int64_t>(W, ED - d0);
-          const V* a = a_all.p + kb * NS;
+          const V* a = a_grp.p + (kb - kb0) * NS;
           const V bias = param_lanes(delta_bias, d0, w), Dl = param_lanes(D, d0, w);
           // (1) Replay the chunk's forward from its saved entering state.
           V h[NS];
@@ -297,7 +313,8 @@ void bwd_fixed(const float* u, const float* delta, const float* A, const float* 
 #pragma GCC unroll 8
           for (int n0 = 0; n0 < NS; n0 += G)
             adjoint_group<NS, G>(n0, len, Bc, Cc, a, hbuf.p, abar.p, g_c, dt_c, dtu_c,
-                                 carry.p + kb * NS, dA_b + kb * NS, dB_l.p, dC_l.p, slb_c, ddt_c);
+                                 carry.p + (kb - kb0) * NS, dA_b + kb * NS, dB_l.p, dC_l.p,
+                                 slb_c, ddt_c);
           // (4) du, d(delta_raw), d(delta_bias).
           V dbias_acc = dbias_part[b * num_blocks + kb];
           for (int64_t i = 0; i < len; ++i) {
@@ -309,7 +326,7 @@ void bwd_fixed(const float* u, const float* delta, const float* A, const float* 
           }
           dbias_part[b * num_blocks + kb] = dbias_acc;
         }
-        // dB[b, t, n], dC[b, t, n]: the lanes' sums (padded lanes hold zeros).
+        // dB[b, t, n], dC[b, t, n] (this group's part): the lanes' sums (padded lanes hold 0).
         for (int64_t i = 0; i < len; ++i)
           for (int n = 0; n < NS; ++n) {
             alignas(64) float lb[W], lc[W];
@@ -320,16 +337,29 @@ void bwd_fixed(const float* u, const float* delta, const float* A, const float* 
               sb += lb[j];
               sc += lc[j];
             }
-            dB[(b * L + t0 + i) * NS + n] = sb;
-            dC[(b * L + t0 + i) * NS + n] = sc;
+            dB_dst[(t0 + i) * NS + n] = sb;
+            dC_dst[(t0 + i) * NS + n] = sc;
           }
       }
       if (dh0)
-        for (int64_t kb = 0; kb < num_blocks; ++kb)
-          vecs_to_state<NS>(carry.p + kb * NS, kb * W, std::min<int64_t>(W, ED - kb * W),
+        for (int64_t kb = kb0; kb < kb1; ++kb)
+          vecs_to_state<NS>(carry.p + (kb - kb0) * NS, kb * W, std::min<int64_t>(W, ED - kb * W),
                             dh0 + b * ED * NS);
     }
   });
+  if (groups > 1)  // dB, dC = the groups' parts, added in group order
+    parallel_for(batch * L, small ? batch * L : 0, [&](int64_t r_begin, int64_t r_end) {
+      for (int64_t r = r_begin; r < r_end; ++r)
+        for (int n = 0; n < NS; ++n) {
+          float sb = 0, sc = 0;
+          for (int64_t grp = 0; grp < groups; ++grp) {
+            sb += dBC_part[(grp * batch * L + r) * NS + n];
+            sc += dBC_part[((groups + grp) * batch * L + r) * NS + n];
+          }
+          dB[r * NS + n] = sb;
+          dC[r * NS + n] = sc;
+        }
+    });
   // Parameter gradients: per-b partials summed in b order (independent of the thread count).
   for (int64_t kb = 0; kb < num_blocks; ++kb) {
     const int64_t d0 = kb * W, w = std::min<int64_t>(W, ED - d0);

@@ -277,6 +277,9 @@ TEST_CASE("selective_scan: fast == sequential == composed reference in f32, real
       {2, 333, 50, 32, Optionals{}, false},  // N = 4, 8, 16, 32: the N-specialised f32 kernels
       {3, 129, 17, 4, Optionals{true, true, true, true, false}, false},
       {2, 200, 33, 5, Optionals{}, false},  // other N: the generic fast kernel
+      // ED 300 = 19 channel blocks = 3 backward groups (the last block 12 lanes wide), B 1:
+      // the fixed kernel's dB/dC summed over groups
+      {1, 150, 300, 16, Optionals{true, true, true, true, true}, false},
   };
   for (const Case& c : cases) {
     CAPTURE(c.B); CAPTURE(c.L); CAPTURE(c.ED); CAPTURE(c.N);
@@ -391,7 +394,8 @@ TEST_CASE("selective_scan: scanning [x1, x2] == scanning x2 from h_last(x1), gra
 TEST_CASE("selective_scan: forward and backward are bitwise identical across runs and threads") {
  for (int64_t N : {16, 12}) {  // the N-specialised kernel and the generic one
   CAPTURE(N);
-  ScanArgs a = make_args(3, 300, 40, N, Optionals{}, DType::f32, 21);
+  // ED 140: 9 channel blocks, two backward groups of the N-specialised kernel
+  ScanArgs a = make_args(3, 300, 140, N, Optionals{}, DType::f32, 21);
   auto f = [](const ScanArgs& x) { return run(x, ScanImpl::fast, 32); };
 #ifdef _OPENMP
   const int saved = omp_get_max_threads();
