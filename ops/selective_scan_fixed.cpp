@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "core/parallel.h"
+#include "core/tensor.h"
 #include "ops/selective_scan_kernels.h"
 #include "ops/selective_scan_math.h"
 
@@ -229,7 +230,9 @@ void bwd_fixed(const float* u, const float* delta, const float* A, const float* 
   // The groups are fixed by ED alone, and each group's dB/dC sums go to their own slice of
   // dBC_part, added in group order at the end: results do not depend on the thread count.
   const int64_t groups = (num_blocks + kGroupBlocks - 1) / kGroupBlocks;
-  std::vector<float> dBC_part(groups > 1 ? 2 * groups * batch * L * NS : 0);
+  // (A tensor, so the allocator's statistics count it: 2*ED/128*B*L*N floats.)
+  Tensor dBC_tensor = groups > 1 ? Tensor::empty({2 * groups * batch * L * NS}, DType::f32) : Tensor();
+  float* dBC_part = groups > 1 ? dBC_tensor.data<float>() : nullptr;
   // Per-b partials of the parameter gradients (vectors: [b][block][n], [b][block]).
   std::vector<V> dA_part(batch * num_blocks * NS), dD_part(batch * num_blocks),
       dbias_part(batch * num_blocks);
@@ -259,9 +262,8 @@ void bwd_fixed(const float* u, const float* delta, const float* A, const float* 
                           carry.p + (kb - kb0) * NS);
       }
       // This task's dB/dC rows: the outputs themselves when there is one group.
-      float* dB_dst = groups == 1 ? dB + b * L * NS : dBC_part.data() + (grp * batch + b) * L * NS;
-      float* dC_dst = groups == 1 ? dC + b * L * NS
-                                  : dBC_part.data() + ((groups + grp) * batch + b) * L * NS;
+      float* dB_dst = groups == 1 ? dB + b * L * NS : dBC_part + (grp * batch + b) * L * NS;
+      float* dC_dst = groups == 1 ? dC + b * L * NS : dBC_part + ((groups + grp) * batch + b) * L * NS;
       for (int64_t c = num_chunks - 1; c >= 0; --c) {
         const int64_t t0 = c * T_chunk, len = std::min(T_chunk, L - t0);
         std::fill(dB_l.p, dB_l.p + len * NS, V{});
