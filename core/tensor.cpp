@@ -6,6 +6,7 @@
 #include <ostream>
 #include <sstream>
 
+#include "autograd/grad_mode.h"
 #include "autograd/tape.h"
 
 namespace mg {
@@ -176,6 +177,14 @@ Tensor Tensor::clone() const {
   Tensor y = empty(shape(), dtype(), device());
   allocator_for(device()).copy_on_device(y.raw_data(), raw_data(), nbytes());
   return y;
+}
+
+void Tensor::copy_values_from(const Tensor& src_any) const {
+  MG_CHECK(src_any.numel() == numel(), "copy_values_from: source of shape ",
+           shape_str(src_any.shape()), " into a tensor of shape ", shape_str(shape()));
+  NoGradGuard no_grad;
+  Tensor src = src_any.detach().to(Device::cpu()).to(dtype());  // dtype conversion is a CPU routine
+  allocator_for(device()).copy_from_host(raw_data(), src.raw_data(), nbytes());
 }
 
 double Tensor::item() const {

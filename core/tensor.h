@@ -84,6 +84,10 @@ class Tensor {
   Tensor to(DType dtype) const;              // differentiable between f32 and f64
   Tensor to(Device device) const;
   Tensor clone() const;                      // a deep copy, not recorded on the tape
+  // This tensor's values become src's (same number of elements; src on any device, any
+  // floating dtype: converted on the host), in this tensor's own storage, so every handle to
+  // it stays valid (loading weights and optimizer state). Not recorded on the tape.
+  void copy_values_from(const Tensor& src) const;
   double item() const;                       // the value of a one-element tensor
   template <typename T> std::vector<T> to_vector() const;  // copies to the host
   std::string str(int64_t max_per_dim = 6) const;

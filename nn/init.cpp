@@ -1,7 +1,6 @@
 #include "nn/init.h"
 
 #include <cmath>
-#include <cstring>
 
 #include "autograd/grad_mode.h"
 #include "nn/mamba.h"
@@ -17,8 +16,7 @@ void assign(Tensor& param, const Tensor& values) {
   MG_CHECK(values.shape() == param.shape(), "init: shape ", shape_str(values.shape()),
            " does not match parameter ", shape_str(param.shape()));
   check_cpu("nn::init (initialise on the CPU, then move the model)", param);
-  Tensor v = values.to(param.dtype());
-  std::memcpy(param.raw_data(), v.raw_data(), param.nbytes());
+  param.copy_values_from(values);
 }
 
 void uniform_(Tensor& param, double bound, Generator& gen) {

@@ -5,7 +5,6 @@
 #include <sstream>
 
 #include "autograd/grad_mode.h"
-#include "core/allocator.h"
 
 namespace mg::nn {
 
@@ -160,12 +159,7 @@ void Module::load_state_dict(const std::map<std::string, Tensor>& loaded, bool s
   for_each_parameter([&](const std::string& name, Tensor& t, const ParamInfo&) {
     auto it = state.find(name);
     if (it == state.end()) return;
-    // Convert on the host (dtype conversion is a CPU routine), then place.
-    Tensor src = it->second.detach();
-    if (!src.device().is_cpu()) src = src.to(Device::cpu());
-    src = src.to(t.dtype());
-    // Same handle, new values, on any device (the optimizer holds these handles).
-    allocator_for(t.device()).copy_from_host(t.raw_data(), src.raw_data(), t.nbytes());
+    t.copy_values_from(it->second);  // same handle, new values (the optimizer holds the handles)
   });
 }
 

@@ -2,11 +2,9 @@
 
 #include <cctype>
 #include <cmath>
-#include <cstring>
 #include <set>
 #include <sstream>
 
-#include "core/allocator.h"
 #include "core/dispatch.h"
 #include "core/parallel.h"
 #ifdef MG_WITH_CUDA
@@ -99,16 +97,6 @@ void check_grad(const char* who, const nn::NamedParam& np, const Tensor& g) {
            shape_str(g.shape()), " but the parameter has shape ", shape_str(p.shape()));
   MG_CHECK(g.device() == p.device(), who, ": gradient of '", np.name, "' is on ", g.device().str(),
            " but the parameter is on ", p.device().str());
-}
-
-// Copies src's values (any device, f32 or f64) into dst (same shape), keeping dst's handle:
-// convert on the host, then memcpy (CPU) or one host -> device copy on the stream (CUDA).
-void copy_values_into(const Tensor& dst, const Tensor& src_any) {
-  Tensor src = src_any.to(Device::cpu()).to(dst.dtype());
-  if (dst.device().is_cpu())
-    std::memcpy(dst.raw_data(), src.raw_data(), dst.nbytes());
-  else
-    allocator_for(dst.device()).copy_from_host(dst.raw_data(), src.raw_data(), dst.nbytes());
 }
 
 void check_lr(const char* who, double lr, double grad_scale) {
@@ -236,7 +224,7 @@ void Optimizer::load_state_into(const std::map<std::string, Tensor>& state,
     throw Error(os.str());
   }
   // Everything checked: copy (the state may come from a file, i.e. CPU, or from a device).
-  for (auto& [key, idx] : expected) copy_values_into(slots[idx.first][idx.second], state.at(key));
+  for (auto& [key, idx] : expected) slots[idx.first][idx.second].copy_values_from(state.at(key));
   step_count_ = step;
 }
 
