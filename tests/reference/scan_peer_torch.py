@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 
-def make_inputs(B, L, ED, N, grad):
-    g = torch.Generator().manual_seed(1)
+def make_inputs(B, L, ED, N, grad, seed=1):
+    g = torch.Generator().manual_seed(seed)
     u = torch.randn(B, L, ED, generator=g)
     delta = torch.randn(B, L, ED, generator=g) * 0.5
     A = -torch.arange(1, N + 1, dtype=torch.float32).repeat(ED, 1)  # S4D-real: -(n+1)

@@ -29,35 +29,17 @@ import time
 import torch
 import torch.nn.functional as F
 
+import scan_peer_torch as cpu_peer  # the same directory: the inputs and the sequential form
+
 
 def make_inputs(B, L, ED, N, device, grad, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    u = torch.randn(B, L, ED, generator=g)
-    delta = torch.randn(B, L, ED, generator=g) * 0.5
-    A = -torch.arange(1, N + 1, dtype=torch.float32).repeat(ED, 1)  # S4D-real: -(n+1)
-    Bm = torch.randn(B, L, N, generator=g)
-    C = torch.randn(B, L, N, generator=g)
-    D = torch.ones(ED)
-    z = torch.randn(B, L, ED, generator=g)
-    bias = torch.full((ED,), -4.6)
-    xs = [x.to(device) for x in (u, delta, A, Bm, C, D, z, bias)]
-    for x in xs:
-        x.requires_grad_(grad)
-    return xs
+    """The CPU peer's inputs (same values for the same seed), moved to `device`."""
+    return [x.to(device).requires_grad_(grad) for x in cpu_peer.make_inputs(B, L, ED, N, False, seed)]
 
 
-def scan_sequential(u, delta, A, Bm, C, D, z, bias):
-    dt = F.softplus(delta + bias)                                        # (B, L, ED)
-    dA = torch.exp(torch.einsum("bld,dn->bldn", dt, A))                  # (B, L, ED, N)
-    dBu = torch.einsum("bld,bln,bld->bldn", dt, Bm, u)                   # (B, L, ED, N)
-    h = u.new_zeros(u.shape[0], u.shape[2], A.shape[1])                  # (B, ED, N)
-    dA_t, dBu_t, C_t = dA.unbind(1), dBu.unbind(1), C.unbind(1)          # one node each
-    ys = []
-    for t in range(u.shape[1]):
-        h = dA_t[t] * h + dBu_t[t]
-        ys.append(torch.einsum("bdn,bn->bd", h, C_t[t]))
-    y = torch.stack(ys, dim=1) + u * D
-    return y * F.silu(z)
+def scan_sequential(*xs):
+    """The CPU peer's sequential form (selective_scan_ref), y only."""
+    return cpu_peer.selective_scan_seq(*xs)[0]
 
 
 def scan_chunked(u, delta, A, Bm, C, D, z, bias, K=64):
