@@ -44,8 +44,7 @@ GradcheckResult gradcheck(const GradcheckFn& fn, const std::vector<Tensor>& inpu
     xs[k].requires_grad_(true);
   }
 
-  tape().clear();
-  Tensor y = fn(xs);
+  Tensor y = fn(xs);  // its graph is consumed by the backward below; other graphs stay
   Generator gen(opts.seed);
   Tensor r = Tensor::randn(y.shape(), DType::f64, &gen);
   MG_CHECK(y.requires_grad(), "gradcheck: the function's output does not depend on any input");

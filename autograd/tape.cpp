@@ -1,6 +1,8 @@
 #include "autograd/tape.h"
 
+#include <algorithm>
 #include <ostream>
+#include <unordered_set>
 
 #include "ops/arith.h"
 
@@ -68,6 +70,69 @@ static void accumulate_grad(const Tensor& x, const Tensor& g) {
   x.impl().grad = cur.defined() ? add(cur, gx).impl_ptr() : gx.impl_ptr();
 }
 
+namespace {
+
+// "the root `loss` (shape ())" / "a tensor of shape (3, 4)": how errors name a tensor.
+std::string describe(const Tensor& t, bool is_root) {
+  std::string what = is_root ? "the root" : "a tensor";
+  if (!t.name().empty()) what += " '" + t.name() + "'";
+  return what + " of shape " + shape_str(t.shape());
+}
+
+}  // namespace
+
+// One reverse walk over the tape finds root's graph: `wanted` holds the tensors of the graph
+// whose producing node has not been met yet. A node whose output is wanted belongs to the
+// graph; its inputs that came from other nodes become wanted in turn. Nodes are in execution
+// order, so every consumer is met before its producer and one walk suffices. Anything still
+// wanted at the end was produced by a node that is no longer on the tape.
+std::vector<size_t> Tape::graph_of(const Tensor& root) const {
+  std::unordered_set<const TensorImpl*> wanted;
+  if (!root.is_leaf()) wanted.insert(&root.impl());
+  std::vector<size_t> graph;  // indices into nodes_, in reverse tape order
+  for (size_t i = nodes_.size(); i-- > 0 && !wanted.empty();) {
+    bool in_graph = false;
+    for (const auto& y : nodes_[i].outputs) in_graph = wanted.erase(&y.impl()) > 0 || in_graph;
+    if (!in_graph) continue;
+    graph.push_back(i);
+    for (const auto& x : nodes_[i].inputs)
+      if (x.defined() && x.requires_grad() && !x.is_leaf()) wanted.insert(&x.impl());
+  }
+  if (!wanted.empty()) {
+    bool root_gone = wanted.count(&root.impl()) > 0;
+    const Tensor lost = root_gone ? root : [&] {
+      for (size_t i : graph)  // name one lost tensor, as an input of a node that needs it
+        for (const auto& x : nodes_[i].inputs)
+          if (x.defined() && wanted.count(&x.impl())) return x;
+      return root;
+    }();
+    throw Error("backward: " + describe(lost, root_gone) +
+                " was produced by a node that is no longer on the tape: its graph was already "
+                "differentiated by an earlier backward() (which frees the graph it ran) or "
+                "removed by tape().clear(). Run the forward pass again to differentiate it "
+                "again.");
+  }
+  return graph;
+}
+
+// Removes the nodes at `indices` (any order) and keeps the others in their order. Removed
+// nodes are destroyed one at a time, so however long the chain, no destructor recurses.
+void Tape::erase(std::vector<size_t> indices) {
+  std::sort(indices.begin(), indices.end());
+  std::vector<Node> kept;
+  kept.reserve(nodes_.size() - indices.size());
+  size_t next = 0;
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    if (next < indices.size() && indices[next] == i) {
+      ++next;
+      nodes_[i] = Node{};
+    } else {
+      kept.push_back(std::move(nodes_[i]));
+    }
+  }
+  nodes_.swap(kept);
+}
+
 void backward(const Tensor& root, const Tensor& droot) {
   MG_CHECK(root.defined() && root.requires_grad(),
            "backward: the root tensor does not require grad (no recorded op produced it from a "
@@ -79,31 +144,37 @@ void backward(const Tensor& root, const Tensor& droot) {
     seed = Tensor::ones(root.shape(), root.dtype(), root.device());
   }
   check_shape("backward", seed, root.shape(), "gradient");
+  const std::vector<size_t> graph = g_tape.graph_of(root);  // throws before touching anything
   NoGradGuard no_grad;  // the backward functions use ordinary ops; record none of them
+  // The graph is consumed whether or not its backward completes: a half-run graph must not
+  // be run again (it would add some gradients twice).
+  struct Consume {
+    const std::vector<size_t>& graph;
+    ~Consume() { g_tape.erase(graph); }
+  } consume{graph};
   accumulate_grad(root, seed);
 
-  auto& nodes = g_tape.nodes();
-  for (size_t i = nodes.size(); i-- > 0;) {
-    const Node& node = nodes[i];
+  for (size_t i : graph) {
+    const Node& node = g_tape.nodes()[i];
     bool any = false;
     for (const auto& y : node.outputs) any = any || y.grad().defined();
-    if (!any) continue;
-    std::vector<Tensor> douts;
-    douts.reserve(node.outputs.size());
-    for (const auto& y : node.outputs)
-      douts.push_back(y.grad().defined() ? y.grad()
-                                         : Tensor::zeros(y.shape(), y.dtype(), y.device()));
-    std::vector<Tensor> dins = node.backward(douts);
-    MG_CHECK(dins.size() == node.inputs.size(), "backward of ", node.name, ": returned ",
-             dins.size(), " gradients for ", node.inputs.size(), " inputs");
-    for (size_t k = 0; k < dins.size(); ++k) {
-      const Tensor& x = node.inputs[k];
-      if (x.defined() && x.requires_grad() && dins[k].defined()) accumulate_grad(x, dins[k]);
+    if (any) {
+      std::vector<Tensor> douts;
+      douts.reserve(node.outputs.size());
+      for (const auto& y : node.outputs)
+        douts.push_back(y.grad().defined() ? y.grad()
+                                           : Tensor::zeros(y.shape(), y.dtype(), y.device()));
+      std::vector<Tensor> dins = node.backward(douts);
+      MG_CHECK(dins.size() == node.inputs.size(), "backward of ", node.name, ": returned ",
+               dins.size(), " gradients for ", node.inputs.size(), " inputs");
+      for (size_t k = 0; k < dins.size(); ++k) {
+        const Tensor& x = node.inputs[k];
+        if (x.defined() && x.requires_grad() && dins[k].defined()) accumulate_grad(x, dins[k]);
+      }
     }
     for (const auto& y : node.outputs)
       if (!y.impl().retain_grad) y.impl().grad.reset();
   }
-  g_tape.clear();
 }
 
 }  // namespace mg

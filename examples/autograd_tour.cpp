@@ -14,6 +14,7 @@
 #include "ops/arith.h"
 #include "ops/reduce.h"
 #include "ops/unary.h"
+#include "core/error.h"
 
 using namespace mg;
 
@@ -47,8 +48,8 @@ int main(int argc, char** argv) {
   std::cout << "dloss/dact = " << act.grad() << "\n";
   std::cout << "dloss/dw   = " << w.grad() << "\n";
   std::cout << "dloss/db   = " << b.grad() << "\n";
-  std::printf("tape after backward: %zu nodes (backward consumes it and frees what it saved)\n\n",
-              tape().size());
+  std::printf("tape after backward: %zu nodes (backward consumes loss's graph and frees what it "
+              "saved)\n\n", tape().size());
 
   std::printf("== 5. By hand: silu'(p) = s(p) (1 + p (1 - s(p))), s = sigmoid ==\n");
   auto wv = w.to_vector<double>(), xv = x.to_vector<double>(), gw = w.grad().to_vector<double>();
@@ -64,6 +65,26 @@ int main(int argc, char** argv) {
   std::printf("== 6. gradcheck: central differences in f64 against the tape ==\n");
   auto fn = [&](const std::vector<Tensor>& in) { return sum(silu(in[0] * x + in[1])); };
   GradcheckResult r = gradcheck(fn, {w, b});
-  std::cout << r.report() << "\n";
-  return r.ok && worst < 1e-12 ? 0 : 1;
+  std::cout << r.report() << "\n\n";
+
+  std::printf("== 7. Two graphs on one tape: backward(root) runs only root's graph ==\n");
+  // A second loss from the same leaf w, and a value that is never differentiated. backward on
+  // loss2 runs loss2's nodes only; the other graph's node stays on the tape.
+  w.zero_grad();
+  Tensor loss2 = sum(w * w).set_name("loss2");  // dloss2/dw = 2 w
+  Tensor unused = exp(w).set_name("unused");    // recorded, never differentiated
+  std::printf("tape now: %zu nodes\n", tape().size());
+  backward(loss2);
+  std::cout << "dloss2/dw = " << w.grad() << "  (= 2 w)\n";
+  std::printf("tape after backward(loss2): %zu node(s) left:\n", tape().size());
+  tape().print(std::cout);
+  bool refused = false;
+  try {
+    backward(loss2);  // its graph is consumed: an error, never a silent no-op
+  } catch (const Error& e) {
+    refused = true;
+    std::printf("backward(loss2) a second time -> mg::Error: %s\n", e.what());
+  }
+  tape().clear();  // drops `unused`'s node (evaluation would run under NoGradGuard instead)
+  return r.ok && worst < 1e-12 && refused ? 0 : 1;
 }

@@ -6,7 +6,7 @@
 //   ./build/examples/bench_scan --bound                 this CPU's register-only bounds (fwd, bwd,
 //                                                       fwd+bwd; see bound_updates_per_s)
 //   ./build/examples/bench_scan --json                  one JSON object per line
-//   ./build/examples/bench_scan --device cuda           the CUDA kernels v1 / v2 (bench_scan_cuda.h)
+//   ./build/examples/bench_scan --device cuda           the CUDA kernels (v2; --versions v1,v2) (bench_scan_cuda.h)
 //
 // "fwd" is an inference forward (no input requires grad: nothing is saved). "fwd+bwd" makes
 // every input require grad, runs the forward and backward(y, dy). peak_bytes is the allocator's
@@ -54,7 +54,7 @@ void usage() {
       "  --max-sequential n         skip the sequential loop above n (default 2^28)\n"
       "  --bound                    measure the register-only fwd / bwd / fwd+bwd bounds and exit\n"
       "  --json                     one JSON object per line\n"
-      "  --device cpu|cuda          cuda: the CUDA kernels v1 and v2 on the GPU instead\n"
+      "  --device cpu|cuda          cuda: the CUDA scan kernels (v2; --versions) on the GPU\n"
       "                             (`bench_scan --device cuda --help` lists their options)\n",
       (long long)kDefaultScanChunk);
 }

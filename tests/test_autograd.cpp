@@ -1,10 +1,14 @@
-// Autograd: reuse, accumulation, zero_grad, no-grad, long chains, freeing on clear.
+// Autograd: reuse, accumulation, zero_grad, no-grad, long chains, freeing on clear, and
+// backward(root) differentiating exactly root's graph (several graphs on one tape).
 #include <doctest/doctest.h>
+
+#include <cmath>
 
 #include "autograd/gradcheck.h"
 #include "autograd/tape.h"
 #include "core/allocator.h"
 #include "ops/arith.h"
+#include "ops/reduce.h"
 #include "ops/unary.h"
 
 using namespace mg;
@@ -58,13 +62,14 @@ TEST_CASE("autograd: detach cuts the tape") {
 }
 
 TEST_CASE("autograd: backward over a 100,000-node chain neither recurses nor overflows") {
+  const size_t before = tape().size();
   Tensor x = Tensor::from_vector<double>({1.0}, {1}).requires_grad_();
   Tensor y = x;
   for (int i = 0; i < 100000; ++i) y = y * 1.0 + 0.0;  // 200,000 nodes
-  CHECK(tape().size() == 200000);
+  CHECK(tape().size() == before + 200000);
   backward(y);
   CHECK(x.grad().item() == doctest::Approx(1.0));
-  CHECK(tape().size() == 0);
+  CHECK(tape().size() == before);
 }
 
 TEST_CASE("autograd: clearing the tape frees what the nodes saved") {
@@ -84,6 +89,116 @@ TEST_CASE("autograd: backward on a non-scalar without a gradient is an error") {
   Tensor b = exp(a);
   CHECK_THROWS_AS(backward(b), Error);
   tape().clear();
+}
+
+// ---- backward(root) differentiates exactly root's graph ------------------------------------
+namespace {
+// Leaves with fixed values: w shared by both graphs, a only in the first, b only in the second.
+struct Leaves {
+  Tensor w = Tensor::from_vector<double>({0.5, -1.5, 2.0}, {3}).requires_grad_();
+  Tensor a = Tensor::from_vector<double>({1.0, 2.0, 3.0}, {3}).requires_grad_();
+  Tensor b = Tensor::from_vector<double>({-0.5, 0.25, 4.0}, {3}).requires_grad_();
+};
+// loss1 = sum(w * a * a), loss2 = sum(exp(w) * b): by hand,
+//   dloss1/dw = a^2, dloss1/da = 2 w a;  dloss2/dw = exp(w) b, dloss2/db = exp(w).
+Tensor loss1(const Leaves& l) { return sum(l.w * l.a * l.a); }
+Tensor loss2(const Leaves& l) { return sum(exp(l.w) * l.b); }
+std::vector<double> vals(const Tensor& t) { return t.to_vector<double>(); }
+void check_close(const std::vector<double>& got, const std::vector<double>& want) {
+  REQUIRE(got.size() == want.size());
+  for (size_t i = 0; i < got.size(); ++i) CHECK(got[i] == doctest::Approx(want[i]).epsilon(1e-14));
+}
+}  // namespace
+
+TEST_CASE("autograd: two graphs with shared and disjoint leaves, backward in either order") {
+  const std::vector<double> w{0.5, -1.5, 2.0}, a{1.0, 2.0, 3.0}, b{-0.5, 0.25, 4.0};
+  for (bool first_is_1 : {true, false}) {
+    CAPTURE(first_is_1);
+    const size_t before = tape().size();
+    Leaves l;
+    Tensor L1 = loss1(l), L2 = loss2(l);  // both graphs on the tape
+    CHECK(tape().size() == before + 6);   // mul, mul, sum; exp, mul, sum
+    backward(first_is_1 ? L1 : L2);
+    // After the first backward only that graph's gradients exist; the other graph is intact.
+    if (first_is_1) {
+      CHECK_FALSE(l.b.grad().defined());
+      for (size_t i = 0; i < 3; ++i) CHECK(vals(l.w.grad())[i] == doctest::Approx(a[i] * a[i]));
+    } else {
+      CHECK_FALSE(l.a.grad().defined());
+    }
+    backward(first_is_1 ? L2 : L1);
+    std::vector<double> dw(3), da(3), db(3);
+    for (size_t i = 0; i < 3; ++i) {
+      dw[i] = a[i] * a[i] + std::exp(w[i]) * b[i];
+      da[i] = 2 * w[i] * a[i];
+      db[i] = std::exp(w[i]);
+    }
+    check_close(vals(l.w.grad()), dw);
+    check_close(vals(l.a.grad()), da);
+    check_close(vals(l.b.grad()), db);
+    CHECK(tape().size() == before);  // both graphs consumed, nothing else touched
+  }
+}
+
+TEST_CASE("autograd: interleaved forward passes are differentiated independently") {
+  const size_t before = tape().size();
+  Leaves l;
+  Tensor p1 = l.w * l.a;     // graph 1 starts
+  Tensor q2 = exp(l.w);      // graph 2 starts
+  Tensor L1 = sum(p1 * l.a); // graph 1 ends
+  Tensor L2 = sum(q2 * l.b); // graph 2 ends
+  backward(L2);
+  CHECK(tape().size() == before + 3);  // graph 1's three nodes remain
+  check_close(vals(l.b.grad()), vals(exp(l.w.detach())));
+  CHECK_FALSE(l.a.grad().defined());
+  backward(L1);
+  CHECK(tape().size() == before);
+  check_close(vals(l.a.grad()), vals(l.w.detach() * l.a.detach() * 2.0));
+}
+
+TEST_CASE("autograd: a second backward through a consumed graph is an error, not a no-op") {
+  Leaves l;
+  Tensor L1 = loss1(l).set_name("loss1");
+  backward(L1);
+  const std::vector<double> dw = vals(l.w.grad());
+  CHECK_THROWS_WITH_AS(backward(L1),
+                       doctest::Contains("the root 'loss1' of shape () was produced by a node "
+                                         "that is no longer on the tape"),
+                       Error);
+  // A new graph that reaches into the consumed one: h's producing node is gone.
+  Tensor h = (l.w * l.a).set_name("h");
+  Tensor La = sum(h), Lb = sum(exp(h));
+  backward(La);
+  CHECK_THROWS_WITH_AS(backward(Lb), doctest::Contains("a tensor 'h' of shape (3)"), Error);
+  // The failed calls touched no gradient (the check runs before any node does).
+  std::vector<double> want = dw;
+  for (size_t i = 0; i < 3; ++i) want[i] += vals(l.a)[i];  // + dLa/dw = a
+  check_close(vals(l.w.grad()), want);
+  tape().clear();  // Lb's own nodes (exp, sum) were left by the failed call
+}
+
+TEST_CASE("autograd: a forward pass never differentiated keeps its nodes; NoGradGuard records none") {
+  tape().clear();
+  Leaves l;
+  Tensor evaluated = loss1(l);  // e.g. an evaluation forgotten outside NoGradGuard
+  CHECK(tape().size() == 3);
+  {
+    NoGradGuard no_grad;  // how evaluation should run
+    Tensor e = loss1(l);
+    CHECK_FALSE(e.requires_grad());
+  }
+  CHECK(tape().size() == 3);
+  Tensor L2 = loss2(l);
+  backward(L2);
+  CHECK(tape().size() == 3);  // the evaluation's nodes are still there...
+  tape().clear();             // ...until cleared (or differentiated)
+  CHECK(tape().size() == 0);
+}
+
+TEST_CASE("autograd: backward on a leaf adds the seed to its gradient") {
+  Tensor w = Tensor::from_vector<double>({1.0, 2.0}, {2}).requires_grad_();
+  backward(w, Tensor::from_vector<double>({0.5, -1.0}, {2}));
+  check_close(vals(w.grad()), {0.5, -1.0});
 }
 
 TEST_CASE("gradcheck: catches a wrong gradient") {

@@ -260,16 +260,18 @@ TEST_CASE("cuda train: global_grad_norm and find_non_finite on device gradients"
 
 TEST_CASE("cuda train: a tiny Mamba LM trained on CUDA follows the CPU run (train::train)") {
   SKIP_WITHOUT_GPU();
-  // The same seeded batches for both runs; each task copies them to its model's device.
+  // The same seeded batch for both runs; each task copies it to its model's device.
   auto run = [](Device dev) {
     nn::MambaLM model(tiny_lm_config(), 11);
     model.to(dev);
     Generator gen(5);
     train::TrainTask task;
     task.tokens_per_micro_batch = 2 * 8;
-    task.micro_batch_loss = [&, dev](const nn::MambaLM& m) {
-      std::vector<int32_t> ids(2 * 9);  // B 2, L 8 (+1 for the targets)
-      for (auto& v : ids) v = (int32_t)gen.next_below(32);
+    // One fixed batch, seen every step: a learnable stream (fresh uniform tokens each step
+    // would leave nothing to learn, and the loss would wander around ln 32).
+    std::vector<int32_t> ids(2 * 9);  // B 2, L 8 (+1 for the targets)
+    for (auto& v : ids) v = (int32_t)gen.next_below(32);
+    task.micro_batch_loss = [ids, dev](const nn::MambaLM& m) {
       return m.loss(Tensor::from_vector(ids, {2, 9}).to(dev));
     };
     train::TrainConfig cfg;
@@ -291,7 +293,7 @@ TEST_CASE("cuda train: a tiny Mamba LM trained on CUDA follows the CPU run (trai
     CHECK(std::isfinite(l_gpu[i]));
     CHECK(std::fabs(l_gpu[i] - l_cpu[i]) <= 1e-4 * std::fabs(l_cpu[i]));
   }
-  CHECK(l_gpu.back() < l_gpu.front());  // it learns
+  CHECK(l_gpu.back() < l_gpu.front() - 0.2);  // it learns the batch (CPU: 3.467 -> 3.106)
   // (No elementwise weight comparison: AdamW's m / sqrt(v) turns rounding-sized gradients into
   // full-size steps of either sign, so single weights may legitimately differ by ~lr.)
   for (auto& [name, t] : w_gpu) {

@@ -6,7 +6,9 @@
 #include <cstring>
 #include <filesystem>
 
+#include "autograd/tape.h"
 #include "ops/arith.h"
+#include "ops/unary.h"
 #include "train/trainer.h"
 
 using namespace mg;
@@ -188,4 +190,26 @@ TEST_CASE("trainer: keeps only the newest keep_last checkpoints") {
   CHECK(fs::exists(fs::path(d) / "ckpt-000004"));
   CHECK(fs::exists(fs::path(d) / "log.jsonl"));
   fs::remove_all(d);
+}
+
+TEST_CASE("trainer: nodes the task records outside the loss's graph are dropped each step") {
+  // backward(loss) consumes only the loss's graph; a side value computed with grad on (here
+  // an exp of the loss, never differentiated) would otherwise pile up on the tape every step.
+  tape().clear();
+  nn::MambaLM model(tiny_config(), 3);
+  ToyTask toy;
+  train::TrainTask t = toy.task();
+  auto inner = t.micro_batch_loss;
+  int64_t side_nodes = 0;
+  t.micro_batch_loss = [&](const nn::MambaLM& m) {
+    Tensor loss = inner(m);
+    Tensor side = exp(loss * 2.0);  // two nodes the loss does not depend on
+    side_nodes += 2;
+    return loss;
+  };
+  train::TrainConfig cfg = base_config("", 3);
+  cfg.run_dir.clear();
+  train::train(model, cfg, t);
+  CHECK(side_nodes == 3 * 2 * 2);  // 3 steps x grad_accum 2 x 2 nodes
+  CHECK(tape().size() == 0);
 }

@@ -24,6 +24,25 @@ using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
+// backward(loss) consumes the loss's graph only. Nodes the task recorded that the loss does
+// not depend on (e.g. an accuracy computed from logits with grad on) would stay on the tape,
+// with their saved activations, every step: drop them, and say so once.
+void drop_nodes_outside_the_loss(size_t tape_before, Logger& log) {
+  Tape& t = tape();
+  if (t.size() <= tape_before) return;
+  static bool warned = false;
+  if (!warned) {
+    warned = true;
+    log.message("note: the task's micro_batch_loss recorded " +
+                std::to_string(t.size() - tape_before) + " tape node(s) the loss does not depend "
+                "on (first: '" + t.nodes()[tape_before].name + "'); they are dropped after each "
+                "step. Compute such values under NoGradGuard to save the work.");
+  }
+  std::vector<size_t> extra(t.size() - tape_before);
+  for (size_t i = 0; i < extra.size(); ++i) extra[i] = tape_before + i;
+  t.erase(std::move(extra));
+}
+
 }  // namespace
 
 TrainResult train(nn::MambaLM& model, const TrainConfig& cfg, TrainTask& task) {
@@ -86,11 +105,13 @@ TrainResult train(nn::MambaLM& model, const TrainConfig& cfg, TrainTask& task) {
     // K micro-batches, each loss scaled by 1/K: the summed gradients are those of the mean
     // loss over one K-times-larger batch.
     double loss_sum = 0;
+    const size_t tape_before = tape().size();
     for (int64_t k = 0; k < cfg.grad_accum; ++k) {
       Tensor loss = task.micro_batch_loss(model);
       loss_sum += loss.item();
       backward(cfg.grad_accum == 1 ? loss : mul(loss, 1.0 / cfg.grad_accum));
     }
+    drop_nodes_outside_the_loss(tape_before, log);
     double loss = loss_sum / cfg.grad_accum;
     double lr = cfg.schedule.lr_at(step);
     double norm = global_grad_norm(params);
