@@ -77,6 +77,8 @@ class Tensor {
              ", asked for ", dtype_name(dtype_of<T>()));
     return static_cast<T*>(impl().storage->data);
   }
+  // The same, or nullptr for an undefined tensor: how ops hand optional inputs to kernels.
+  template <typename T> T* data_or_null() const { return defined() ? data<T>() : nullptr; }
   void* raw_data() const { return impl().storage->data; }
 
   // ---- conversions ----------------------------------------------------------------------

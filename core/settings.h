@@ -1,0 +1,63 @@
+// core/settings.h — every process-wide switch of mambagrad, in one place.
+//
+// A few choices change how ops compute without changing what they compute: which scan kernel
+// runs, how often it saves its state, whether GPU reductions may use float atomics, whether
+// cuBLAS may use TF32. They are not arguments of every op (that would thread a flag through
+// every layer) but one struct, read by the ops that care:
+//
+//   Settings s = settings();          // a copy of the current settings
+//   s.scan_kernel = ScanKernel::sequential;
+//   SettingsGuard guard(s);           // in force until the guard goes out of scope
+//
+// Programs set them once at start-up (from flags) and print describe_settings() with their
+// configuration, so a log always says how its numbers were computed. Change them between ops,
+// never while another thread runs ops (they are plain process-wide values).
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace mg {
+
+// The CPU selective scan: the fused kernel with chunked recomputation, or the plain loop.
+enum class ScanKernel { fast, sequential };
+// The CUDA selective scan kernel (docs/cuda_scan.md): v1 the teaching port, v2 the warp scan.
+enum class CudaScanVersion { v1, v2 };
+
+constexpr int64_t kDefaultScanChunk = 64;  // T: see docs/selective_scan.md for the choice
+
+struct Settings {
+  // ---- the selective scan ------------------------------------------------------------
+  ScanKernel scan_kernel = ScanKernel::fast;        // CPU tensors
+  int64_t scan_chunk = kDefaultScanChunk;           // T >= 1: steps between saved states
+  CudaScanVersion cuda_scan = CudaScanVersion::v2;  // CUDA tensors
+  // ---- the GPU -------------------------------------------------------------------------
+  // No float atomics in reductions: results bit-identical run to run (default on).
+  bool deterministic = true;
+  // cuBLAS may use TF32 tensor cores for f32 GEMMs (10-bit mantissa products; default off).
+  bool allow_tf32 = false;
+};
+
+const Settings& settings();
+void set_settings(const Settings& s);  // checks every field (an mg::Error names the bad one)
+
+// Sets `s` for the guard's lifetime, then restores what was there (tests, benchmarks).
+class SettingsGuard {
+ public:
+  explicit SettingsGuard(const Settings& s) : prev_(settings()) { set_settings(s); }
+  ~SettingsGuard() { set_settings(prev_); }
+  SettingsGuard(const SettingsGuard&) = delete;
+  SettingsGuard& operator=(const SettingsGuard&) = delete;
+
+ private:
+  Settings prev_;
+};
+
+// "scan fast (T 64), cuda scan v2, deterministic on, tf32 off": one line for logs.
+std::string describe_settings(const Settings& s = settings());
+const char* scan_kernel_name(ScanKernel k);
+const char* cuda_scan_name(CudaScanVersion v);
+// Parse "fast" / "sequential" and "v1" / "v2"; an mg::Error lists the accepted names.
+ScanKernel parse_scan_kernel(const std::string& name);
+CudaScanVersion parse_cuda_scan(const std::string& name);
+
+}  // namespace mg

@@ -1,0 +1,31 @@
+// core/settings.h: the process-wide switches, their validation, the scoped guard and the line
+// programs print.
+#include <doctest/doctest.h>
+
+#include "core/error.h"
+#include "core/settings.h"
+
+using namespace mg;
+
+TEST_CASE("settings: defaults, the guard restores, bad values are refused by name") {
+  const Settings defaults;
+  CHECK(describe_settings(defaults) == "scan fast (T 64), cuda scan v2, deterministic on, tf32 off");
+  const std::string before = describe_settings();
+  {
+    Settings s = settings();
+    s.scan_kernel = ScanKernel::sequential;
+    s.scan_chunk = 16;
+    s.deterministic = false;
+    SettingsGuard guard(s);
+    CHECK(settings().scan_kernel == ScanKernel::sequential);
+    CHECK(describe_settings() == "scan sequential (T 16), cuda scan v2, deterministic off, tf32 off");
+  }
+  CHECK(describe_settings() == before);
+  Settings bad = settings();
+  bad.scan_chunk = 0;
+  CHECK_THROWS_WITH_AS(set_settings(bad), doctest::Contains("scan_chunk (T, steps between saved states) must be >= 1, got 0"), Error);
+  CHECK(describe_settings() == before);  // a refused value changes nothing
+  CHECK(parse_scan_kernel("sequential") == ScanKernel::sequential);
+  CHECK(parse_cuda_scan("v1") == CudaScanVersion::v1);
+  CHECK_THROWS_WITH_AS(parse_cuda_scan("v9"), doctest::Contains("expected v1 or v2"), Error);
+}
