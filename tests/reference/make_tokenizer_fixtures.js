@@ -194,6 +194,8 @@ const STRINGS = [
   ['strip', U('x @@ y x@@y @@   z \t@@\t')],
   ['added_normalized', U('café cafe\u0301 e\u0301té été \u2126 \u03a9 <|endoftext|>')],
   ['tab_pairs', U('\t\t  x\t\t\ty')],
+  // U+00AD's second byte (AD) has no token in the byte_fallback tokenizer, U+3001's bytes do.
+  ['unk_then_fallback', U('soft\u00ad\u3001hyphen x\u00ad\u00ad\u00ady \u0160\u0161')],
   ['fortunes', U(fortuneSample())],
   // invalid UTF-8 (see the top of this file)
   ['invalid_ff', B([0x61, 0xff, 0x62])],
