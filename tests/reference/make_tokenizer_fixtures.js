@@ -173,7 +173,7 @@ const STRINGS = [
   ['one_newline', U('\n')],
   ['one_space', U(' ')],
   ['space_runs', U('a  b   c    d         e' + ' '.repeat(30) + 'f' + ' '.repeat(25))],
-  ['unicode_spaces', U('nbsp\u00a0x ideo\u3000x ls\u2028x nel\u0085x mvs\u180ex zwsp\u200bx en\u2002x\u2002\u2002y')],
+  ['unicode_spaces', U('nbsp\u00a0x ideo\u3000x ls\u2028x nel\u0085x mvs\u180ex \u180e\u180ey \u180e \u0085z zwsp\u200bx en\u2002x\u2002\u2002y')],
   ['accents_composed', U('café naïve résumé Zürich Ångström')],
   ['accents_decomposed', U('cafe\u0301 nai\u0308ve re\u0301sume\u0301 Zu\u0308rich A\u030angstro\u0308m')],
   ['nfc_singletons', U('\u212b \u2126 \u1100\u1161\u11a8 \u0041\u030a \ufb01 \u01c5')],
