@@ -140,7 +140,7 @@ BpeTokenizer BpeTokenizer::from_json(std::string_view text, const std::string& s
 BpeTokenizer BpeTokenizer::from_file(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code ec;
-  MG_CHECK(fs::is_regular_file(path, ec), "tokenizer: ", path, " is not a readable file (expected a tokenizer.json)");
+  MG_CHECK(fs::is_regular_file(path, ec), "tokenizer file ", path, " is not a readable file (expected a tokenizer.json)");
   BpeTokenizer tok(parse_tokenizer_json(json::parse_file(path), path), path);
   fs::path config = fs::path(path).parent_path() / "tokenizer_config.json";
   if (fs::is_regular_file(config, ec)) {

@@ -27,17 +27,17 @@ std::string DecodeStream::finish() {
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec) {
   namespace fs = std::filesystem;
-  MG_CHECK(!spec.empty(), "tokenizer: empty path (give a tokenizer.json, a model directory, or \"byte\")");
+  MG_CHECK(!spec.empty(), "tokenizer path is empty (give a tokenizer.json, a model directory, or \"byte\")");
   if (spec == "byte") return std::make_unique<ByteTokenizer>();
   fs::path p(spec);
   std::error_code ec;
   if (fs::is_directory(p, ec)) {
     fs::path file = p / "tokenizer.json";
-    MG_CHECK(fs::is_regular_file(file, ec), "tokenizer: directory ", spec, " has no tokenizer.json (looked for ",
+    MG_CHECK(fs::is_regular_file(file, ec), "tokenizer directory ", spec, " has no tokenizer.json (looked for ",
              file.string(), "); give a tokenizer.json file, a model directory holding one, or \"byte\"");
     p = file;
   }
-  MG_CHECK(fs::exists(p, ec), "tokenizer: ", spec,
+  MG_CHECK(fs::exists(p, ec), "tokenizer path ", spec,
            " does not exist (give a tokenizer.json file, a model directory holding one, or \"byte\")");
   return std::make_unique<BpeTokenizer>(BpeTokenizer::from_file(p.string()));
 }

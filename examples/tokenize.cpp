@@ -37,7 +37,7 @@ static std::vector<int32_t> parse_ids(const std::string& text) {
     errno = 0;
     char* end = nullptr;
     long long v = std::strtoll(word.c_str(), &end, 10);
-    MG_CHECK(*end == 0 && errno == 0 && v >= 0 && v <= INT32_MAX, "tokenize --decode: input word ", n, " ('", word,
+    MG_CHECK(*end == 0 && errno == 0 && v >= 0 && v <= INT32_MAX, "--decode: input word ", n, " ('", word,
              "') is not a token id (a non-negative integer below 2^31)");
     ids.push_back((int32_t)v);
   }
