@@ -181,7 +181,7 @@ TEST_CASE("tokenizer: the byte tokenizer through the interface and load_tokenize
   CHECK(tok->decode(odd) == "H\xEF\xBF\xBD");
 }
 
-TEST_CASE("tokenizer: load_tokenizer takes a file or a model directory; EOS from tokenizer_config.json") {
+TEST_CASE("tokenizer: load_tokenizer takes a file or a model directory, EOS from tokenizer_config.json") {
   const std::string file = kDir + "/tokenizers/neox_like.json";
   std::unique_ptr<data::Tokenizer> a = data::load_tokenizer(file);
   CHECK(a->eos_id() == 0);  // the special <|endoftext|>
