@@ -79,6 +79,9 @@ BpeTokenizer::BpeTokenizer(const BpeSpec& spec, const std::string& source) : sou
   byte_fallback_ = spec.byte_fallback;
   ignore_merges_ = spec.ignore_merges;
   unk_token_ = spec.unk_token;
+  template_ = spec.template_processing;
+  template_prefix_ = spec.template_prefix;
+  template_suffix_ = spec.template_suffix;
 
   int64_t max_id = -1;
   vocab_.reserve(spec.vocab.size());
@@ -116,7 +119,9 @@ BpeTokenizer::BpeTokenizer(const BpeSpec& spec, const std::string& source) : sou
 
   added_.emplace(spec.added_tokens, vocab_, [this](std::string_view s) { return nfc_ ? unicode::nfc(s) : std::string(s); });
   max_id = std::max<int64_t>(max_id, added_->max_id());
-  MG_CHECK(max_id < kMaxId, source_, ": added_tokens give an id of ", max_id, " (must be < ", kMaxId, ")");
+  for (int32_t id : template_prefix_) max_id = std::max<int64_t>(max_id, id);
+  for (int32_t id : template_suffix_) max_id = std::max<int64_t>(max_id, id);
+  MG_CHECK(max_id < kMaxId, source_, ": added_tokens or post_processor give an id of ", max_id, " (must be < ", kMaxId, ")");
   vocab_size_ = (int32_t)(max_id + 1);
 
   // Decode table: the model's tokens, then the added tokens' contents over them (HF looks an
@@ -171,7 +176,7 @@ std::vector<int32_t> BpeTokenizer::encode(const std::string& input) const {
   std::string_view text = input;
   if (!unicode::is_valid_utf8(text)) text = repaired = unicode::to_valid_utf8(input);
 
-  std::vector<int32_t> out;
+  std::vector<int32_t> out(template_prefix_);
   out.reserve(text.size() / 3 + 8);
   WordCache cache;
   for (const auto& raw : added_->split(text, false)) {
@@ -188,6 +193,7 @@ std::vector<int32_t> BpeTokenizer::encode(const std::string& input) const {
         encode_piece(std::string_view(normalized).substr(s.begin, s.end - s.begin), cache, out);
     }
   }
+  out.insert(out.end(), template_suffix_.begin(), template_suffix_.end());
   return out;
 }
 
@@ -333,6 +339,7 @@ std::string BpeTokenizer::describe() const {
   if (ignore_merges_) os << ", ignore_merges";
   if (byte_fallback_) os << ", byte_fallback";
   if (unk_token_) os << ", unk_token \"" << *unk_token_ << "\"";
+  if (template_) os << ", template adds " << template_prefix_.size() << " + " << template_suffix_.size() << " ids";
   os << ", eos " << (eos_ ? std::to_string(*eos_) : "none") << ", bos " << (bos_ ? std::to_string(*bos_) : "none");
   return os.str();
 }

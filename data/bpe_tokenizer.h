@@ -18,7 +18,9 @@
 //      <0xXX> tokens, else unk_token (fused when fuse_unk), else dropped, all as HF), then the
 //      adjacent pair of lowest merge rank is merged, leftmost first, until none is left.
 //      ignore_merges: a word that is itself a vocabulary token is that token.
-//   The ByteLevel post-processor adds nothing. Words are cached for the length of one encode.
+//   5. a TemplateProcessing post-processor adds its special ids before/after (HF's encode adds
+//      special tokens by default); the ByteLevel one adds nothing.
+//   Words are cached for the length of one encode.
 // decode(ids): each id's token (an added token's content first, else the vocabulary's); a
 // token all of whose characters are in the byte alphabet stands for those bytes, any other
 // token for its own UTF-8 bytes; the bytes are concatenated and invalid UTF-8 becomes U+FFFD
@@ -73,6 +75,8 @@ class BpeTokenizer final : public Tokenizer {
   bool nfc_ = false, add_prefix_space_ = false, use_regex_ = true;
   bool fuse_unk_ = false, byte_fallback_ = false, ignore_merges_ = false;
   std::optional<std::string> unk_token_;
+  bool template_ = false;
+  std::vector<int32_t> template_prefix_, template_suffix_;
   std::unordered_map<std::string, int32_t> vocab_;  // byte-alphabet spelling -> id
   std::unordered_map<uint64_t, std::pair<uint32_t, int32_t>> merges_;  // (a, b) -> (rank, id of ab)
   int32_t byte_id_[256];        // the vocabulary id of each byte's alphabet character, or -1

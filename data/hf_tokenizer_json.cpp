@@ -141,6 +141,57 @@ void read_model(const Reader& r, const Value& m, BpeSpec& spec) {
   }
 }
 
+// TemplateProcessing: {"single": [{"SpecialToken": {"id": NAME, ...}} | {"Sequence": {"id":
+// "A", ...}}, ...], "special_tokens": {NAME: {"ids": [...]}}} — the ids of the special pieces
+// before the sequence go first, those after it last (HF's encode adds them by default).
+void read_template(const Reader& r, const Value& v, const std::string& path, BpeSpec& spec) {
+  if (spec.template_processing) r.fail(path, "is a second TemplateProcessing (one is supported)");
+  spec.template_processing = true;
+  const Value& single = r.require(v, path, "single");
+  const Value* specials = r.get(v, path, "special_tokens");
+  if (!single.is_array()) r.fail(path + ".single", "must be an array of pieces");
+  bool seen_a = false;
+  for (size_t i = 0; i < single.size(); ++i) {
+    const Value& piece = single.as_array()[i];
+    const std::string p = Reader::index(path + ".single", i);
+    if (const Value* seq = r.get(piece, p, "Sequence")) {
+      const std::string& id = r.string(r.require(*seq, p + ".Sequence", "id"), p + ".Sequence.id");
+      if (id != "A" || seen_a) r.fail(p + ".Sequence.id", "\"" + id + "\" must be the one sequence \"A\" of a single-sequence template");
+      seen_a = true;
+    } else if (const Value* sp = r.get(piece, p, "SpecialToken")) {
+      const std::string& name = r.string(r.require(*sp, p + ".SpecialToken", "id"), p + ".SpecialToken.id");
+      const Value* tok = specials ? r.get(*specials, path + ".special_tokens", name) : nullptr;
+      if (!tok) r.fail(path + ".special_tokens", "has no entry \"" + name + "\" (used by " + p + ")");
+      const std::string ip = path + ".special_tokens[\"" + name + "\"].ids";
+      const Value& ids = r.require(*tok, path + ".special_tokens[\"" + name + "\"]", "ids");
+      if (!ids.is_array()) r.fail(ip, "must be an array of ids");
+      for (const Value& id : ids.as_array()) {
+        if (!id.is_int() || id.as_int() < 0 || id.as_int() > std::numeric_limits<int32_t>::max())
+          r.fail(ip, "must hold integer ids in [0, 2^31)");
+        (seen_a ? spec.template_suffix : spec.template_prefix).push_back((int32_t)id.as_int());
+      }
+    } else {
+      r.fail(p, "must be {\"Sequence\": ...} or {\"SpecialToken\": ...}");
+    }
+  }
+  if (!seen_a) r.fail(path + ".single", "has no sequence piece \"$A\"");
+}
+
+void read_post_processor(const Reader& r, const Value& v, const std::string& path, BpeSpec& spec) {
+  const std::string& t = r.type(v, path);
+  if (t == "ByteLevel") return;  // offsets only
+  if (t == "TemplateProcessing") return read_template(r, v, path, spec);
+  if (t == "Sequence") {
+    const Value& list = r.require(v, path, "processors");
+    if (!list.is_array()) r.fail(Reader::join(path, "processors"), "must be an array");
+    for (size_t i = 0; i < list.size(); ++i)
+      read_post_processor(r, list.as_array()[i], Reader::index(Reader::join(path, "processors"), i), spec);
+    return;
+  }
+  r.fail(Reader::join(path, "type"),
+         "\"" + t + "\" is not supported (supported: null, ByteLevel, TemplateProcessing, Sequence of those)");
+}
+
 void read_added_tokens(const Reader& r, const Value& list, BpeSpec& spec) {
   if (!list.is_array()) r.fail("added_tokens", "must be an array");
   for (size_t i = 0; i < list.size(); ++i) {
@@ -191,11 +242,7 @@ BpeSpec parse_tokenizer_json(const Value& doc, const std::string& source) {
   if (!dec) r.fail("decoder", "is null or missing (supported: ByteLevel, or a Sequence holding one)");
   byte_level(r, *dec, "decoder", "decoders", "decoder");
 
-  if (const Value* pp = r.get(doc, "", "post_processor")) {
-    const std::string& t = r.type(*pp, "post_processor");
-    if (t != "ByteLevel")
-      r.fail("post_processor.type", "\"" + t + "\" is not supported (supported: null, ByteLevel)");
-  }
+  if (const Value* pp = r.get(doc, "", "post_processor")) read_post_processor(r, *pp, "post_processor", spec);
 
   read_model(r, r.require(doc, "", "model"), spec);
   if (const Value* a = r.get(doc, "", "added_tokens")) read_added_tokens(r, *a, spec);

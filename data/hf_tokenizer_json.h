@@ -14,7 +14,11 @@
 //   added_tokens     [{"id", "content", "single_word", "lstrip", "rstrip", "normalized",
 //                    "special"}, ...]
 //   decoder          {"type": "ByteLevel"} (or a Sequence holding one)
-//   post_processor   null or {"type": "ByteLevel"} (it changes offsets, never ids)
+//   post_processor   null, {"type": "ByteLevel"} (it changes offsets, never ids),
+//                    {"type": "TemplateProcessing"} (its "single" template: special tokens
+//                    before and after the sequence, e.g. a BOS; transformers writes "$A:0",
+//                    which adds nothing, into GPT-NeoX tokenizer.json files), or a Sequence
+//                    of those
 //   truncation, padding   null
 // Anything else is an mg::Error such as
 //   tokenizer.json: normalizer.type "BertNormalizer" is not supported (supported: NFC, null,
@@ -50,6 +54,9 @@ struct BpeSpec {
   std::optional<std::string> unk_token;
   bool fuse_unk = false, byte_fallback = false, ignore_merges = false;
   std::vector<AddedToken> added_tokens;  // file order
+  // TemplateProcessing's single-sequence template: ids before and after the encoded text.
+  bool template_processing = false;
+  std::vector<int32_t> template_prefix, template_suffix;
 };
 
 // `source` names the document in errors (the file path).

@@ -106,7 +106,7 @@ TEST_CASE("tokenizer fixtures: every string's ids and decode equal Hugging Face'
       ++checked;
     }
   }
-  CHECK(checked == 7 * (int)strings.size());
+  CHECK(checked == 8 * (int)strings.size());
 }
 
 TEST_CASE("tokenizer fixtures: decode of any id sequence (out of range, broken UTF-8) equals HF's") {
@@ -205,6 +205,19 @@ TEST_CASE("tokenizer: load_tokenizer takes a file or a model directory, EOS from
   fs::remove_all(empty);
 }
 
+TEST_CASE("tokenizer: transformers' \"$A:0\" template (GPT-NeoX files saved by transformers) adds no ids") {
+  json::Value pp = json::parse(R"({"type": "TemplateProcessing",
+      "single": [{"Sequence": {"id": "A", "type_id": 0}}],
+      "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+      "special_tokens": {}})");
+  BpeTokenizer with = BpeTokenizer::from_json(neox_with("post_processor", pp));
+  BpeTokenizer without = BpeTokenizer::from_file(kDir + "/tokenizers/neox_like.json");
+  const std::string text = "Hello, world!\n  <|endoftext|>";
+  CHECK(with.encode(text) == without.encode(text));
+  CHECK(with.encode("").empty());
+  CHECK(with.describe().find("template adds 0 + 0 ids") != std::string::npos);
+}
+
 TEST_CASE("tokenizer: unsupported or malformed tokenizer.json is an error naming the field") {
   using json::Value;
   auto typed = [](const char* t) {
@@ -224,7 +237,9 @@ TEST_CASE("tokenizer: unsupported or malformed tokenizer.json is an error naming
         std::string::npos);
   CHECK(error_of(neox_with("pre_tokenizer", Value())).find("pre_tokenizer is null") != std::string::npos);
   CHECK(error_of(neox_with("decoder", typed("WordPiece"))).find("decoder.type \"WordPiece\"") != std::string::npos);
-  CHECK(error_of(neox_with("post_processor", typed("TemplateProcessing"))).find("post_processor.type \"TemplateProcessing\"") !=
+  CHECK(error_of(neox_with("post_processor", typed("RobertaProcessing"))).find("post_processor.type \"RobertaProcessing\"") !=
+        std::string::npos);
+  CHECK(error_of(neox_with("post_processor", typed("TemplateProcessing"))).find("post_processor.single is missing") !=
         std::string::npos);
   Value trunc = Value::object();
   trunc.set("max_length", 8);

@@ -15,7 +15,7 @@
 // merges (a BPE trainer's merges are greedy, so the first k are what training to that size
 // gives), gets a vocabulary (specials, then the 256 byte-alphabet characters in byte order,
 // then the merge results), its options and added tokens, and is loaded back with
-// Tokenizer.fromString and addAddedTokens. Every id and decoded string in the fixtures comes
+// Tokenizer.fromString, addAddedTokens (and setPostProcessor). Every id and decoded string in the fixtures comes
 // from HF's encode/decode of that loaded tokenizer. Training tie-breaks may differ between
 // runs, so regenerate the tokenizers and the fixtures together (this script does).
 //
@@ -99,6 +99,12 @@ const VARIANTS = [
   {name: 'no_regex', vocab: 300, nfc: false, addPrefixSpace: true, useRegex: false, added: () => [ADDED.endoftext()]},
   {name: 'unk_fused', vocab: 300, nfc: true, addPrefixSpace: false, partialAlphabet: true,
    specialsInVocab: ['<unk>'], unk: '<unk>', fuseUnk: true, added: () => []},
+  // A post-processor that adds ids: TemplateProcessing (BOS before, EOS after) in a Sequence
+  // after ByteLevel, as HF's encode applies it by default.
+  {name: 'template', vocab: 500, nfc: true, addPrefixSpace: false,
+   added: () => [ADDED.endoftext(), ADDED.padding()],
+   postProcessor: (t) => tk.sequenceProcessing([tk.byteLevelProcessing(true), tk.templateProcessing(
+     '<|endoftext|> $A <|padding|>', '$A $B', [['<|endoftext|>', t.tokenToId('<|endoftext|>')], ['<|padding|>', t.tokenToId('<|padding|>')]])])},
   {name: 'byte_fallback', vocab: 480, nfc: true, addPrefixSpace: false, partialAlphabet: true,
    specialsInVocab: ['<unk>'], unk: '<unk>', fuseUnk: false, byteFallback: true, added: () => []},
 ];
@@ -142,6 +148,7 @@ function makeVariant(raw, v) {
   const t = tk.Tokenizer.fromString(JSON.stringify(j));
   const added = v.added();
   if (added.length) t.addAddedTokens(added);
+  if (v.postProcessor) t.setPostProcessor(v.postProcessor(t));
   const file = path.join(OUT, 'tokenizers', `${v.name}.json`);
   fs.mkdirSync(path.dirname(file), {recursive: true});
   t.save(file, false);
