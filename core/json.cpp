@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <fstream>
 #include <sstream>
+#include <unordered_set>
 
 #include "core/error.h"
 
@@ -179,10 +180,13 @@ class Parser {
     pos_ += word.size();
   }
 
+  static constexpr size_t kLinearKeyScan = 32;
+
   Value object(int depth) {
     const size_t start = pos_;
     ++pos_;  // '{'
     Value obj = Value::object();
+    std::unordered_set<std::string> seen;  // keys, once there are kLinearKeyScan of them
     skip_ws();
     if (peek() == '}') { ++pos_; return obj; }
     while (true) {
@@ -193,8 +197,17 @@ class Parser {
       }
       const size_t key_pos = pos_;
       std::string key = string();
-      for (auto& [k, v] : obj.obj_)
-        if (k == key) fail_at(key_pos, "duplicate key '", key, "'");
+      // Duplicate keys: a linear scan for small objects, a hash set once an object is large
+      // (a tokenizer.json vocabulary has ~50k keys; scanning would be quadratic).
+      bool dup = false;
+      if (obj.obj_.size() < kLinearKeyScan) {
+        for (auto& [k, v] : obj.obj_) dup |= k == key;
+      } else {
+        if (seen.empty())
+          for (auto& [k, v] : obj.obj_) seen.insert(k);
+        dup = !seen.insert(key).second;
+      }
+      if (dup) fail_at(key_pos, "duplicate key '", key, "'");
       skip_ws();
       expect_char(':', "after an object key");
       skip_ws();
