@@ -23,6 +23,14 @@ template <typename T> void gelu_forward(const T* x, T* y, int64_t n);
 template <typename T> void gelu_backward(const T* x, const T* dy, T* dx, int64_t n);
 }  // namespace cpu
 
+// The CUDA twins (cuda/gelu.cu): the cpu:: kernels' arguments in the same order, f32,
+// device pointers, enqueued on the backend's stream. Declared in every build, defined only
+// in a CUDA build (core/dispatch.h says why that links).
+namespace cuda {
+void gelu_forward(const float* x, float* y, int64_t n);
+void gelu_backward(const float* x, const float* dy, float* dx, int64_t n);
+}  // namespace cuda
+
 Tensor gelu(const Tensor& x);
 
 }  // namespace mg

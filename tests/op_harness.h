@@ -70,7 +70,7 @@ inline Ins make_inputs(const OpCase& row, DType dtype, uint64_t seed) {
   Ins xs;
   for (const auto& s : row.inputs) {
     Tensor u = Tensor::uniform(s.shape, s.ids ? 0.0 : s.lo, s.ids ? (double)s.vocab : s.hi, DType::f64, &gen);
-    if (!s.ids) { xs.push_back(u.to(dtype)); continue; }
+    if (!s.ids) { xs.push_back(u.cast(dtype)); continue; }
     std::vector<int32_t> v;
     for (double d : u.to_vector<double>()) v.push_back(std::min((int32_t)d, (int32_t)(s.vocab - 1)));
     xs.push_back(Tensor::from_vector<int32_t>(v, s.shape));
@@ -101,7 +101,7 @@ inline std::string cuda_unavailable_reason() {
 inline double max_relative_error(const Tensor& got, const Tensor& ref) {
   if (!got.defined() || !ref.defined()) return got.defined() == ref.defined() ? 0.0 : INFINITY;
   if (got.shape() != ref.shape()) return INFINITY;
-  auto a = got.to(DType::f64).to_vector<double>(), b = ref.to(DType::f64).to_vector<double>();
+  auto a = got.cast(DType::f64).to_vector<double>(), b = ref.cast(DType::f64).to_vector<double>();
   double diff = 0, scale = 1e-6;
   for (size_t i = 0; i < a.size(); ++i) {
     double d = std::abs(a[i] - b[i]);
@@ -118,20 +118,18 @@ struct DeviceComparison {
 
 // Output and input gradients (for the cotangent r) of one row in f32 on `device`.
 inline std::vector<Tensor> run_on(const OpCase& row, const Ins& host_inputs, const Tensor& r, Device device) {
-  tape().clear();
   Ins xs;
   for (size_t k = 0; k < host_inputs.size(); ++k) {
-    Tensor x = host_inputs[k].to(device).detach();
+    Tensor x = host_inputs[k].copy_to(device).detach();
     if (row.inputs[k].differentiable) x.requires_grad_();
     xs.push_back(x);
   }
   Tensor y = row.fn(xs);
-  std::vector<Tensor> results{y.detach().to(Device::cpu())};
-  backward(y, r.to(device));
+  std::vector<Tensor> results{y.detach().copy_to(Device::cpu())};
+  backward(y, r.copy_to(device));
   for (size_t k = 0; k < xs.size(); ++k)
     if (row.inputs[k].differentiable)
-      results.push_back(xs[k].grad().defined() ? xs[k].grad().to(Device::cpu()) : Tensor::zeros(xs[k].shape()));
-  tape().clear();
+      results.push_back(xs[k].grad().defined() ? xs[k].grad().copy_to(Device::cpu()) : Tensor::zeros(xs[k].shape()));
   return results;
 }
 

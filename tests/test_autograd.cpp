@@ -39,7 +39,7 @@ TEST_CASE("autograd: gradients accumulate over two backward calls until zero_gra
 }
 
 TEST_CASE("autograd: no-grad guard records nothing") {
-  tape().clear();
+  tape().clear();  // this test counts nodes from an empty tape
   Tensor a = Tensor::ones({4}).requires_grad_();
   {
     NoGradGuard g;
@@ -50,7 +50,6 @@ TEST_CASE("autograd: no-grad guard records nothing") {
   Tensor c = exp(a);
   CHECK(c.requires_grad());
   CHECK(tape().size() == 1);
-  tape().clear();
 }
 
 TEST_CASE("autograd: detach cuts the tape") {
@@ -58,7 +57,6 @@ TEST_CASE("autograd: detach cuts the tape") {
   Tensor d = (a * 2.0).detach();
   CHECK_FALSE(d.requires_grad());
   CHECK(d.to_vector<double>() == std::vector<double>{2.0, 2.0});
-  tape().clear();
 }
 
 TEST_CASE("autograd: backward over a 100,000-node chain neither recurses nor overflows") {
@@ -73,7 +71,7 @@ TEST_CASE("autograd: backward over a 100,000-node chain neither recurses nor ove
 }
 
 TEST_CASE("autograd: clearing the tape frees what the nodes saved") {
-  tape().clear();
+  tape().clear();  // `before` must not count nodes that the clear below would free too
   int64_t before = memory_stats().current_bytes;
   {
     Tensor a = Tensor::ones({1000, 100}).requires_grad_();
@@ -88,7 +86,6 @@ TEST_CASE("autograd: backward on a non-scalar without a gradient is an error") {
   Tensor a = Tensor::ones({3}).requires_grad_();
   Tensor b = exp(a);
   CHECK_THROWS_AS(backward(b), Error);
-  tape().clear();
 }
 
 // ---- backward(root) differentiates exactly root's graph ------------------------------------
@@ -174,11 +171,10 @@ TEST_CASE("autograd: a second backward through a consumed graph is an error, not
   std::vector<double> want = dw;
   for (size_t i = 0; i < 3; ++i) want[i] += vals(l.a)[i];  // + dLa/dw = a
   check_close(vals(l.w.grad()), want);
-  tape().clear();  // Lb's own nodes (exp, sum) were left by the failed call
 }
 
 TEST_CASE("autograd: a forward pass never differentiated keeps its nodes; NoGradGuard records none") {
-  tape().clear();
+  tape().clear();  // this test counts nodes from an empty tape
   Leaves l;
   Tensor evaluated = loss1(l);  // e.g. an evaluation forgotten outside NoGradGuard
   CHECK(tape().size() == 3);

@@ -34,7 +34,7 @@ Tensor random_ids(const Shape& shape, int32_t V, uint64_t seed) {
 
 double max_abs(const Tensor& t) {
   double m = 0;
-  for (double v : t.to(DType::f64).to_vector<double>()) m = std::max(m, std::abs(v));
+  for (double v : t.cast(DType::f64).to_vector<double>()) m = std::max(m, std::abs(v));
   return m;
 }
 
@@ -189,7 +189,7 @@ TEST_CASE("nn: load_state_dict copies values in place and lists every problem at
 
   // f64 values load into an f32 model (converted).
   auto f64 = a.state_dict();
-  for (auto& [k, t] : f64) t = t.to(DType::f64);
+  for (auto& [k, t] : f64) t = t.cast(DType::f64);
   MambaLM d(small_config(), 4);
   d.load_state_dict(f64);
   CHECK(d.norm_f.weight.to_vector<float>() == a.norm_f.weight.to_vector<float>());
