@@ -106,7 +106,7 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
       MG_CUBLAS_CHECK(cublasSscal_64(h, M * N, &beta, C, 1));
     return;
   }
-  // Column-major C^T (N, M) = op(B)^T (N, K) op(A)^T (K, M); see cuda/matmul.h.
+  // Column-major C^T (N, M) = op(B)^T (N, K) op(A)^T (K, M); see the top of this file.
   MG_CUBLAS_CHECK(cublasSgemm_64(h, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
                                  trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B,
                                  trans_b ? K : N, A, trans_a ? M : K, &beta, C, N));

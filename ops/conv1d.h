@@ -57,7 +57,7 @@ void causal_conv1d_backward(const float* x, const float* w, const float* dy, flo
                             float* dbias, int64_t B, int64_t L, int64_t C, int64_t K);
 }  // namespace cuda
 
-// x (B, L, C), weight (C, 1, K), bias (C) or undefined -> y (B, L, C). f32 or f64, CPU.
+// x (B, L, C), weight (C, 1, K), bias (C) or undefined -> y (B, L, C). CPU: f32, f64; CUDA: f32.
 Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 
 }  // namespace mg

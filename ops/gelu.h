@@ -9,8 +9,9 @@
 // Saved for backward: x (y is not needed). Numerics: erf saturates to +-1 for |x| > ~6, so y
 // tends to x (or 0) smoothly; exp(-x^2/2) underflows to 0 harmlessly for large |x|.
 //
-// Devices: CPU (f32, f64) and CUDA (f32): cuda/gelu.{h,cu} holds the twin kernels with the same
-// signatures (float only), picked by dispatch_device in ops/gelu.cpp.
+// Devices: CPU (f32, f64) and CUDA (f32). The CUDA twins are declared below beside the CPU
+// kernels, with the same arguments (float only), defined in cuda/gelu.cu, and picked by
+// dispatch_device in ops/gelu.cpp.
 #pragma once
 #include <cstdint>
 

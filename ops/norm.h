@@ -76,9 +76,9 @@ void layer_norm_backward(const float* x, const float* w, const float* mean, cons
                          int64_t D);
 }  // namespace cuda
 
-// x (..., D), weight (D) -> (..., D). f32 or f64, CPU.
+// x (..., D), weight (D) -> (..., D). CPU: f32, f64; CUDA: f32.
 Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps = 1e-5);
-// x (..., D), weight (D), bias (D) or undefined -> (..., D). f32 or f64, CPU.
+// x (..., D), weight (D), bias (D) or undefined -> (..., D). CPU: f32, f64; CUDA: f32.
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
                   double eps = 1e-5);
 

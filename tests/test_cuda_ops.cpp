@@ -1,5 +1,5 @@
 // CUDA twins of matmul/linear, shape ops, embedding, causal conv1d and the norms, tested
-// against their CPU kernels (DESIGN decision 7: the CPU kernel is the spec) on odd shapes
+// against their CPU kernels (the CPU kernel is the spec: docs/architecture.md) on odd shapes
 // (1, 7, 13, 33) and one realistic size, forward and backward, f32 with TF32 off:
 //   err = max |cuda - cpu| / max(1, max |cpu|) < 1e-5,
 // plus bitwise repeatability in deterministic mode, and the public ops end to end (dispatch,
