@@ -39,15 +39,12 @@ void transpose_forward(const void* x, void* y, int64_t A, int64_t n0, int64_t B,
                        int64_t C, int64_t elem_bytes);
 }  // namespace cpu
 
-// The CUDA twins (cuda/shape.cu): the cpu:: kernels' arguments in the same order, f32,
-// device pointers, enqueued on the backend's stream. Declared in every build, defined only
-// in a CUDA build (core/dispatch.h says why that links).
+// The CUDA twins (cuda/shape.cu): the same arguments, device pointers, byte copies (so every
+// dtype), enqueued on the backend's stream. Declared in every build, defined only in a CUDA
+// build (core/dispatch.h says why that links).
 namespace cuda {
-// blocks blocks of block_bytes bytes: block i from src + i * src_stride to dst + i * dst_stride.
 void copy_blocks(const void* src, int64_t src_stride, void* dst, int64_t dst_stride,
                  int64_t blocks, int64_t block_bytes);
-
-// x viewed as (A, n0, B, n1, C) -> y (A, n1, B, n0, C), elements of elem_bytes (4 or 8).
 void transpose_forward(const void* x, void* y, int64_t A, int64_t n0, int64_t B, int64_t n1,
                        int64_t C, int64_t elem_bytes);
 }  // namespace cuda

@@ -10,20 +10,15 @@
 #include "nn/init.h"
 #include "nn/mamba.h"
 #include "ops/shape.h"
+#include "test_util.h"
 
 using namespace mg;
 using namespace mg::nn;
 
 namespace {
 
-MambaConfig small_config() {
-  MambaConfig c;
-  c.d_model = 16;
-  c.n_layer = 2;
-  c.vocab_size = 50;  // -> 56
-  c.d_state = 4;
-  return c;  // ED 32, R 1, K 4
-}
+// V 50 (padded to 56), N 4: ED 32, R 1, K 4.
+MambaConfig small_config() { return test::tiny_lm_config(/*V=*/50, /*N=*/4); }
 
 Tensor random_ids(const Shape& shape, int32_t V, uint64_t seed) {
   Generator g(seed);
