@@ -1,7 +1,9 @@
 // cuda/runtime.h — the CUDA backend's runtime: devices, the stream, initialisation.
 //
-// A plain C++ header (no CUDA headers), so core/, ops/ and the tests can include it under
-// `#ifdef MG_WITH_CUDA`. Everything here is implemented in cuda/runtime.cu.
+// A plain C++ header (no CUDA headers), so train/, the examples and the tests can include it;
+// everything here is implemented in cuda/runtime.cu, so calls belong in CUDA-only code
+// (`if constexpr (kWithCuda)`, core/dispatch.h). core/ and ops/ never include it: core reaches
+// the backend through the registration below.
 //
 // The backend uses one device (cuda:0, or the device current when it initialises) and one
 // stream: every kernel, cuBLAS call and copy is enqueued on stream(), so work is ordered
