@@ -8,7 +8,9 @@
 #include "autograd/tape.h"
 #include "core/allocator.h"
 #include "ops/arith.h"
+#include "ops/convert.h"
 #include "ops/reduce.h"
+#include "ops/shape.h"
 #include "ops/unary.h"
 
 using namespace mg;
@@ -19,6 +21,31 @@ TEST_CASE("autograd: a tensor used twice receives both contributions (b = a + a)
   backward(b, Tensor::ones({3}, DType::f64));
   auto g = a.grad().to_vector<double>();
   CHECK(g == std::vector<double>{2.0, 2.0, 2.0});
+}
+
+TEST_CASE("autograd: Tensor's view/cast/copy_to record nothing; ops' reshape/to record and pass gradients") {
+  tape().clear();  // this test counts nodes from an empty tape
+  Tensor a = Tensor::from_vector<double>({1.0, 2.0, 3.0, 4.0}, {4}).requires_grad_();
+  Tensor v = a.view({2, 2}), c = a.cast(DType::f32), h = a.copy_to(Device::cpu());
+  CHECK_FALSE(v.requires_grad());
+  CHECK_FALSE(c.requires_grad());
+  CHECK(v.raw_data() == a.raw_data());  // a view shares the storage
+  CHECK(tape().size() == 0);
+  // reshape: the same storage, one node; d(sum(w * reshape(a))) / da = w, back in a's shape.
+  Tensor w = Tensor::from_vector<double>({0.5, -1.0, 2.0, 3.0}, {2, 2});
+  Tensor r = reshape(a, {2, 2});
+  CHECK(r.raw_data() == a.raw_data());
+  CHECK(tape().size() == 1);
+  backward(sum(r * w));
+  CHECK(a.grad().shape() == Shape{4});
+  CHECK(a.grad().to_vector<double>() == std::vector<double>{0.5, -1.0, 2.0, 3.0});
+  // to(f32) and back: the gradient arrives in a's dtype; to(own dtype / device) is a itself.
+  a.zero_grad();
+  backward(sum(to(to(a, DType::f32), DType::f64) * 2.0));
+  CHECK(a.grad().dtype() == DType::f64);
+  CHECK(a.grad().to_vector<double>() == std::vector<double>(4, 2.0));
+  CHECK(to(a, DType::f64).same(a));
+  CHECK(to(a, Device::cpu()).same(a));
 }
 
 TEST_CASE("autograd: x * x gives 2x") {
