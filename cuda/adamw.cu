@@ -136,12 +136,6 @@ void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float
                             grad_scale, nullptr);
 }
 
-void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
-                float beta2, float eps, float weight_decay, float bias_c1, float bias_c2,
-                float grad_scale) {
-  adamw_update(p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, bias_c1, bias_c2, grad_scale);
-}
-
 // p, g, buf (n).
 void sgd_update(float* p, const float* g, float* buf, int64_t n, float lr, float momentum,
                 bool nesterov, float weight_decay, float grad_scale) {

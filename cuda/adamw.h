@@ -35,10 +35,6 @@ void adamw_update_device_scale(float* p, const float* g, float* m, float* v, int
                                float beta1, float beta2, float eps, float weight_decay,
                                float bias_c1, float bias_c2, float grad_scale,
                                const float* grad_scale_device);
-// The name in the team's brief; the same kernel as adamw_update.
-void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
-                float beta2, float eps, float weight_decay, float bias_c1, float bias_c2,
-                float grad_scale);
 
 // cpu::sgd_update's signature and formula.
 void sgd_update(float* p, const float* g, float* buf, int64_t n, float lr, float momentum,
