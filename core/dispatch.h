@@ -16,7 +16,7 @@
 // template's body is only compiled into a call when the template is instantiated, and
 // dispatch_device instantiates the CUDA lambda only under `if constexpr (kWithCuda)`. So a
 // build without CUDA never references a cuda:: symbol, yet the compiler still parses the call
-// and checks its (non-dependent) arguments against the declaration in every build.
+// and looks the twin up in every build (a misspelt or undeclared twin fails without CUDA too).
 //
 // Ops without a dtype (byte copies, i32 id checks) use the second form, whose CUDA lambda is a
 // template for the same reason but takes no type it uses:
