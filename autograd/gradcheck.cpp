@@ -20,7 +20,7 @@ std::string GradcheckResult::report() const {
 
 // <r, y> in double precision.
 static double dot(const Tensor& r, const Tensor& y) {
-  Tensor y64 = y.to(DType::f64);
+  Tensor y64 = y.cast(DType::f64);
   const double* a = r.data<double>();
   const double* b = y64.data<double>();
   double s = 0;
@@ -48,13 +48,13 @@ GradcheckResult gradcheck(const GradcheckFn& fn, const std::vector<Tensor>& inpu
   Generator gen(opts.seed);
   Tensor r = Tensor::randn(y.shape(), DType::f64, &gen);
   MG_CHECK(y.requires_grad(), "gradcheck: the function's output does not depend on any input");
-  backward(y, r.to(y.dtype()));
+  backward(y, r.cast(y.dtype()));
 
   GradcheckResult res;
   NoGradGuard no_grad;
   for (size_t k : which) {
     Tensor g = xs[k].grad();
-    Tensor analytic = g.defined() ? g.to(DType::f64) : Tensor::zeros(xs[k].shape(), DType::f64);
+    Tensor analytic = g.defined() ? g.cast(DType::f64) : Tensor::zeros(xs[k].shape(), DType::f64);
     double* x = xs[k].data<double>();
     for (int64_t i = 0; i < xs[k].numel(); ++i) {
       double saved = x[i];

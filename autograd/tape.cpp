@@ -4,7 +4,7 @@
 #include <ostream>
 #include <unordered_set>
 
-#include "ops/arith.h"
+#include "core/allocator.h"
 
 namespace mg {
 
@@ -61,13 +61,25 @@ void record(const std::string& name, const std::vector<Tensor>& inputs,
 }
 
 // x.grad += g, never in place: a gradient tensor may be shared (add's backward hands the
-// same dy to both inputs), so accumulation allocates a new tensor.
+// same dy to both inputs), so accumulation allocates a new tensor. The sum is the device's
+// add_into (core/allocator.h), the add op's kernel: autograd sits below ops/ and cannot call
+// ops::add (docs/decisions.md, "Layers").
 static void accumulate_grad(const Tensor& x, const Tensor& g) {
   MG_CHECK(g.shape() == x.shape(), "backward: gradient of shape ", shape_str(g.shape()),
            " for a tensor of shape ", shape_str(x.shape()));
-  Tensor gx = g.dtype() == x.dtype() ? g : g.to(x.dtype());
+  Tensor gx = g.dtype() == x.dtype() ? g : g.cast(x.dtype());
   Tensor cur = x.grad();
-  x.impl().grad = cur.defined() ? add(cur, gx).impl_ptr() : gx.impl_ptr();
+  if (!cur.defined()) {
+    x.impl().grad = gx.impl_ptr();
+    return;
+  }
+  MG_CHECK(cur.device() == gx.device() && cur.dtype() == gx.dtype(), "backward: a gradient on ",
+           gx.device().str(), " (", dtype_name(gx.dtype()), ") for a tensor whose gradient so far "
+           "is on ", cur.device().str(), " (", dtype_name(cur.dtype()), ")");
+  Tensor sum = Tensor::empty(x.shape(), cur.dtype(), cur.device());
+  allocator_for(sum.device()).add_into(sum.raw_data(), cur.raw_data(), gx.raw_data(), sum.numel(),
+                                       sum.dtype());
+  x.impl().grad = sum.impl_ptr();
 }
 
 namespace {

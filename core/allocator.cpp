@@ -6,9 +6,7 @@
 
 #include "core/block_cache.h"
 #include "core/error.h"
-#ifdef MG_WITH_CUDA
-#include "cuda/runtime.h"  // plain C++: backend_init() registers the CUDA caching allocator
-#endif
+#include "core/parallel.h"
 
 namespace mg {
 namespace {
@@ -41,6 +39,18 @@ class CpuAllocator final : public DeviceAllocator {
   void copy_to_host(void* d, const void* s, size_t n) override { std::memcpy(d, s, n); }
   void copy_on_device(void* d, const void* s, size_t n) override { std::memcpy(d, s, n); }
   void fill_zero(void* p, size_t n) override { std::memset(p, 0, n); }
+  void add_into(void* y, const void* a, const void* b, int64_t n, DType dtype) override {
+    auto add = [&]<typename T>() {
+      T* py = static_cast<T*>(y);
+      const T *pa = static_cast<const T*>(a), *pb = static_cast<const T*>(b);
+      parallel_for(n, kElementwiseGrain, [&](int64_t s, int64_t e) {
+        for (int64_t i = s; i < e; ++i) py[i] = pa[i] + pb[i];
+      });
+    };
+    if (dtype == DType::f32) add.template operator()<float>();
+    else if (dtype == DType::f64) add.template operator()<double>();
+    else throw Error(detail::cat("add_into: expected f32 or f64, got ", dtype_name(dtype)));
+  }
 
   void release_cache() { cache_.release(); }
 
@@ -53,27 +63,34 @@ CpuAllocator& cpu_allocator() {
   static CpuAllocator* a = new CpuAllocator();
   return *a;
 }
-// Set once by the CUDA backend (under its init mutex); read by every CUDA allocation.
+// Set by the CUDA backend's static registrar before main; read at the first CUDA request.
+std::atomic<CudaBackendStart> g_cuda_start{nullptr};
+// The started backend's allocator (set once; starting again is harmless: it is idempotent).
 std::atomic<DeviceAllocator*> g_cuda_allocator{nullptr};
 
 }  // namespace
 
 DeviceAllocator& allocator_for(Device d) {
   if (d.is_cpu()) return cpu_allocator();
-#ifdef MG_WITH_CUDA
-  // The first CUDA tensor initialises the backend; with no visible GPU this throws a clear
-  // mg::Error ("built with CUDA, but no CUDA device is visible ...") and CPU keeps working.
-  if (g_cuda_allocator.load(std::memory_order_acquire) == nullptr) cuda::backend_init();
+  DeviceAllocator* cuda_allocator = g_cuda_allocator.load(std::memory_order_acquire);
+  if (cuda_allocator == nullptr) {
+    CudaBackendStart start = g_cuda_start.load(std::memory_order_acquire);
+    MG_CHECK(start != nullptr, "allocator: no CUDA backend is available for ", d.str(),
+             cuda_compiled() ? " (the CUDA backend is not linked into this program)"
+                             : " (this build has no CUDA backend: configure with -DMG_CUDA=ON)");
+    // With no visible GPU this throws a clear mg::Error ("built with CUDA, but no CUDA device
+    // is visible ...") and CPU keeps working.
+    cuda_allocator = &start();
+    g_cuda_allocator.store(cuda_allocator, std::memory_order_release);
+  }
   MG_CHECK(d.index == 0, "allocator: ", d.str(), " requested, but the CUDA backend uses one ",
            "device, cuda:0 (select the GPU with CUDA_VISIBLE_DEVICES)");
-#endif
-  DeviceAllocator* cuda_allocator = g_cuda_allocator.load(std::memory_order_acquire);
-  MG_CHECK(cuda_allocator != nullptr, "allocator: no CUDA backend is available for ", d.str(),
-           cuda_compiled() ? " (no CUDA device is visible)" : " (this build has no CUDA backend: configure with -DMG_CUDA=ON)");
   return *cuda_allocator;
 }
 
-void register_cuda_allocator(DeviceAllocator* a) { g_cuda_allocator.store(a, std::memory_order_release); }
+void register_cuda_backend(CudaBackendStart start) {
+  g_cuda_start.store(start, std::memory_order_release);
+}
 
 void empty_cpu_cache() { cpu_allocator().release_cache(); }
 

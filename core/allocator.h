@@ -3,13 +3,18 @@
 // Each device has an allocator with the same statistics: bytes currently held by tensors,
 // the peak since the last reset, and (for caching allocators) bytes cached but unused.
 // The CPU allocator hands out 64-byte aligned blocks (a cache line, an AVX-512 vector).
-// The CUDA backend registers its caching allocator here at start-up (cuda/), so core/
-// stays free of CUDA headers.
+//
+// DeviceAllocator is the whole of what core needs from a device: memory (allocate, copies,
+// zero fill) and one piece of arithmetic, y = a + b, with which autograd adds gradient
+// contributions (docs/decisions.md, "Layers"). The CUDA backend registers itself here when the
+// program starts (cuda/runtime.cu), so core reaches it through a registration and never
+// includes cuda/.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 
 #include "core/device.h"
+#include "core/dtype.h"
 
 namespace mg {
 
@@ -32,12 +37,20 @@ class DeviceAllocator {
   virtual void copy_to_host(void* dst, const void* src, size_t n) = 0;
   virtual void copy_on_device(void* dst, const void* src, size_t n) = 0;
   virtual void fill_zero(void* p, size_t n) = 0;
+  // y = a + b for n elements of a floating dtype, all on this device (y may alias a or b).
+  // Bitwise the same as the add op (one rounding per element).
+  virtual void add_into(void* y, const void* a, const void* b, int64_t n, DType dtype) = 0;
 };
 
-// The allocator for a device; throws mg::Error for CUDA when no backend is registered.
+// The allocator for a device. The first CUDA request starts the registered CUDA backend, which
+// throws a clear mg::Error when no GPU is visible; without a backend it is an mg::Error too.
 DeviceAllocator& allocator_for(Device d);
-// Called by the CUDA backend when it initialises.
-void register_cuda_allocator(DeviceAllocator* a);
+
+// Called once by the CUDA backend at program start (a static registrar in cuda/runtime.cu).
+// `start` runs at the first CUDA request: it initialises the backend (or throws) and returns
+// its caching allocator.
+using CudaBackendStart = DeviceAllocator& (*)();
+void register_cuda_backend(CudaBackendStart start);
 
 inline MemoryStats memory_stats(Device d = Device::cpu()) { return allocator_for(d).stats(); }
 inline void reset_peak_memory(Device d = Device::cpu()) { allocator_for(d).reset_peak(); }

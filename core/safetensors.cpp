@@ -356,7 +356,7 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
   for (const auto& [name, t] : tensors) {
     if (t.numel() == 0) continue;
     try {
-      Tensor host = t.device().is_cpu() ? t : t.to(Device::cpu());
+      Tensor host = t.device().is_cpu() ? t : t.copy_to(Device::cpu());
       write_all(host.raw_data(), host.nbytes());
     } catch (...) {
       if (fd >= 0) { close(fd); fd = -1; unlink(tmp.c_str()); }

@@ -6,8 +6,6 @@
 #include <ostream>
 #include <sstream>
 
-#include "autograd/grad_mode.h"
-#include "autograd/tape.h"
 
 namespace mg {
 
@@ -51,7 +49,7 @@ static Tensor fill_with(const Shape& shape, DType dtype, Device device, F&& f) {
     case DType::f64: { double* p = t.data<double>(); for (int64_t i = 0; i < n; ++i) p[i] = f(i); break; }
     case DType::i32: { int32_t* p = t.data<int32_t>(); for (int64_t i = 0; i < n; ++i) p[i] = (int32_t)f(i); break; }
   }
-  return device.is_cpu() ? t : t.to(device);
+  return device.is_cpu() ? t : t.copy_to(device);
 }
 
 Tensor Tensor::ones(const Shape& shape, DType dtype, Device device) {
@@ -96,7 +94,7 @@ int64_t Tensor::size(int64_t d) const { return shape()[normalize_dim("Tensor::si
 
 // ---- conversions -------------------------------------------------------------------------
 
-Tensor Tensor::reshape(const Shape& new_shape) const {
+Tensor Tensor::view(const Shape& new_shape) const {
   Shape s = new_shape;
   int64_t known = 1, infer = -1;
   for (size_t i = 0; i < s.size(); ++i) {
@@ -119,12 +117,7 @@ Tensor Tensor::reshape(const Shape& new_shape) const {
   impl->storage = this->impl().storage;  // a view: same bytes, new shape
   impl->shape = s;
   impl->dtype = dtype();
-  Tensor y(std::move(impl));
-  Shape in_shape = shape();
-  record("reshape", {*this}, {y}, [in_shape](const std::vector<Tensor>& d) {
-    return std::vector<Tensor>{d[0].reshape(in_shape)};
-  });
-  return y;
+  return Tensor(std::move(impl));
 }
 
 template <typename Src, typename Dst>
@@ -132,9 +125,9 @@ static void convert(const Src* s, Dst* d, int64_t n) {
   for (int64_t i = 0; i < n; ++i) d[i] = (Dst)s[i];
 }
 
-Tensor Tensor::to(DType target) const {
+Tensor Tensor::cast(DType target) const {
   if (target == dtype()) return *this;
-  check_cpu("to(dtype)", *this);
+  check_cpu("cast", *this);
   Tensor y = empty(shape(), target);
   int64_t n = numel();
   auto run = [&]<typename S>(const S* s) {
@@ -149,15 +142,10 @@ Tensor Tensor::to(DType target) const {
     case DType::f64: run(data<double>()); break;
     case DType::i32: run(data<int32_t>()); break;
   }
-  if (is_floating(dtype()) && is_floating(target)) {
-    DType src = dtype();
-    record("to_" + std::string(dtype_name(target)), {*this}, {y},
-           [src](const std::vector<Tensor>& d) { return std::vector<Tensor>{d[0].to(src)}; });
-  }
   return y;
 }
 
-Tensor Tensor::to(Device target) const {
+Tensor Tensor::copy_to(Device target) const {
   if (target == device()) return *this;
   Tensor y = empty(shape(), dtype(), target);
   if (device().is_cpu())
@@ -165,11 +153,8 @@ Tensor Tensor::to(Device target) const {
   else if (target.is_cpu())
     allocator_for(device()).copy_to_host(y.raw_data(), raw_data(), nbytes());
   else
-    throw Error(detail::cat("to(device): copies between ", device().str(), " and ", target.str(),
+    throw Error(detail::cat("copy_to: copies between ", device().str(), " and ", target.str(),
                             " go through the CPU"));
-  Device src = device();
-  record("to_" + target.str(), {*this}, {y},
-         [src](const std::vector<Tensor>& d) { return std::vector<Tensor>{d[0].to(src)}; });
   return y;
 }
 
@@ -182,15 +167,14 @@ Tensor Tensor::clone() const {
 void Tensor::copy_values_from(const Tensor& src_any) const {
   MG_CHECK(src_any.numel() == numel(), "copy_values_from: source of shape ",
            shape_str(src_any.shape()), " into a tensor of shape ", shape_str(shape()));
-  NoGradGuard no_grad;
-  Tensor src = src_any.detach().to(Device::cpu()).to(dtype());  // dtype conversion is a CPU routine
+  Tensor src = src_any.copy_to(Device::cpu()).cast(dtype());  // cast is a CPU routine
   allocator_for(device()).copy_from_host(raw_data(), src.raw_data(), nbytes());
 }
 
 double Tensor::item() const {
   MG_CHECK(numel() == 1, "item: tensor of shape ", shape_str(shape()), " has ", numel(),
            " elements, expected 1");
-  Tensor h = device().is_cpu() ? *this : to(Device::cpu());
+  Tensor h = device().is_cpu() ? *this : copy_to(Device::cpu());
   switch (dtype()) {
     case DType::f32: return h.data<float>()[0];
     case DType::f64: return h.data<double>()[0];
@@ -253,7 +237,7 @@ static void print_rec(std::ostream& os, const Tensor& h, int64_t dim, int64_t of
 std::string Tensor::str(int64_t max_per_dim) const {
   if (!defined()) return "tensor(undefined)";
   std::ostringstream os;
-  Tensor h = device().is_cpu() ? *this : to(Device::cpu());
+  Tensor h = device().is_cpu() ? *this : copy_to(Device::cpu());
   os << "tensor(";
   if (dim() == 0) os << item();
   else print_rec(os, h, 0, 0, max_per_dim, 7);

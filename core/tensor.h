@@ -7,6 +7,11 @@
 // Autograd fields live here too (requires_grad, grad), but the tape that fills them is in
 // autograd/tape.h. A tensor never points at the op that made it, so destroying a long chain
 // of tensors never recurses.
+//
+// Nothing in core records on the tape: Tensor's methods are data operations (view, cast,
+// copy_to, clone, detach), and every differentiable function is a free function in ops/
+// (reshape, to, add, ...). So x.view(s) is a view that gradients do not flow through;
+// reshape(x, s) (ops/shape.h) is the same view, recorded.
 #pragma once
 #include <cstdint>
 #include <initializer_list>
@@ -81,11 +86,21 @@ class Tensor {
   template <typename T> T* data_or_null() const { return defined() ? data<T>() : nullptr; }
   void* raw_data() const { return impl().storage->data; }
 
-  // ---- conversions ----------------------------------------------------------------------
-  Tensor reshape(const Shape& shape) const;  // a view; one dim may be -1
-  Tensor to(DType dtype) const;              // differentiable between f32 and f64
+  // ---- conversions (none is recorded on the tape; ops/ has the differentiable forms) -----
+  Tensor view(const Shape& shape) const;  // the same storage seen with another shape; one dim
+                                          // may be -1 (reshape(x, shape) records it)
+  Tensor cast(DType dtype) const;         // a converted copy, on the CPU (to(x, dtype) records it)
+  Tensor copy_to(Device device) const;    // a copy on `device` (to(x, device) records it)
+  Tensor clone() const;                   // a deep copy on the same device
+  // TRANSITIONAL, for the selective scan's files only (they move to reshape(x, s) / to(x, ...)
+  // after the scan refactor merges; then these three go): the recorded forms, defined in
+  // ops/convert.cpp. Core itself never calls them.
+  [[deprecated("use reshape(x, shape) from ops/shape.h, or x.view(shape)")]]
+  Tensor reshape(const Shape& shape) const;
+  [[deprecated("use to(x, dtype) from ops/convert.h, or x.cast(dtype)")]]
+  Tensor to(DType dtype) const;
+  [[deprecated("use to(x, device) from ops/convert.h, or x.copy_to(device)")]]
   Tensor to(Device device) const;
-  Tensor clone() const;                      // a deep copy, not recorded on the tape
   // This tensor's values become src's (same number of elements; src on any device, any
   // floating dtype: converted on the host), in this tensor's own storage, so every handle to
   // it stays valid (loading weights and optimizer state). Not recorded on the tape.
@@ -143,7 +158,7 @@ Tensor Tensor::from_vector(const std::vector<T>& values, const Shape& shape) {
 
 template <typename T>
 std::vector<T> Tensor::to_vector() const {
-  Tensor host = device().is_cpu() ? *this : to(Device::cpu());
+  Tensor host = device().is_cpu() ? *this : copy_to(Device::cpu());
   const T* p = host.data<T>();
   return std::vector<T>(p, p + numel());
 }

@@ -5,6 +5,7 @@
 
 #include "core/tensor.h"
 #include "cuda/check.cuh"
+#include "cuda/partial_sums.h"
 
 namespace mg::cuda {
 
@@ -51,6 +52,7 @@ __global__ void adamw_kernel(float* __restrict__ p, const float* __restrict__ g,
     adamw_element(p[i], g[i] * scale, m[i], v[i], lr, beta1, beta2, eps, decay, step_size, sqrt_c2);
 }
 
+// p, g, buf (n): one SGD step per element, p and buf in place.
 __global__ void sgd_kernel(float* __restrict__ p, const float* __restrict__ g,
                            float* __restrict__ buf, int64_t n, float lr, float momentum,
                            bool nesterov, float weight_decay, float grad_scale) {
@@ -81,14 +83,7 @@ __global__ void chunk_squares_kernel(const float* __restrict__ g, int64_t n, int
   }
 }
 
-// One thread adds the chunk sums in order: *out = sum, or *out += sum.
-__global__ void finish_squares_kernel(const double* __restrict__ partial, int64_t chunks,
-                                      double* out, bool accumulate) {
-  double s = 0;
-  for (int64_t c = 0; c < chunks; ++c) s += partial[c];
-  *out = accumulate ? *out + s : s;
-}
-
+// sumsq () -> scale (), norm (): one thread, train::clip_scale's rule.
 __global__ void clip_scale_kernel(const double* sumsq, double max_norm, float* scale, float* norm) {
   double nrm = sqrt(*sumsq);
   if (norm) *norm = (float)nrm;
@@ -97,6 +92,7 @@ __global__ void clip_scale_kernel(const double* sumsq, double max_norm, float* s
   if (scale) *scale = max_norm <= 0 ? 1.f : (float)(isnan(c) ? c : fmin(1.0, c));
 }
 
+// g (n) -> *out (=, or += with accumulate) sum g^2: chunk sums, then their sum in order.
 void squares(const float* g, int64_t n, double* out, bool accumulate) {
   cudaStream_t s = cuda_stream();
   int64_t chunks = std::max<int64_t>(1, (n + kChunk - 1) / kChunk);
@@ -104,12 +100,17 @@ void squares(const float* g, int64_t n, double* out, bool accumulate) {
   chunk_squares_kernel<<<(unsigned)std::min<int64_t>(chunks, 65535), kThreads, 0, s>>>(
       g, n, chunks, partial.data<double>());
   check_launch("sum_of_squares (chunks)");
-  finish_squares_kernel<<<1, 1, 0, s>>>(partial.data<double>(), chunks, out, accumulate);
-  check_launch("sum_of_squares (finish)");
+  // The chunk sums added in chunk order by one thread: *out = sum, or *out += sum.
+  PartialsLayout one_sum;
+  one_sum.n = 1;
+  one_sum.parts = chunks;
+  one_sum.part_stride = 1;
+  sum_partials(partial.data<double>(), out, one_sum, accumulate, "sum_of_squares (finish)");
 }
 
 }  // namespace
 
+// p, g, m, v (n); grad_scale_device () or null.
 void adamw_update_device_scale(float* p, const float* g, float* m, float* v, int64_t n, float lr,
                                float beta1, float beta2, float eps, float weight_decay,
                                float bias_c1, float bias_c2, float grad_scale,
@@ -127,6 +128,7 @@ void adamw_update_device_scale(float* p, const float* g, float* m, float* v, int
   check_launch("adamw_update");
 }
 
+// p, g, m, v (n).
 void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
                   float beta2, float eps, float weight_decay, float bias_c1, float bias_c2,
                   float grad_scale) {
@@ -134,12 +136,7 @@ void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, float
                             grad_scale, nullptr);
 }
 
-void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
-                float beta2, float eps, float weight_decay, float bias_c1, float bias_c2,
-                float grad_scale) {
-  adamw_update(p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, bias_c1, bias_c2, grad_scale);
-}
-
+// p, g, buf (n).
 void sgd_update(float* p, const float* g, float* buf, int64_t n, float lr, float momentum,
                 bool nesterov, float weight_decay, float grad_scale) {
   if (n <= 0) return;
@@ -149,14 +146,17 @@ void sgd_update(float* p, const float* g, float* buf, int64_t n, float lr, float
   check_launch("sgd_update");
 }
 
+// g (n) -> out_device ().
 void sum_of_squares(const float* g, int64_t n, double* out_device) {
   squares(g, n, out_device, false);
 }
 
+// g (n) -> acc_device () +=.
 void accumulate_sum_of_squares(const float* g, int64_t n, double* acc_device) {
   squares(g, n, acc_device, true);
 }
 
+// sumsq_device () -> scale_device (), norm_device ().
 void clip_scale_device(const double* sumsq_device, double max_norm, float* scale_device,
                        float* norm_device) {
   clip_scale_kernel<<<1, 1, 0, cuda_stream()>>>(sumsq_device, max_norm, scale_device, norm_device);

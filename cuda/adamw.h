@@ -1,6 +1,11 @@
 // cuda/adamw.h — the optimizer's device kernels: the fused AdamW (and SGD) update and the
 // sums of squares for the global gradient norm (f32, device pointers, on mg::cuda::stream()).
 //
+// Why a header in cuda/ (the op twins are declared in ops/<op>.h instead): the CPU twins live
+// in train/ (train/optimizer.h, train/grad_utils.cpp), and cuda/ must not include train/. So
+// train/ includes this plain C++ header; its calls sit in dispatch_device's CUDA lambda (or
+// under `if constexpr (kWithCuda)`), so a build without CUDA never references them.
+//
 // adamw_update / sgd_update are the twins of cpu::adamw_update / cpu::sgd_update
 // (train/optimizer.h, the formulas are there): one grid-stride pass reads p, g, m, v once and
 // writes p, m, v once (float4 where aligned). The *_device_scale variants read an extra factor
@@ -30,10 +35,6 @@ void adamw_update_device_scale(float* p, const float* g, float* m, float* v, int
                                float beta1, float beta2, float eps, float weight_decay,
                                float bias_c1, float bias_c2, float grad_scale,
                                const float* grad_scale_device);
-// The name in the team's brief; the same kernel as adamw_update.
-void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
-                float beta2, float eps, float weight_decay, float bias_c1, float bias_c2,
-                float grad_scale);
 
 // cpu::sgd_update's signature and formula.
 void sgd_update(float* p, const float* g, float* buf, int64_t n, float lr, float momentum,

@@ -23,6 +23,7 @@
 #include "core/error.h"
 #include "cuda/check.cuh"
 #include "cuda/runtime.h"
+#include "ops/arith.h"  // binary_forward: the add kernel
 
 namespace mg::cuda {
 
@@ -85,6 +86,12 @@ class CudaCachingAllocator final : public DeviceAllocator {
   void fill_zero(void* p, size_t n) override {
     if (n == 0) return;
     MG_CUDA_CHECK(cudaMemsetAsync(p, 0, n, cuda_stream()));
+  }
+  // The add op's kernel (f32, as every CUDA kernel).
+  void add_into(void* y, const void* a, const void* b, int64_t n, DType dtype) override {
+    MG_CHECK(dtype == DType::f32, "add_into: CUDA kernels are f32 only, got ", dtype_name(dtype));
+    binary_forward(BinaryOp::add, static_cast<const float*>(a), static_cast<const float*>(b),
+                   static_cast<float*>(y), 1, n, Broadcast::none);
   }
 
   // Frees every cached block after the stream has finished with them (nothing, and no

@@ -1,8 +1,13 @@
-// cuda/arith.cu — add, sub, mul, div with row/column broadcasting; the math is in ops/arith.h.
-#include "cuda/arith.h"
+// cuda/arith.cu — the CUDA twins of ops/arith.h's kernels (declared there; the math and the
+// broadcast kinds are there too). f32, device pointers, enqueued on the stream, no host sync.
+//   binary_forward (no broadcast), scalar_forward: one grid-stride map with float4 loads.
+//   binary_forward (row / column broadcast): one thread per output element, o = e / inner.
+//   sum_rows / sum_cols: the deterministic reductions of cuda/reduce.cu (double accumulation,
+//   fixed order), as sums over dim 0 of (outer, inner) and over dim 1 respectively.
+#include "ops/arith.h"
 
 #include "cuda/check.cuh"
-#include "cuda/reduce.h"
+#include "ops/reduce.h"
 
 namespace mg::cuda {
 
@@ -67,6 +72,7 @@ void scalar_for_op(const float* a, float s, float* y, int64_t n, bool scalar_lef
 
 }  // namespace
 
+// a, b, y (outer, inner); with a broadcast the small operand is (inner) or (outer) (bc).
 void binary_forward(BinaryOp op, const float* a, const float* b, float* y, int64_t outer,
                     int64_t inner, Broadcast bc) {
   switch (op) {
@@ -77,6 +83,7 @@ void binary_forward(BinaryOp op, const float* a, const float* b, float* y, int64
   }
 }
 
+// a, y (n): y = a op s, or s op a when scalar_left.
 void scalar_forward(BinaryOp op, const float* a, float s, float* y, int64_t n, bool scalar_left) {
   switch (op) {
     case BinaryOp::add: scalar_for_op<BinaryOp::add>(a, s, y, n, scalar_left); break;

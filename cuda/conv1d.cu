@@ -1,9 +1,20 @@
-// cuda/conv1d.cu — causal depthwise conv1d, channel-last (see cuda/conv1d.h for the plan).
+// cuda/conv1d.cu — the CUDA twins of ops/conv1d.h's causal depthwise conv1d kernels
+// (declared there, with the math): channel-last x, y (B, L, C); w (C, 1, K); bias (C); f32,
+// device pointers, enqueued on the stream.
 //
-// The elementwise kernels sum the taps in the CPU's order with explicit round-to-nearest
-// multiply and add (no FMA contraction), so y and dx agree with the CPU kernel to the last bit
-// unless the host compiler contracted the CPU loop into FMAs (then to rounding).
-#include "cuda/conv1d.h"
+// Forward and dx: one thread per (b, t, c) element, c fastest, so a warp reads and writes
+// 32 consecutive channels (coalesced); each thread sums its K taps in the CPU's tap order,
+// with explicit round-to-nearest multiply and add (no FMA contraction), so y and dx agree with
+// the CPU kernel to the last bit unless the host compiler contracted the CPU loop into FMAs
+// (then to rounding).
+//
+// dw and dbias (sums over all B*L rows per channel) are deterministic, with no atomics:
+//   pass 1: the rows are split into a fixed number of chunks (a function of B*L only);
+//           block (32 channels, 8 row-threads) x (chunk) x (tap k, or k = K for the bias) sums
+//           its rows in double and adds its 8 row-thread partials in a fixed order;
+//   pass 2: sum_partials (cuda/partial_sums.h) adds the chunk partials in chunk order.
+// Accumulation in double, as on the CPU.
+#include "ops/conv1d.h"
 
 #include <cuda_runtime.h>
 
@@ -11,6 +22,7 @@
 
 #include "core/tensor.h"
 #include "cuda/check.cuh"
+#include "cuda/partial_sums.h"
 #include "cuda/runtime.h"
 
 namespace mg::cuda {
@@ -82,23 +94,9 @@ __global__ void conv_dw_partial_kernel(const float* __restrict__ x, const float*
   }
 }
 
-// Pass 2: one thread per (tap, c) sums the chunk partials in chunk order.
-__global__ void conv_dw_finish_kernel(const double* __restrict__ part, float* __restrict__ dw,
-                                      float* __restrict__ dbias, int64_t chunks, int64_t C,
-                                      int64_t K, int tap0, int taps) {
-  int64_t n = (int64_t)taps * C;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-       i += (int64_t)gridDim.x * blockDim.x) {
-    int64_t tap = tap0 + i / C, c = i % C;
-    double t = 0;
-    for (int64_t k = 0; k < chunks; ++k) t += part[(tap * chunks + k) * C + c];
-    if (tap == K) dbias[c] = (float)t;
-    else dw[c * K + tap] = (float)t;
-  }
-}
-
 }  // namespace
 
+// x (B, L, C), w (C, 1, K), bias (C) or null -> y (B, L, C).
 void causal_conv1d_forward(const float* x, const float* w, const float* bias, float* y, int64_t B,
                            int64_t L, int64_t C, int64_t K) {
   int64_t rows = B * L;
@@ -108,6 +106,7 @@ void causal_conv1d_forward(const float* x, const float* w, const float* bias, fl
   check_launch("causal_conv1d_forward");
 }
 
+// x, dy, dx (B, L, C); w, dw (C, 1, K); dbias (C). A null dx, dw or dbias is skipped.
 void causal_conv1d_backward(const float* x, const float* w, const float* dy, float* dx, float* dw,
                             float* dbias, int64_t B, int64_t L, int64_t C, int64_t K) {
   cudaStream_t s = cuda_stream();
@@ -132,9 +131,22 @@ void causal_conv1d_backward(const float* x, const float* w, const float* dy, flo
   conv_dw_partial_kernel<<<grid, dim3(kChannels, kRowThreads), 0, s>>>(
       x, dy, part.data<double>(), rows, L, C, K, per_chunk, tap0);
   check_launch("causal_conv1d_backward (dw partials)");
-  conv_dw_finish_kernel<<<grid_for((int64_t)taps * C, 256), 256, 0, s>>>(
-      part.data<double>(), dw, dbias, chunks, C, K, tap0, taps);
-  check_launch("causal_conv1d_backward (dw sum)");
+  // Pass 2: per (tap, c) the chunk partials added in chunk order; dw is (C, 1, K), so tap k
+  // of channel c goes to dw[c * K + k], and "tap" K (the bias) to dbias[c].
+  if (dw) {
+    PartialsLayout taps_of_w;
+    taps_of_w.groups = K;
+    taps_of_w.n = C;
+    taps_of_w.parts = chunks;
+    taps_of_w.part_group = chunks * C;
+    taps_of_w.part_stride = C;
+    taps_of_w.out_group = 1;
+    taps_of_w.out_elem = K;
+    sum_partials(part.data<double>(), dw, taps_of_w, false, "causal_conv1d_backward (dw sum)");
+  }
+  if (dbias)
+    sum_partials(part.data<double>() + K * chunks * C, dbias, PartialsLayout::rows(chunks, C),
+                 false, "causal_conv1d_backward (dbias sum)");
 }
 
 }  // namespace mg::cuda

@@ -1,6 +1,21 @@
-// cuda/embedding.cu — row gather forward, sorted (deterministic) or atomic scatter-add
-// backward. The plan is in cuda/embedding.h.
-#include "cuda/embedding.h"
+// cuda/embedding.cu — the CUDA twins of ops/embedding.h's kernels (declared there): row
+// gather forward, sorted (deterministic) or atomic scatter-add backward. f32 only; ids i32.
+//
+// Forward: one thread per (n, j), y[n, j] = weight[ids[n], j].
+//
+// Backward, dweight[v, :] = sum_{n : ids[n] = v} dy[n, :]:
+//   settings().deterministic (the default): no float atomics. The pairs (ids[n], n) are
+//     radix-sorted by id with CUB (a stable sort, so equal ids keep n in increasing order);
+//     then the first position of every run of equal ids sums that run's dy rows in flat order
+//     n, one thread per column. That is exactly the CPU's summation order, so the result is
+//     bitwise equal to cpu::embedding_backward<float> and reproducible.
+//   deterministic off: dweight = 0, then one float atomicAdd per (n, j) (faster with many
+//     repeated ids; the last bits depend on the scheduling).
+//
+// ids are device memory; the range check needs them, so first_invalid_id scans them on the
+// GPU and reads back ONE integer (a host sync: the price of raising mg::Error instead of
+// reading out of bounds).
+#include "ops/embedding.h"
 
 #include <cuda_runtime.h>
 
@@ -8,6 +23,7 @@
 #include <climits>
 #include <cub/device/device_radix_sort.cuh>
 
+#include "core/settings.h"
 #include "core/tensor.h"
 #include "cuda/check.cuh"
 #include "cuda/runtime.h"
@@ -34,6 +50,7 @@ __global__ void find_invalid_kernel(const int32_t* __restrict__ ids, int64_t n_i
     if (ids[n] < 0 || ids[n] >= V) atomicMin(first, (unsigned long long)n);
 }
 
+// ids (n_ids), weight (V, D) -> y (n_ids, D): one thread per element of y.
 __global__ void gather_rows_kernel(const int32_t* __restrict__ ids, const float* __restrict__ weight,
                                    float* __restrict__ y, int64_t n_ids, int64_t D) {
   int64_t total = n_ids * D;
@@ -44,6 +61,7 @@ __global__ void gather_rows_kernel(const int32_t* __restrict__ ids, const float*
   }
 }
 
+// out (n) = 0, 1, ..., n - 1: the positions the radix sort carries along with the ids.
 __global__ void iota_kernel(int32_t* __restrict__ out, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x)
@@ -68,6 +86,7 @@ __global__ void sum_runs_kernel(const uint32_t* __restrict__ sorted_ids,
   }
 }
 
+// ids (n_ids), dy (n_ids, D) -> dweight (V, D) += dy rows: one float atomicAdd per element.
 __global__ void scatter_add_atomic_kernel(const int32_t* __restrict__ ids, const float* __restrict__ dy,
                                           float* __restrict__ dweight, int64_t n_ids, int64_t D) {
   int64_t total = n_ids * D;
@@ -87,6 +106,7 @@ int key_bits(int64_t V) {
 
 }  // namespace
 
+// ids (n_ids) -> the first position whose id is outside [0, V), or -1.
 int64_t first_invalid_id(const int32_t* ids, int64_t n_ids, int64_t V, int32_t* bad_id) {
   if (n_ids <= 0) return -1;
   Tensor flag = Tensor::empty({1}, DType::f64, current_device());  // 8 bytes for the u64
@@ -106,6 +126,7 @@ int64_t first_invalid_id(const int32_t* ids, int64_t n_ids, int64_t V, int32_t* 
   return (int64_t)host;
 }
 
+// ids (n_ids), weight (V, D) -> y (n_ids, D).
 void embedding_forward(const int32_t* ids, const float* weight, float* y, int64_t n_ids,
                        int64_t D) {
   if (n_ids * D == 0) return;
@@ -113,13 +134,14 @@ void embedding_forward(const int32_t* ids, const float* weight, float* y, int64_
   check_launch("embedding_forward");
 }
 
+// ids (n_ids), dy (n_ids, D) -> dweight (V, D), overwritten.
 void embedding_backward(const int32_t* ids, const float* dy, float* dweight, int64_t n_ids,
                         int64_t V, int64_t D) {
   cudaStream_t s = cuda_stream();
   if (V * D == 0) return;
   MG_CUDA_CHECK(cudaMemsetAsync(dweight, 0, (size_t)(V * D) * sizeof(float), s));
   if (n_ids == 0) return;
-  if (!deterministic()) {
+  if (!settings().deterministic) {
     scatter_add_atomic_kernel<<<grid_for(n_ids * D, 256), 256, 0, s>>>(ids, dy, dweight, n_ids, D);
     check_launch("embedding_backward (atomic)");
     return;

@@ -1,6 +1,21 @@
-// cuda/matmul.cu — cuBLAS GEMMs in row-major form, and linear's bias kernels.
-// The math and the row-major trick are in cuda/matmul.h and ops/matmul.h.
-#include "cuda/matmul.h"
+// cuda/matmul.cu — the CUDA twins of ops/matmul.h's kernels (declared there, with the
+// derivation), through cuBLAS: cuBLAS GEMMs in row-major form, and linear's bias kernels.
+// f32, device pointers, every call enqueued on the stream without a host sync.
+//
+// Row-major on a column-major library: a row-major (r, c) matrix is, byte for byte, the
+// column-major (c, r) matrix X^T. So C (M, N) = op(A) op(B) row-major is computed as the
+// column-major product C^T (N, M) = op(B)^T op(A)^T, i.e. cuBLAS is called with A and B swapped
+// and M and N swapped; no transpose is ever materialised.
+//
+// TF32: settings().allow_tf32 (core/settings.h), off by default, so that f32 GEMMs match the
+// CPU to ~1e-6 relative. On, cuBLAS may use TF32 tensor cores (about 10 mantissa bits in the
+// products: much faster on Ampere and later, ~1e-3 relative error). The math mode is set from
+// the setting on every GEMM call, so a change takes effect at the next GEMM.
+//
+// Determinism: cuBLAS GEMMs are bitwise reproducible run to run on the same GPU model and
+// toolkit (one stream, atomics mode off, which is cuBLAS's default). linear_backward's dbias is
+// a fixed-order two-pass column sum (no atomics).
+#include "ops/matmul.h"
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -9,8 +24,10 @@
 #include <mutex>
 #include <vector>
 
+#include "core/settings.h"
 #include "core/tensor.h"
 #include "cuda/check.cuh"
+#include "cuda/partial_sums.h"
 #include "cuda/runtime.h"
 
 namespace mg::cuda {
@@ -35,7 +52,7 @@ cublasHandle_t handle_for_current_device() {
 cublasHandle_t ready_handle() {
   cublasHandle_t h = handle_for_current_device();
   MG_CUBLAS_CHECK(cublasSetStream(h, cuda_stream()));
-  MG_CUBLAS_CHECK(cublasSetMathMode(h, allow_tf32() ? CUBLAS_TF32_TENSOR_OP_MATH
+  MG_CUBLAS_CHECK(cublasSetMathMode(h, settings().allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
                                                     : CUBLAS_DEFAULT_MATH));
   return h;
 }
@@ -71,22 +88,13 @@ __global__ void column_partial_kernel(const float* __restrict__ src, double* __r
   }
 }
 
-// Pass 2: dst[col] = sum over chunks, in chunk order.
-__global__ void column_finish_kernel(const double* __restrict__ part, float* __restrict__ dst,
-                                     int64_t chunks, int64_t cols) {
-  int64_t col = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-  if (col >= cols) return;
-  double t = 0;
-  for (int64_t c = 0; c < chunks; ++c) t += part[c * cols + col];
-  dst[col] = (float)t;
-}
-
 int blocks_for(int64_t n, int threads) {
   return (int)std::max<int64_t>(1, std::min<int64_t>((n + threads - 1) / threads, 65535 * 8));
 }
 
 }  // namespace
 
+// C (M, N) = alpha op(A) op(B) + beta C; A (M, K) or (K, M), B (K, N) or (N, K).
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
           const float* A, const float* B, float beta, float* C) {
   if (M == 0 || N == 0) return;
@@ -98,7 +106,7 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
       MG_CUBLAS_CHECK(cublasSscal_64(h, M * N, &beta, C, 1));
     return;
   }
-  // Column-major C^T (N, M) = op(B)^T (N, K) op(A)^T (K, M); see cuda/matmul.h.
+  // Column-major C^T (N, M) = op(B)^T (N, K) op(A)^T (K, M); see the top of this file.
   MG_CUBLAS_CHECK(cublasSgemm_64(h, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
                                  trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B,
                                  trans_b ? K : N, A, trans_a ? M : K, &beta, C, N));
@@ -121,6 +129,7 @@ static void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64
       B, trans_b ? K : N, stride_b, A, trans_a ? M : K, stride_a, &zero, C, N, stride_c, batch));
 }
 
+// a (batch, M, K), b (K, N) when b_shared else (batch, K, N) -> y (batch, M, N).
 void matmul_forward(const float* a, const float* b, float* y, int64_t batch, int64_t M,
                     int64_t K, int64_t N, bool b_shared) {
   if (b_shared) {  // one (batch*M, K) x (K, N) GEMM
@@ -130,6 +139,7 @@ void matmul_forward(const float* a, const float* b, float* y, int64_t batch, int
   gemm_batched(false, false, M, N, K, a, M * K, b, K * N, y, M * N, batch);
 }
 
+// dy (batch, M, N) -> da like a, db like b (either may be null).
 void matmul_backward(const float* a, const float* b, const float* dy, float* da, float* db,
                      int64_t batch, int64_t M, int64_t K, int64_t N, bool b_shared) {
   if (b_shared) {
@@ -142,6 +152,7 @@ void matmul_backward(const float* a, const float* b, const float* dy, float* da,
   if (db) gemm_batched(true, false, K, N, M, a, M * K, dy, M * N, db, K * N, batch);
 }
 
+// x (rows, in), W (out, in), bias (out) or null -> y (rows, out).
 void linear_forward(const float* x, const float* W, const float* bias, float* y, int64_t rows,
                     int64_t in, int64_t out) {
   if (rows == 0 || out == 0) return;
@@ -152,6 +163,7 @@ void linear_forward(const float* x, const float* W, const float* bias, float* y,
   gemm(false, true, rows, out, in, 1.f, x, W, bias ? 1.f : 0.f, y);
 }
 
+// src (rows, cols) -> dst (cols): column sums, deterministic (two passes).
 void column_sum(const float* src, float* dst, int64_t rows, int64_t cols) {
   if (cols == 0) return;
   // A fixed split of the rows into chunks (a function of `rows` only): deterministic.
@@ -165,11 +177,12 @@ void column_sum(const float* src, float* dst, int64_t rows, int64_t cols) {
   column_partial_kernel<<<grid, dim3(kColTile, kRowThreads), 0, cuda_stream()>>>(
       src, part.data<double>(), rows, cols, per_chunk);
   check_launch("column_sum (partials)");
-  column_finish_kernel<<<(unsigned)((cols + 255) / 256), 256, 0, cuda_stream()>>>(
-      part.data<double>(), dst, chunks, cols);
-  check_launch("column_sum (finish)");
+  // Pass 2: dst[col] = the chunk partials added in chunk order.
+  sum_partials(part.data<double>(), dst, PartialsLayout::rows(chunks, cols), false,
+               "column_sum (finish)");
 }
 
+// dy (rows, out) -> dx (rows, in), dW (out, in), dbias (out); null ones are skipped.
 void linear_backward(const float* x, const float* W, const float* dy, float* dx, float* dW,
                      float* dbias, int64_t rows, int64_t in, int64_t out) {
   if (dx) gemm(false, false, rows, in, out, 1.f, dy, W, 0.f, dx);  // dy W

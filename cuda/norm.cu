@@ -1,6 +1,20 @@
-// cuda/norm.cu — RMSNorm and LayerNorm, a block per row, deterministic weight gradients.
-// The plan is in cuda/norm.h; the math in ops/norm.h.
-#include "cuda/norm.h"
+// cuda/norm.cu — the CUDA twins of ops/norm.h's RMSNorm and LayerNorm kernels (declared
+// there, with the derivation): a block per row, deterministic weight gradients. f32, device
+// pointers, enqueued on the stream.
+//
+// Row work (y, rstd, mean, dx): one thread block per row (64, 128 or 256 threads, chosen from
+// D only). The row statistics (sum x^2, mean, two-pass variance, and the backward's mean(g),
+// mean(g xh)) are accumulated in double like the CPU: every thread sums a strided part, the
+// warps reduce with shuffles and the warp sums are added in warp order — a fixed order, so
+// the results are bitwise reproducible. The elementwise formulas are evaluated in f32 in the
+// CPU's operation order with explicit round-to-nearest operations (no FMA contraction).
+//
+// Weight gradients (dw = sum_rows dy * xh, db = sum_rows dy): no atomics. Pass 1 splits the
+// rows into a fixed number of chunks (a function of `rows` only); block (32 columns, 8
+// row-threads) x (chunk) accumulates in double and adds its 8 partials in a fixed order.
+// Pass 2 (sum_partials, cuda/partial_sums.h) adds the chunk partials per column in chunk
+// order. Deterministic in every mode.
+#include "ops/norm.h"
 
 #include <cuda_runtime.h>
 
@@ -8,6 +22,7 @@
 
 #include "core/tensor.h"
 #include "cuda/check.cuh"
+#include "cuda/partial_sums.h"
 #include "cuda/runtime.h"
 
 namespace mg::cuda {
@@ -157,16 +172,6 @@ __global__ void norm_dw_partial_kernel(const float* __restrict__ x, const float*
   }
 }
 
-// Pass 2: out[j] = sum of the chunk partials in chunk order.
-__global__ void norm_dw_finish_kernel(const double* __restrict__ part, float* __restrict__ out,
-                                      int64_t chunks, int64_t D) {
-  int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-  if (j >= D) return;
-  double t = 0;
-  for (int64_t k = 0; k < chunks; ++k) t += part[k * D + j];
-  out[j] = (float)t;
-}
-
 // dw = sum_rows dy xh and db = sum_rows dy (either may be null), deterministic.
 void weight_grads(const float* x, const float* mean, const float* rstd, const float* dy,
                   float* dw, float* db, int64_t rows, int64_t D) {
@@ -184,14 +189,14 @@ void weight_grads(const float* x, const float* mean, const float* rstd, const fl
   norm_dw_partial_kernel<<<grid, dim3(kCols, kRowThreads), 0, s>>>(x, mean, rstd, dy, part_w,
                                                                    part_b, rows, D, per_chunk);
   check_launch("norm backward (weight partials)");
-  unsigned blocks = (unsigned)((D + 255) / 256);
-  if (dw) norm_dw_finish_kernel<<<blocks, 256, 0, s>>>(part_w, dw, chunks, D);
-  if (db) norm_dw_finish_kernel<<<blocks, 256, 0, s>>>(part_b, db, chunks, D);
-  check_launch("norm backward (weight sums)");
+  // Pass 2: dw[j] (db[j]) = the chunk partials added in chunk order.
+  if (dw) sum_partials(part_w, dw, PartialsLayout::rows(chunks, D), false, "norm backward (dw sums)");
+  if (db) sum_partials(part_b, db, PartialsLayout::rows(chunks, D), false, "norm backward (db sums)");
 }
 
 }  // namespace
 
+// x, y (rows, D); w (D); rstd (rows), written.
 void rms_norm_forward(const float* x, const float* w, float* y, float* rstd, int64_t rows,
                       int64_t D, float eps) {
   if (rows == 0) return;
@@ -200,6 +205,7 @@ void rms_norm_forward(const float* x, const float* w, float* y, float* rstd, int
   check_launch("rms_norm_forward");
 }
 
+// x, dy, dx (rows, D); w, dw (D); rstd (rows). A null dx or dw is skipped.
 void rms_norm_backward(const float* x, const float* w, const float* rstd, const float* dy,
                        float* dx, float* dw, int64_t rows, int64_t D) {
   if (dx && rows > 0) {
@@ -210,6 +216,7 @@ void rms_norm_backward(const float* x, const float* w, const float* rstd, const 
   weight_grads(x, nullptr, rstd, dy, dw, nullptr, rows, D);
 }
 
+// x, y (rows, D); w, b (D), b may be null; mean, rstd (rows), written.
 void layer_norm_forward(const float* x, const float* w, const float* b, float* y, float* mean,
                         float* rstd, int64_t rows, int64_t D, float eps) {
   if (rows == 0) return;
@@ -218,6 +225,7 @@ void layer_norm_forward(const float* x, const float* w, const float* b, float* y
   check_launch("layer_norm_forward");
 }
 
+// x, dy, dx (rows, D); w, dw, db (D); mean, rstd (rows). Null outputs are skipped.
 void layer_norm_backward(const float* x, const float* w, const float* mean, const float* rstd,
                          const float* dy, float* dx, float* dw, float* db, int64_t rows,
                          int64_t D) {

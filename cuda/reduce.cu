@@ -1,5 +1,23 @@
-// cuda/reduce.cu — sum, mean and max on the GPU. The plan is in cuda/reduce.h.
-#include "cuda/reduce.h"
+// cuda/reduce.cu — the CUDA twins of ops/reduce.h's kernels (declared there, with the math
+// and the (outer, n, inner) view): sum, mean and max. f32 data, device pointers, enqueued on
+// the stream, no host sync.
+//
+// How they reduce (all deterministic, with no atomics, in every mode):
+//   sum over the last dim (inner = 1): one block of 256 threads per row (per fixed chunk of
+//     32768 elements when the row is longer, then a second pass over the chunk sums); each
+//     thread adds a strided run in double, then cub::BlockReduce adds the 256 thread sums in
+//     its fixed tree order.
+//   sum over another dim: one thread per output (o, i), adding k = 0..n-1 in order (reads are
+//     coalesced across i); when there are few outputs and n is long, fixed chunks of 512 k's
+//     are summed in parallel first, then their partial sums in chunk order.
+//   full sum: cub::DeviceReduce::Reduce in double, then one rounding (run-to-run
+//     deterministic on a given GPU; the association differs from the CPU's, so f32 results
+//     agree with the CPU to rounding, not bitwise).
+//   max: the first maximum (NaN beats numbers), combined by a total order on (value, index),
+//     so any combining order gives exactly the CPU's answer, argmax included.
+// Partition sizes depend on the shape only, never on the GPU, so results do not either
+// (except the full sum, see above).
+#include "ops/reduce.h"
 
 #include <cub/block/block_reduce.cuh>
 #include <cub/device/device_reduce.cuh>
@@ -116,6 +134,7 @@ struct AddDouble {
   __device__ double operator()(double a, double b) const { return a + b; }
 };
 
+// total () -> y () = total / divisor, rounded once to f32.
 __global__ void finish_sum_kernel(const double* total, float* y, double divisor) {
   y[0] = (float)(total[0] / divisor);
 }
@@ -234,12 +253,14 @@ __global__ void max_backward_kernel(const float* __restrict__ dy, const int32_t*
 
 }  // namespace
 
+// x (outer, n, inner) -> y (outer, inner) = sum over n / divisor.
 void sum_forward(const float* x, float* y, int64_t outer, int64_t n, int64_t inner, double divisor) {
   if (outer * inner == 0) return;
   if (inner == 1) sum_last_dim(x, y, outer, n, divisor);
   else sum_other_dim(x, y, outer, n, inner, divisor);
 }
 
+// x (n) -> y () = sum / divisor.
 void sum_all_forward(const float* x, float* y, int64_t n, double divisor) {
   cudaStream_t s = cuda_stream();
   Tensor total = scratch_doubles(1);
@@ -257,6 +278,7 @@ void sum_all_forward(const float* x, float* y, int64_t n, double divisor) {
   check_launch("sum (all)");
 }
 
+// dy (outer, inner) -> dx (outer, n, inner) = dy / divisor along n.
 void sum_backward(const float* dy, float* dx, int64_t outer, int64_t n, int64_t inner,
                   double divisor) {
   int64_t total = outer * n * inner;
@@ -267,6 +289,7 @@ void sum_backward(const float* dy, float* dx, int64_t outer, int64_t n, int64_t 
   check_launch("sum_backward");
 }
 
+// x (outer, n, inner) -> y, argmax (outer, inner).
 void max_forward(const float* x, float* y, int32_t* argmax, int64_t outer, int64_t n,
                  int64_t inner) {
   if (outer * inner == 0) return;  // n >= 1 is checked by the op
@@ -279,10 +302,12 @@ void max_forward(const float* x, float* y, int32_t* argmax, int64_t outer, int64
   check_launch("max (columns)");
 }
 
+// x (n) -> y, argmax ().
 void max_all_forward(const float* x, float* y, int32_t* argmax, int64_t n) {
   max_rows(x, y, argmax, 1, n);
 }
 
+// dy, argmax (outer, inner) -> dx (outer, n, inner).
 void max_backward(const float* dy, const int32_t* argmax, float* dx, int64_t outer, int64_t n,
                   int64_t inner) {
   int64_t total = outer * n * inner;

@@ -10,6 +10,7 @@
 
 #include "core/allocator.h"
 #include "core/error.h"
+#include "core/settings.h"
 #include "cuda/check.cuh"
 
 #ifndef MG_CUDA_ARCHITECTURES_STR
@@ -47,8 +48,6 @@ std::mutex g_init_mutex;
 std::atomic<bool> g_initialized{false};
 cudaStream_t g_stream = nullptr;
 int g_device = 0;
-std::atomic<bool> g_deterministic{true};
-std::atomic<bool> g_allow_tf32{false};
 
 bool sync_check_enabled() {
   static const bool on = [] {
@@ -157,8 +156,7 @@ std::string describe() {
   }
   os << "; driver " << driver / 1000 << "." << (driver % 1000) / 10 << ", runtime "
      << runtime / 1000 << "." << (runtime % 1000) / 10 << "; built for "
-     << compiled_architectures() << "; deterministic " << (deterministic() ? "on" : "off")
-     << ", tf32 " << (allow_tf32() ? "on" : "off");
+     << compiled_architectures() << "; " << describe_settings();
   return os.str();
 }
 
@@ -187,9 +185,18 @@ void backend_init() {
         "). This binary was built for architectures ", compiled_architectures(),
         "; rebuild with -DCMAKE_CUDA_ARCHITECTURES=native (or ", d.cc_major, d.cc_minor, ")."));
   }
-  register_cuda_allocator(&caching_allocator());
   g_initialized.store(true, std::memory_order_release);
 }
+
+namespace {
+DeviceAllocator& start_backend() {
+  backend_init();
+  return caching_allocator();
+}
+// Registers the backend with core when the program starts (static initialisation), so
+// core/allocator.cpp reaches it through a function pointer, never an include of cuda/.
+[[maybe_unused]] const bool g_registered = (register_cuda_backend(&start_backend), true);
+}  // namespace
 
 void* stream() {
   backend_init();
@@ -201,9 +208,11 @@ void synchronize() {
   MG_CUDA_CHECK(cudaStreamSynchronize(g_stream));
 }
 
-bool deterministic() { return g_deterministic.load(std::memory_order_relaxed); }
-void set_deterministic(bool on) { g_deterministic.store(on, std::memory_order_relaxed); }
-bool allow_tf32() { return g_allow_tf32.load(std::memory_order_relaxed); }
-void set_allow_tf32(bool on) { g_allow_tf32.store(on, std::memory_order_relaxed); }
+bool deterministic() { return settings().deterministic; }
+void set_deterministic(bool on) {
+  Settings s = settings();
+  s.deterministic = on;
+  set_settings(s);
+}
 
 }  // namespace mg::cuda

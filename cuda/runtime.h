@@ -1,16 +1,19 @@
-// cuda/runtime.h — the CUDA backend's runtime: devices, the stream, global switches.
+// cuda/runtime.h — the CUDA backend's runtime: devices, the stream, initialisation.
 //
-// A plain C++ header (no CUDA headers), so core/, ops/ and the tests can include it under
-// `#ifdef MG_WITH_CUDA`. Everything here is implemented in cuda/runtime.cu.
+// A plain C++ header (no CUDA headers), so train/, the examples and the tests can include it;
+// everything here is implemented in cuda/runtime.cu, so calls belong in CUDA-only code
+// (`if constexpr (kWithCuda)`, core/dispatch.h). core/ and ops/ never include it: core reaches
+// the backend through the registration below.
 //
 // The backend uses one device (cuda:0, or the device current when it initialises) and one
 // stream: every kernel, cuBLAS call and copy is enqueued on stream(), so work is ordered
 // without host synchronisation, and a memory block freed by the caching allocator can be
 // reused by the next op at once (stream order guarantees the old kernels ran first).
 //
-// Initialisation is lazy: the first CUDA tensor (allocator_for(Device::cuda())) calls
-// backend_init(), which picks the device, creates the stream and registers the caching
-// allocator (cuda/allocator.cu) with core. A build with CUDA on a machine without a visible
+// Initialisation is lazy: at program start cuda/runtime.cu registers the backend with core
+// (mg::register_cuda_backend); the first CUDA tensor (allocator_for(Device::cuda())) then calls
+// backend_init(), which picks the device and creates the stream, and core keeps the caching
+// allocator (cuda/allocator.cu) it is handed. A build with CUDA on a machine without a visible
 // GPU keeps working on CPU: device_count() returns 0, available() is false, and asking for a
 // CUDA tensor throws mg::Error saying no device is visible and why.
 #pragma once
@@ -36,7 +39,8 @@ int device_count();
 bool available();
 // Properties of device i; throws mg::Error when i is out of range.
 DeviceInfo device_info(int i);
-// One line for logs: "CUDA: 1 device(s): cuda:0 NVIDIA H100 (sm_90, 79.1 GiB); built for 90"
+// One line for logs: "CUDA: 1 device(s): cuda:0 NVIDIA H100 (sm_90, 79.1 GiB); built for 90;
+// scan fast (T 64), cuda scan v2, deterministic on, tf32 off" (describe_settings() at the end)
 // or "CUDA: built in, but no GPU is visible (cudaGetDeviceCount: no CUDA-capable device ...)".
 std::string describe();
 // Why device_count() is 0: the CUDA error string of cudaGetDeviceCount ("" when devices exist).
@@ -50,20 +54,16 @@ void* stream();
 // Waits for all work queued on stream(); reports any asynchronous kernel error.
 void synchronize();
 
-// Deterministic mode (default ON): reductions never use float atomics, so results are
-// bit-identical run to run. Off lets kernels use faster atomic reductions where they have one.
+// Transitional, for the selective scan's files until they read mg::settings() (core/settings.h,
+// where deterministic mode and TF32 now live): the same as settings().deterministic.
 bool deterministic();
 void set_deterministic(bool on);
-// TF32 tensor-core math in cuBLAS GEMMs (default OFF: full f32, matches the CPU closely).
-bool allow_tf32();
-void set_allow_tf32(bool on);
 
-// Picks the device, creates the stream, registers the caching allocator with core
-// (mg::register_cuda_allocator). Idempotent; throws mg::Error with a clear message when no
-// device is visible. Called lazily by core (allocator_for) — users need not call it.
+// Picks the device and creates the stream. Idempotent; throws mg::Error with a clear message
+// when no device is visible. Called lazily through core (allocator_for) — users need not.
 void backend_init();
 
-// The caching allocator (cuda/allocator.cu); backend_init registers it with core, so users
+// The caching allocator (cuda/allocator.cu); core gets it when the backend starts, so users
 // reach it through mg::allocator_for(Device::cuda()) and mg::memory_stats(Device::cuda()).
 DeviceAllocator& caching_allocator();
 

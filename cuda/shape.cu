@@ -1,5 +1,13 @@
-// cuda/shape.cu — strided block copies and the 5-d transpose (see cuda/shape.h).
-#include "cuda/shape.h"
+// cuda/shape.cu — the CUDA twins of ops/shape.h's kernels (declared there): strided block
+// copies (split, cat, slice and their backwards) and the 5-d transpose. Device pointers; byte
+// copies, so every dtype works. Enqueued on the stream, no host sync.
+//
+// copy_blocks moves the widest word (16, 8, 4 or 1 bytes) that divides both pointers, both
+// strides and the block size; one contiguous block is a single cudaMemcpyAsync.
+// transpose_forward with C == 1 (a plain matrix transpose per (a, b)) goes through 32x32
+// shared-memory tiles so that both the reads and the writes are coalesced; with C > 1 every
+// thread copies one element and runs of C are contiguous on both sides.
+#include "ops/shape.h"
 
 #include <cuda_runtime.h>
 
@@ -108,6 +116,7 @@ void launch_transpose(const void* xv, void* yv, int64_t A, int64_t n0, int64_t B
 
 }  // namespace
 
+// src (blocks, src_stride bytes) -> dst (blocks, dst_stride bytes), block_bytes of each row.
 void copy_blocks(const void* src, int64_t src_stride, void* dst, int64_t dst_stride,
                  int64_t blocks, int64_t block_bytes) {
   if (blocks <= 0 || block_bytes <= 0) return;
@@ -125,6 +134,7 @@ void copy_blocks(const void* src, int64_t src_stride, void* dst, int64_t dst_str
   else launch_copy<uint8_t>(src, src_stride, dst, dst_stride, blocks, block_bytes);
 }
 
+// x (A, n0, B, n1, C) -> y (A, n1, B, n0, C), elements of elem_bytes.
 void transpose_forward(const void* x, void* y, int64_t A, int64_t n0, int64_t B, int64_t n1,
                        int64_t C, int64_t elem_bytes) {
   if (A * n0 * B * n1 * C == 0) return;

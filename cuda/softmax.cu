@@ -1,5 +1,18 @@
-// cuda/softmax.cu — softmax, log_softmax and cross-entropy. The plan is in cuda/softmax.h.
-#include "cuda/softmax.h"
+// cuda/softmax.cu — the CUDA twins of ops/softmax.h's kernels (declared there, with the
+// math): softmax, log_softmax and cross-entropy. f32 data, i32 targets, device pointers,
+// enqueued on the stream.
+//
+// Over the last dim (inner = 1, the common case) one block of 256 threads handles a row:
+// cub::BlockReduce for the max and for the sums (in double, fixed tree order, so results are
+// deterministic); rows are spread over the grid. Over another dim one thread handles a
+// strided slice, as the CPU does. cross_entropy: one block per row writes lse[r] and the row's
+// loss (double, in a scratch buffer); one block then adds the row losses in a fixed order and
+// divides by C. dloss is read on the device, so the backward needs no host sync.
+//
+// The one host sync: count_kept_targets validates the target ids on the GPU and reads back C
+// and the first bad position (two integers), so that a bad id raises mg::Error instead of
+// reading out of bounds.
+#include "ops/softmax.h"
 
 #include <cub/block/block_reduce.cuh>
 
@@ -180,6 +193,7 @@ void softmax_like_backward(const float* y, const float* dy, float* dx, int64_t o
 
 // ---- cross-entropy ------------------------------------------------------------------------
 
+// targets (N) -> out[0] += kept count, out[1] = min bad position (integer atomics: exact).
 __global__ void check_targets_kernel(const int32_t* __restrict__ t, int64_t N, int64_t V,
                                      int32_t ignore_index, unsigned long long* out) {
   // out[0]: kept count (integer atomics: exact in any order); out[1]: first bad position.
@@ -192,6 +206,7 @@ __global__ void check_targets_kernel(const int32_t* __restrict__ t, int64_t N, i
   }
 }
 
+// logits (N, V), targets (N) -> lse (N), row_loss (N) in double: one block per row.
 __global__ void ce_forward_rows_kernel(const float* __restrict__ logits, const int32_t* __restrict__ targets,
                                        float* __restrict__ lse, double* __restrict__ row_loss,
                                        int64_t N, int64_t V, int32_t ignore_index) {
@@ -225,6 +240,7 @@ __global__ void ce_mean_kernel(const double* __restrict__ row_loss, float* __res
   if (threadIdx.x == 0) loss[0] = count > 0 ? (float)(total / (double)count) : 0.f;
 }
 
+// logits (N, V), targets, lse (N), dloss () -> dlogits (N, V): one block per row.
 __global__ void ce_backward_kernel(const float* __restrict__ logits, const int32_t* __restrict__ targets,
                                    const float* __restrict__ lse, const float* __restrict__ dloss,
                                    float* __restrict__ dlogits, int64_t N, int64_t V,
@@ -246,21 +262,26 @@ __global__ void ce_backward_kernel(const float* __restrict__ logits, const int32
 
 }  // namespace
 
+// x, y (outer, n, inner): softmax over n.
 void softmax_forward(const float* x, float* y, int64_t outer, int64_t n, int64_t inner) {
   softmax_like<false>(x, y, outer, n, inner);
 }
+// x, y (outer, n, inner): log_softmax over n.
 void log_softmax_forward(const float* x, float* y, int64_t outer, int64_t n, int64_t inner) {
   softmax_like<true>(x, y, outer, n, inner);
 }
+// y, dy, dx (outer, n, inner).
 void softmax_backward(const float* y, const float* dy, float* dx, int64_t outer, int64_t n,
                       int64_t inner) {
   softmax_like_backward<false>(y, dy, dx, outer, n, inner);
 }
+// y, dy, dx (outer, n, inner).
 void log_softmax_backward(const float* y, const float* dy, float* dx, int64_t outer, int64_t n,
                           int64_t inner) {
   softmax_like_backward<true>(y, dy, dx, outer, n, inner);
 }
 
+// targets (N) -> the kept count and the first bad position (a host sync).
 TargetCheck count_kept_targets(const int32_t* targets, int64_t N, int64_t V, int32_t ignore_index) {
   TargetCheck result;
   if (N == 0) return result;
@@ -285,6 +306,7 @@ TargetCheck count_kept_targets(const int32_t* targets, int64_t N, int64_t V, int
   return result;
 }
 
+// logits (N, V), targets (N) -> loss () (mean over the count kept rows), lse (N).
 void cross_entropy_forward(const float* logits, const int32_t* targets, float* loss, float* lse,
                            int64_t N, int64_t V, int32_t ignore_index, int64_t count) {
   cudaStream_t s = cuda_stream();
@@ -299,6 +321,7 @@ void cross_entropy_forward(const float* logits, const int32_t* targets, float* l
   check_launch("cross_entropy_forward (mean)");
 }
 
+// logits (N, V), targets, lse (N), dloss () -> dlogits (N, V).
 void cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse,
                             const float* dloss, float* dlogits, int64_t N, int64_t V,
                             int32_t ignore_index, int64_t count) {

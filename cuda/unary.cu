@@ -1,6 +1,9 @@
-// cuda/unary.cu — elementwise functions of one tensor; the math is in ops/unary.h.
-// Every op is one grid-stride map (cuda/check.cuh: float4 loads where aligned).
-#include "cuda/unary.h"
+// cuda/unary.cu — the CUDA twins of ops/unary.h's kernels (declared there, with the math).
+// f32, device pointers, enqueued on the stream, no host sync. Every op is one grid-stride map
+// (cuda/check.cuh: float4 loads where aligned). Same formulas as the CPU kernels (the spec):
+// the same overflow-safe sigmoid and the softplus threshold 20; libdevice expf/logf/tanhf (no
+// fast math), so results agree with the CPU to a few ulp.
+#include "ops/unary.h"
 
 #include "cuda/check.cuh"
 
@@ -17,6 +20,7 @@ constexpr float kSoftplusThreshold = 20.f;
 
 }  // namespace
 
+// x, y (n): y = f(x).
 void unary_forward(UnaryOp op, const float* x, float* y, int64_t n, float p) {
   const char* name = "unary_forward";
   switch (op) {

@@ -92,7 +92,7 @@ AnswerScore score_answers(const Tensor& logits_in, const Tensor& targets_in, int
   MG_CHECK(targets_in.size(0) == B && targets_in.size(1) == T, op, ": logits ",
            shape_str(logits_in.shape()), " and targets ", shape_str(targets_in.shape()),
            " disagree on (B, T)");
-  Tensor logits = logits_in.to(Device::cpu());
+  Tensor logits = logits_in.copy_to(Device::cpu());
   std::vector<int32_t> targets = targets_in.to_vector<int32_t>();
   AnswerScore s;
   s.sequences = B;

@@ -20,6 +20,7 @@
 
 #include "autograd/grad_mode.h"
 #include "core/parallel.h"
+#include "core/settings.h"
 #include "core/tensor.h"
 #include "examples/bench_util.h"
 #include "ops/arith.h"
@@ -103,8 +104,8 @@ static void bench_elementwise(int64_t n, int repeats) {
 static void bench_matmul_cuda(int64_t batch, int64_t n, int repeats) {
   std::string shape = (batch > 1 ? std::to_string(batch) + "x" : "") + std::to_string(n) + "^3";
   Device gpu = Device::cuda(0);
-  Tensor a = Tensor::randn(batch > 1 ? Shape{batch, n, n} : Shape{n, n}).to(gpu);
-  Tensor b = Tensor::randn(batch > 1 ? Shape{batch, n, n} : Shape{n, n}).to(gpu);
+  Tensor a = Tensor::randn(batch > 1 ? Shape{batch, n, n} : Shape{n, n}).copy_to(gpu);
+  Tensor b = Tensor::randn(batch > 1 ? Shape{batch, n, n} : Shape{n, n}).copy_to(gpu);
   double tflop = 2.0 * batch * n * n * n / 1e12;
   const char* op = batch > 1 ? "bmm" : "matmul";
   double ms = cuda::bench::median_ms([&] { Tensor c = matmul(a, b); }, repeats);
@@ -132,14 +133,14 @@ static void bench_memory_bound_cuda(int repeats) {
   double f = sizeof(float);
   int64_t n = int64_t(1) << 26;  // 256 MiB per f32 tensor: far beyond L2
   std::string ns = std::to_string(n);
-  Tensor x = Tensor::randn({n}).to(gpu), y = Tensor::randn({n}).to(gpu);
+  Tensor x = Tensor::randn({n}).copy_to(gpu), y = Tensor::randn({n}).copy_to(gpu);
   int64_t rows = 16384, D = 2048;
   std::string nd = std::to_string(rows) + "x" + std::to_string(D);
-  Tensor h = Tensor::randn({rows, D}).to(gpu), w = Tensor::randn({D}).to(gpu);
+  Tensor h = Tensor::randn({rows, D}).copy_to(gpu), w = Tensor::randn({D}).copy_to(gpu);
   int64_t B = 8, L = 2048, C = 2048, K = 4;
   std::string cs = std::to_string(B) + "x" + std::to_string(L) + "x" + std::to_string(C);
-  Tensor xc = Tensor::randn({B, L, C}).to(gpu), wc = Tensor::randn({C, 1, K}).to(gpu);
-  Tensor bc = Tensor::randn({C}).to(gpu);
+  Tensor xc = Tensor::randn({B, L, C}).copy_to(gpu), wc = Tensor::randn({C, 1, K}).copy_to(gpu);
+  Tensor bc = Tensor::randn({C}).copy_to(gpu);
   double hb = (double)rows * D * f, cb = (double)B * L * C * f;
   std::vector<GpuCase> cases = {
       {"add", ns, 3 * n * f, [&] { Tensor z = add(x, y); }},
@@ -162,10 +163,12 @@ static int run_cuda(int repeats, bool tf32) {
     return 2;
   }
   cuda::backend_init();
-  cuda::set_allow_tf32(tf32);
-  if (!g_json)
-    std::printf("%s (TF32 %s)\n%-10s %-14s %-18s %13s %18s\n", cuda::describe().c_str(),
-                tf32 ? "on" : "off", "impl", "op", "shape", "median", "rate");
+  Settings s = settings();
+  s.allow_tf32 = tf32;
+  SettingsGuard tf32_for_this_run(s);
+  if (!g_json)  // cuda::describe() ends with describe_settings(): "..., tf32 on|off"
+    std::printf("%s\n%-10s %-14s %-18s %13s %18s\n", cuda::describe().c_str(), "impl", "op",
+                "shape", "median", "rate");
   for (int64_t n : {1024, 2048, 4096, 8192}) bench_matmul_cuda(1, n, repeats);
   bench_matmul_cuda(64, 256, repeats);
   bench_matmul_cuda(16, 1024, repeats);
@@ -209,7 +212,9 @@ int main(int argc, char** argv) {
 #endif
   }
   (void)tf32;  // only --device cuda uses it
-  if (!g_json) std::printf("threads: %d\n%-10s %-14s %-18s %13s %18s\n", num_threads(), "impl", "op", "shape", "median", "rate");
+  if (!g_json)
+    std::printf("threads: %d; %s\n%-10s %-14s %-18s %13s %18s\n", num_threads(),
+                describe_settings().c_str(), "impl", "op", "shape", "median", "rate");
   for (int64_t n : {256, 512, 1024, 2048}) bench_matmul(1, n, n >= 2048 ? std::max(3, repeats / 3) : repeats);
   bench_matmul(16, 256, repeats);
   bench_matmul(8, 512, repeats);

@@ -21,14 +21,13 @@
 #include "core/allocator.h"
 #include "core/dispatch.h"
 #include "core/parallel.h"
+#include "core/settings.h"
+#include "cuda/runtime.h"  // plain C++: cuda::synchronize, defined in a CUDA build
 #include "examples/bench_util.h"
 #include "examples/cli.h"
 #include "examples/device_flag.h"
 #include "nn/mamba.h"
 #include "train/optimizer.h"
-#ifdef MG_WITH_CUDA
-#include "cuda/runtime.h"
-#endif
 
 using namespace mg;
 
@@ -66,7 +65,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_train: --config takes tiny, small, 130m or all, got '%s'\n", which.c_str());
     return 2;
   }
-  if (!json) std::printf("threads: %d\n%-6s %10s %12s %12s %12s\n", num_threads(), "config", "params", "median ms", "tokens/s", "peak");
+  if (!json)
+    std::printf("threads: %d; %s\n%-6s %10s %12s %12s %12s\n", num_threads(),
+                describe_settings().c_str(), "config", "params", "median ms", "tokens/s", "peak");
   for (const BenchConfig& bc : configs) {
     if (which == "all" ? !bc.in_all : which != bc.name) continue;
     nn::MambaConfig cfg;
@@ -79,14 +80,15 @@ int main(int argc, char** argv) {
     Generator gen(1);
     // ids in [0, V): the bound stays 0.5 below V, so f32 rounding near V cannot produce V itself
     Tensor ids = Tensor::uniform({bc.batch, bc.seq_len + 1}, 0, bc.vocab - 0.5, DType::f32, &gen)
-                     .to(DType::i32);
-    if (dev.is_cuda()) ids = ids.to(dev);
+                     .cast(DType::i32);
+    if (dev.is_cuda()) ids = ids.copy_to(dev);
     auto step = [&] {
       Tensor loss = model.loss(ids);
       backward(loss);
       opt.step(1e-3);
       model.zero_grad();
-      if (dev.is_cuda()) { MG_CUDA_ONLY(cuda::synchronize()); }  // time the work, not the queueing
+      if constexpr (kWithCuda)  // (discarded without CUDA: no reference to the missing symbol)
+        if (dev.is_cuda()) cuda::synchronize();  // time the work, not the queueing
     };
     step();  // warm-up: first-touch of every buffer (and the caching allocator's cudaMallocs)
     reset_peak_memory(dev);

@@ -54,8 +54,8 @@ Tensor read_tokens(const std::string& path, const nn::MambaConfig& cfg) {
 
 Tensor to_host_f32(const Tensor& t) {
   Tensor h = t.detach();
-  if (!h.device().is_cpu()) h = h.to(Device::cpu());
-  return h.dtype() == DType::f32 ? h : h.to(DType::f32);
+  if (!h.device().is_cpu()) h = h.copy_to(Device::cpu());
+  return h.dtype() == DType::f32 ? h : h.cast(DType::f32);
 }
 
 int run(const std::string& weights, const std::string& tokens, const std::string& out,
@@ -69,7 +69,7 @@ int run(const std::string& weights, const std::string& tokens, const std::string
 
   nn::MambaLM model = nn::load_mamba(weights, dtype, device);
   const Tensor ids_host = read_tokens(tokens, model.config());
-  const Tensor ids = device.is_cpu() ? ids_host : ids_host.to(device);
+  const Tensor ids = device.is_cpu() ? ids_host : ids_host.copy_to(device);
   const int64_t B = ids.size(0), L = ids.size(1), V = model.config().padded_vocab();
 
   Tensor logits, loss;
@@ -77,8 +77,8 @@ int run(const std::string& weights, const std::string& tokens, const std::string
     // One forward; the loss reads the same logits (no second pass).
     std::unique_ptr<NoGradGuard> no_grad = grads ? nullptr : std::make_unique<NoGradGuard>();
     logits = model.forward(ids);                                      // (B, L, V)
-    Tensor pred = slice(logits, 1, 0, L - 1).reshape({B * (L - 1), V});
-    Tensor target = slice(ids, 1, 1, L).reshape({B * (L - 1)});
+    Tensor pred = reshape(slice(logits, 1, 0, L - 1), {B * (L - 1), V});
+    Tensor target = slice(ids, 1, 1, L).view({B * (L - 1)});
     loss = cross_entropy(pred, target);                               // ()
     if (grads) backward(loss);
   }

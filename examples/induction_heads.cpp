@@ -53,7 +53,7 @@ data::AnswerScore eval_length(const nn::MambaLM& model, int64_t L, int32_t vocab
       for (int64_t i = 0; i < nb; ++i) column[i] = ids[i * L + t];
       logits = model.step(Tensor::from_vector(column, {nb}), state);  // (nb, V_pad)
     }
-    total += data::score_answers(logits.reshape({nb, 1, -1}), Tensor::from_vector(answer, {nb, 1}));
+    total += data::score_answers(logits.view({nb, 1, -1}), Tensor::from_vector(answer, {nb, 1}));
   }
   return total;
 }

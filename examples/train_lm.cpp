@@ -78,7 +78,7 @@ int main(int argc, char** argv) {
     // No GPU (or no CUDA in this build) is one clear error now, not in the middle of the run.
     const auto [dev, gpu] = examples::open_device(device);
     if (!gpu.empty()) std::printf("%s\n", gpu.c_str());
-    auto to_dev = [&](const Tensor& t) { return dev.is_cpu() ? t : t.to(dev); };
+    auto to_dev = [&](const Tensor& t) { return dev.is_cpu() ? t : t.copy_to(dev); };
     if (data_path.empty()) data_path = data::TextDataset::default_fortunes_dir();
     data::TextDatasetOptions dopt;
     dopt.val_fraction = val_fraction;

@@ -33,7 +33,7 @@ const Tensor* find_embedding(const std::map<std::string, Tensor>& t) {
 bool same_values(const Tensor& a, const Tensor& b) {
   if (a.shape() != b.shape()) return false;
   if (a.dtype() == b.dtype()) return std::memcmp(a.raw_data(), b.raw_data(), a.nbytes()) == 0;
-  const Tensor a64 = a.to(DType::f64), b64 = b.to(DType::f64);
+  const Tensor a64 = a.cast(DType::f64), b64 = b.cast(DType::f64);
   return std::equal(a64.data<double>(), a64.data<double>() + a64.numel(), b64.data<double>());
 }
 

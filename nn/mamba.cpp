@@ -208,7 +208,7 @@ void MambaLM::check_ids(const char* op, const Tensor& ids, int64_t want_dim) con
   MG_CHECK(ids.dim() == want_dim, op, ": ids must have ", want_dim == 2 ? "shape (B, L)" : "shape (B)",
            ", got ", shape_str(ids.shape()));
   MG_CHECK(ids.numel() > 0, op, ": ids are empty (shape ", shape_str(ids.shape()), ")");
-  const Tensor host = ids.device().is_cpu() ? ids : ids.to(Device::cpu());
+  const Tensor host = ids.device().is_cpu() ? ids : ids.copy_to(Device::cpu());
   const int32_t* id = host.data<int32_t>();
   const int64_t V = cfg_.padded_vocab(), L = want_dim == 2 ? ids.size(1) : 1;
   for (int64_t i = 0; i < ids.numel(); ++i)
@@ -236,7 +236,7 @@ Tensor MambaLM::loss(const Tensor& ids) const {
   Tensor h = slice(hidden_states(ids), 1, 0, L - 1);        // (B, L-1, D)
   Tensor logits = linear(h, lm_head_weight());              // (B, L-1, V_pad)
   Tensor targets = slice(ids, 1, 1, L);                     // (B, L-1)
-  return cross_entropy(logits.reshape({B * (L - 1), V}), targets.reshape({B * (L - 1)}));
+  return cross_entropy(reshape(logits, {B * (L - 1), V}), targets.view({B * (L - 1)}));
 }
 
 Tensor MambaLM::loss(const Tensor& ids, const Tensor& targets, int32_t ignore_index) const {
@@ -251,7 +251,7 @@ LMOutput MambaLM::forward(const Tensor& ids, const Tensor& targets, int32_t igno
   LMOutput out;
   out.logits = forward(ids);  // (B, L, V_pad)
   const int64_t BL = ids.numel(), V = cfg_.padded_vocab();
-  out.loss = cross_entropy(out.logits.reshape({BL, V}), targets.reshape({BL}), ignore_index);
+  out.loss = cross_entropy(reshape(out.logits, {BL, V}), targets.view({BL}), ignore_index);
   return out;
 }
 

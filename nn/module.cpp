@@ -77,7 +77,7 @@ Tensor Module::parameter(const std::string& name) const {
 Module& Module::to(Device device) {
   NoGradGuard no_grad;
   for_each_parameter([&](const std::string&, Tensor& t, const ParamInfo&) {
-    if (t.device() != device) t = new_leaf(t.detach().to(device), t.requires_grad());
+    if (t.device() != device) t = new_leaf(t.copy_to(device), t.requires_grad());
   });
   return *this;
 }
@@ -87,7 +87,7 @@ Module& Module::to(DType dtype) {
            dtype_name(dtype));
   NoGradGuard no_grad;
   for_each_parameter([&](const std::string&, Tensor& t, const ParamInfo&) {
-    if (t.dtype() != dtype) t = new_leaf(t.detach().to(dtype), t.requires_grad());
+    if (t.dtype() != dtype) t = new_leaf(t.cast(dtype), t.requires_grad());
   });
   return *this;
 }

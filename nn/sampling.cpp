@@ -94,7 +94,7 @@ int32_t sample_next(const Tensor& logits, const SamplingOptions& opts,
                     std::span<const int32_t> context, Generator& gen) {
   check_dim("sample_next", logits, 1, "logits");
   check_float("sample_next", logits, "logits");
-  std::vector<float> row = logits.to(DType::f32).to_vector<float>();
+  std::vector<float> row = logits.cast(DType::f32).to_vector<float>();
   return sample_next(std::span<const float>(row), opts, context, gen);
 }
 
@@ -119,7 +119,7 @@ GenerateResult generate(const MambaLM& model, const std::vector<int32_t>& prompt
   auto t0 = Clock::now();
   Tensor ids = Tensor::from_vector(prompt, {1, (int64_t)prompt.size()});
   Tensor logits = model.prefill(ids, state, /*num_last_tokens=*/1);  // (1, 1, V_pad)
-  logits = logits.reshape({logits.size(-1)});
+  logits = logits.view({logits.size(-1)});
   auto t1 = Clock::now();
   res.prefill_seconds = seconds(t0, t1);
   for (int64_t i = 0; i < max_new_tokens; ++i) {
@@ -129,7 +129,7 @@ GenerateResult generate(const MambaLM& model, const std::vector<int32_t>& prompt
     if (on_token && !on_token(next)) break;
     if (i + 1 == max_new_tokens) break;  // no step needed after the last token
     logits = model.step(Tensor::from_vector(std::vector<int32_t>{next}, {1}), state);
-    logits = logits.reshape({logits.size(-1)});
+    logits = logits.view({logits.size(-1)});
   }
   res.decode_seconds = seconds(t1, Clock::now());
   return res;

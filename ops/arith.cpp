@@ -5,9 +5,6 @@
 #include "autograd/tape.h"
 #include "core/dispatch.h"
 #include "core/parallel.h"
-#ifdef MG_WITH_CUDA
-#include "cuda/arith.h"
-#endif
 
 namespace mg {
 
@@ -56,12 +53,14 @@ static void with_op(BinaryOp op, F&& body) {
   }
 }
 
+// a, b, y (outer, inner); with a broadcast the small operand is (inner) or (outer) (bc).
 template <typename T>
 void binary_forward(BinaryOp op, const T* a, const T* b, T* y, int64_t outer, int64_t inner,
                     Broadcast bc) {
   with_op<T>(op, [&](auto f) { binary_loop<T>(f, a, b, y, outer, inner, bc); });
 }
 
+// a, y (n): y = a op s, or s op a when scalar_left.
 template <typename T>
 void scalar_forward(BinaryOp op, const T* a, T s, T* y, int64_t n, bool scalar_left) {
   with_op<T>(op, [&](auto f) {
@@ -72,6 +71,7 @@ void scalar_forward(BinaryOp op, const T* a, T s, T* y, int64_t n, bool scalar_l
   });
 }
 
+// x (outer, inner) -> y (inner): y[j] = sum_o x[o, j].
 template <typename T>
 void sum_rows(const T* x, T* y, int64_t outer, int64_t inner) {
   // Parallel over columns j; each column sums its rows in order, so the result is the same
@@ -86,6 +86,7 @@ void sum_rows(const T* x, T* y, int64_t outer, int64_t inner) {
   });
 }
 
+// x (outer, inner) -> y (outer): y[o] = sum_j x[o, j].
 template <typename T>
 void sum_cols(const T* x, T* y, int64_t outer, int64_t inner) {
   parallel_for(outer, std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(inner, 1)),
@@ -143,9 +144,9 @@ Tensor sum_to_shape(const Tensor& x, const Shape& shape) {
   Tensor y = Tensor::empty(shape, x.dtype(), x.device());
   int64_t other = small == 0 ? 0 : x.numel() / small;
   dispatch_device(x.device(), x.dtype(), "sum_to_shape",
-      [&] {
-        MG_CUDA_ONLY(if (rows) cuda::sum_rows(x.data<float>(), y.data<float>(), other, small);
-                     else cuda::sum_cols(x.data<float>(), y.data<float>(), small, other));
+      [&]<typename T>() {
+        if (rows) cuda::sum_rows(x.data<T>(), y.data<T>(), other, small);
+        else cuda::sum_cols(x.data<T>(), y.data<T>(), small, other);
       },
       [&]<typename T>() {
         if (rows) cpu::sum_rows<T>(x.data<T>(), y.data<T>(), other, small);
@@ -188,9 +189,8 @@ static Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   }
   Tensor y = Tensor::empty(big.shape(), a.dtype(), a.device());
   dispatch_device(a.device(), a.dtype(), name,
-      [&] {
-        MG_CUDA_ONLY(cuda::binary_forward(op, a.data<float>(), b.data<float>(), y.data<float>(),
-                                          outer, inner, bc));
+      [&]<typename T>() {
+        cuda::binary_forward(op, a.data<T>(), b.data<T>(), y.data<T>(), outer, inner, bc);
       },
       [&]<typename T>() {
         cpu::binary_forward<T>(op, a.data<T>(), b.data<T>(), y.data<T>(), outer, inner, bc);
@@ -215,9 +215,8 @@ static Tensor scalar_op(BinaryOp op, const Tensor& a, double s, bool scalar_left
   check_float(name, a, "a");
   Tensor y = Tensor::empty(a.shape(), a.dtype(), a.device());
   dispatch_device(a.device(), a.dtype(), name,
-      [&] {
-        MG_CUDA_ONLY(cuda::scalar_forward(op, a.data<float>(), (float)s, y.data<float>(),
-                                          a.numel(), scalar_left));
+      [&]<typename T>() {
+        cuda::scalar_forward(op, a.data<T>(), (T)s, y.data<T>(), a.numel(), scalar_left);
       },
       [&]<typename T>() {
         cpu::scalar_forward<T>(op, a.data<T>(), (T)s, y.data<T>(), a.numel(), scalar_left);

@@ -42,6 +42,17 @@ template <typename T>
 void sum_cols(const T* x, T* y, int64_t outer, int64_t inner);
 }  // namespace cpu
 
+// The CUDA twins (cuda/arith.cu): the cpu:: kernels' arguments in the same order, f32,
+// device pointers, enqueued on the backend's stream. Declared in every build, defined only
+// in a CUDA build (core/dispatch.h says why that links).
+namespace cuda {
+void binary_forward(BinaryOp op, const float* a, const float* b, float* y, int64_t outer,
+                    int64_t inner, Broadcast bc);
+void scalar_forward(BinaryOp op, const float* a, float s, float* y, int64_t n, bool scalar_left);
+void sum_rows(const float* x, float* y, int64_t outer, int64_t inner);
+void sum_cols(const float* x, float* y, int64_t outer, int64_t inner);
+}  // namespace cuda
+
 Tensor add(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);

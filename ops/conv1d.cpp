@@ -6,9 +6,6 @@
 #include "autograd/tape.h"
 #include "core/dispatch.h"
 #include "core/parallel.h"
-#ifdef MG_WITH_CUDA
-#include "cuda/conv1d.h"
-#endif
 
 namespace mg {
 
@@ -28,6 +25,7 @@ static int64_t row_grain(int64_t C, int64_t K) {
   return std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, C * K));
 }
 
+// x (B, L, C), w (C, 1, K), bias (C) or null -> y (B, L, C).
 template <typename T>
 void causal_conv1d_forward(const T* x, const T* w, const T* bias, T* y, int64_t B, int64_t L,
                            int64_t C, int64_t K) {
@@ -47,6 +45,7 @@ void causal_conv1d_forward(const T* x, const T* w, const T* bias, T* y, int64_t 
   });
 }
 
+// x, dy, dx (B, L, C); w, dw (C, 1, K); dbias (C). A null dx, dw or dbias is skipped.
 template <typename T>
 void causal_conv1d_backward(const T* x, const T* w, const T* dy, T* dx, T* dw, T* dbias,
                             int64_t B, int64_t L, int64_t C, int64_t K) {
@@ -130,43 +129,32 @@ Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias) 
   }
 
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  if (x.device().is_cuda()) {
-#ifdef MG_WITH_CUDA
-    check_dtype(op, x, DType::f32, "x");  // CUDA is f32 only
-    cuda::causal_conv1d_forward(x.data<float>(), weight.data<float>(),
-                                bias.defined() ? bias.data<float>() : nullptr, y.data<float>(), B,
-                                L, C, K);
-#else
-    throw Error(detail::cat(op, ": a CUDA tensor in a build without CUDA"));
-#endif
-  } else {
-    dispatch_float(x.dtype(), op, [&]<typename T>() {
-      cpu::causal_conv1d_forward<T>(x.data<T>(), weight.data<T>(),
-                                    bias.defined() ? bias.data<T>() : nullptr, y.data<T>(), B, L,
-                                    C, K);
-    });
-  }
+  dispatch_device(x.device(), x.dtype(), op,
+      [&]<typename T>() {
+        cuda::causal_conv1d_forward(x.data<T>(), weight.data<T>(), bias.data_or_null<T>(),
+                                    y.data<T>(), B, L, C, K);
+      },
+      [&]<typename T>() {
+        cpu::causal_conv1d_forward<T>(x.data<T>(), weight.data<T>(), bias.data_or_null<T>(),
+                                      y.data<T>(), B, L, C, K);
+      });
   auto backward_fn = [x, weight, bias, B, L, C, K, op](const std::vector<Tensor>& d) {
     const Tensor& dy = d[0];
     Tensor dx, dw, dbias;
     if (x.requires_grad()) dx = Tensor::empty(x.shape(), x.dtype(), x.device());
     if (weight.requires_grad()) dw = Tensor::empty(weight.shape(), x.dtype(), x.device());
     if (bias.defined() && bias.requires_grad()) dbias = Tensor::empty({C}, x.dtype(), x.device());
-    if (x.device().is_cuda()) {
-#ifdef MG_WITH_CUDA
-      cuda::causal_conv1d_backward(x.data<float>(), weight.data<float>(), dy.data<float>(),
-                                   dx.defined() ? dx.data<float>() : nullptr,
-                                   dw.defined() ? dw.data<float>() : nullptr,
-                                   dbias.defined() ? dbias.data<float>() : nullptr, B, L, C, K);
-#endif
-    } else {
-      dispatch_float(x.dtype(), op, [&]<typename T>() {
-        cpu::causal_conv1d_backward<T>(x.data<T>(), weight.data<T>(), dy.data<T>(),
-                                       dx.defined() ? dx.data<T>() : nullptr,
-                                       dw.defined() ? dw.data<T>() : nullptr,
-                                       dbias.defined() ? dbias.data<T>() : nullptr, B, L, C, K);
-      });
-    }
+    dispatch_device(x.device(), x.dtype(), op,
+        [&]<typename T>() {
+          cuda::causal_conv1d_backward(x.data<T>(), weight.data<T>(), dy.data<T>(),
+                                       dx.data_or_null<T>(), dw.data_or_null<T>(),
+                                       dbias.data_or_null<T>(), B, L, C, K);
+        },
+        [&]<typename T>() {
+          cpu::causal_conv1d_backward<T>(x.data<T>(), weight.data<T>(), dy.data<T>(),
+                                         dx.data_or_null<T>(), dw.data_or_null<T>(),
+                                         dbias.data_or_null<T>(), B, L, C, K);
+        });
     return std::vector<Tensor>{dx, dw, dbias};
   };
   record(op, {x, weight, bias}, {y}, backward_fn);

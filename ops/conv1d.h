@@ -45,7 +45,19 @@ void causal_conv1d_backward(const T* x, const T* w, const T* dy, T* dx, T* dw, T
                             int64_t B, int64_t L, int64_t C, int64_t K);
 }  // namespace cpu
 
-// x (B, L, C), weight (C, 1, K), bias (C) or undefined -> y (B, L, C). f32 or f64, CPU.
+// The CUDA twins (cuda/conv1d.cu): the cpu:: kernels' arguments in the same order, f32,
+// device pointers, enqueued on the backend's stream. Declared in every build, defined only
+// in a CUDA build (core/dispatch.h says why that links).
+namespace cuda {
+// x (B, L, C), w (C, 1, K), bias (C) or null, y (B, L, C).
+void causal_conv1d_forward(const float* x, const float* w, const float* bias, float* y, int64_t B,
+                           int64_t L, int64_t C, int64_t K);
+// dx (B, L, C), dw (C, 1, K), dbias (C); any of the three may be null to skip it.
+void causal_conv1d_backward(const float* x, const float* w, const float* dy, float* dx, float* dw,
+                            float* dbias, int64_t B, int64_t L, int64_t C, int64_t K);
+}  // namespace cuda
+
+// x (B, L, C), weight (C, 1, K), bias (C) or undefined -> y (B, L, C). CPU: f32, f64; CUDA: f32.
 Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 
 }  // namespace mg

@@ -5,14 +5,12 @@
 #include "autograd/tape.h"
 #include "core/dispatch.h"
 #include "core/parallel.h"
-#ifdef MG_WITH_CUDA
-#include "cuda/embedding.h"
-#endif
 
 namespace mg {
 
 namespace cpu {
 
+// ids (n_ids) in [0, V), weight (V, D) -> y (n_ids, D).
 template <typename T>
 void embedding_forward(const int32_t* ids, const T* weight, T* y, int64_t n_ids, int64_t D) {
   parallel_for(n_ids, std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(D, 1)),
@@ -24,6 +22,7 @@ void embedding_forward(const int32_t* ids, const T* weight, T* y, int64_t n_ids,
                });
 }
 
+// ids (n_ids), dy (n_ids, D) -> dweight (V, D), overwritten.
 template <typename T>
 void embedding_backward(const int32_t* ids, const T* dy, T* dweight, int64_t n_ids, int64_t V,
                         int64_t D) {
@@ -57,50 +56,38 @@ Tensor embedding(const Tensor& ids, const Tensor& weight) {
   MG_CHECK(weight.dim() == 2, op, ": weight must be (V, D), got ", shape_str(weight.shape()));
   int64_t V = weight.size(0), D = weight.size(1), n_ids = ids.numel();
   const int32_t* id = ids.data<int32_t>();
-  bool on_cuda = weight.device().is_cuda();
   auto reject_id = [&](int64_t n, int32_t value) {  // checked before anything is written
     throw Error(detail::cat(op, ": id ", value, " at flat position ", n, " of ids ",
                             shape_str(ids.shape()), " is outside [0, V) with V = ", V));
   };
-  if (on_cuda) {
-#ifdef MG_WITH_CUDA
-    check_dtype(op, weight, DType::f32, "weight");  // CUDA is f32 only
-    int32_t bad = 0;
-    int64_t n = cuda::first_invalid_id(id, n_ids, V, &bad);  // reads back one integer
-    if (n >= 0) reject_id(n, bad);
-#else
-    throw Error(detail::cat(op, ": a CUDA tensor in a build without CUDA"));
-#endif
-  } else {
-    for (int64_t n = 0; n < n_ids; ++n)
-      if (id[n] < 0 || id[n] >= V) reject_id(n, id[n]);
-  }
+  dispatch_device(weight.device(), op,
+      [&]<typename>() {
+        int32_t bad = 0;
+        int64_t n = cuda::first_invalid_id(id, n_ids, V, &bad);  // reads back one integer
+        if (n >= 0) reject_id(n, bad);
+      },
+      [&] {
+        for (int64_t n = 0; n < n_ids; ++n)
+          if (id[n] < 0 || id[n] >= V) reject_id(n, id[n]);
+      });
   Shape y_shape = ids.shape();
   y_shape.push_back(D);
   Tensor y = Tensor::empty(y_shape, weight.dtype(), weight.device());
-  if (on_cuda) {
-#ifdef MG_WITH_CUDA
-    cuda::embedding_forward(id, weight.data<float>(), y.data<float>(), n_ids, D);
-#endif
-  } else {
-    dispatch_float(weight.dtype(), op, [&]<typename T>() {
-      cpu::embedding_forward<T>(id, weight.data<T>(), y.data<T>(), n_ids, D);
-    });
-  }
+  dispatch_device(weight.device(), weight.dtype(), op,
+      [&]<typename T>() { cuda::embedding_forward(id, weight.data<T>(), y.data<T>(), n_ids, D); },
+      [&]<typename T>() { cpu::embedding_forward<T>(id, weight.data<T>(), y.data<T>(), n_ids, D); });
   record(op, {ids, weight}, {y},
          [ids, V, D, wshape = weight.shape(), dtype = weight.dtype()](const std::vector<Tensor>& d) {
            Tensor dweight = Tensor::empty(wshape, dtype, d[0].device());
-           if (dweight.device().is_cuda()) {
-#ifdef MG_WITH_CUDA
-             cuda::embedding_backward(ids.data<int32_t>(), d[0].data<float>(),
-                                      dweight.data<float>(), ids.numel(), V, D);
-#endif
-           } else {
-             dispatch_float(dtype, "embedding backward", [&]<typename T>() {
-               cpu::embedding_backward<T>(ids.data<int32_t>(), d[0].data<T>(),
-                                          dweight.data<T>(), ids.numel(), V, D);
-             });
-           }
+           dispatch_device(dweight.device(), dtype, "embedding backward",
+               [&]<typename T>() {
+                 cuda::embedding_backward(ids.data<int32_t>(), d[0].data<T>(), dweight.data<T>(),
+                                          ids.numel(), V, D);
+               },
+               [&]<typename T>() {
+                 cpu::embedding_backward<T>(ids.data<int32_t>(), d[0].data<T>(), dweight.data<T>(),
+                                            ids.numel(), V, D);
+               });
            return std::vector<Tensor>{Tensor(), dweight};
          });
   return y;

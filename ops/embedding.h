@@ -27,6 +27,22 @@ void embedding_backward(const int32_t* ids, const T* dy, T* dweight, int64_t n_i
                         int64_t D);
 }  // namespace cpu
 
+// The CUDA twins (cuda/embedding.cu): the cpu:: kernels' arguments in the same order, f32,
+// device pointers, enqueued on the backend's stream. Declared in every build, defined only
+// in a CUDA build (core/dispatch.h says why that links).
+namespace cuda {
+// The smallest flat position n with ids[n] outside [0, V), or -1 when all are valid; the id
+// found there is written to *bad_id (a host pointer; may be null). Synchronises the stream.
+int64_t first_invalid_id(const int32_t* ids, int64_t n_ids, int64_t V, int32_t* bad_id);
+
+// y[n*D + j] = weight[ids[n]*D + j]; ids must already be in [0, V).
+void embedding_forward(const int32_t* ids, const float* weight, float* y, int64_t n_ids,
+                       int64_t D);
+// dweight (V, D) = scatter-add of dy rows by id (see above).
+void embedding_backward(const int32_t* ids, const float* dy, float* dweight, int64_t n_ids,
+                        int64_t V, int64_t D);
+}  // namespace cuda
+
 // ids (i32, any shape), weight (V, D) f32/f64 -> ids.shape + (D).
 Tensor embedding(const Tensor& ids, const Tensor& weight);
 

@@ -5,9 +5,6 @@
 #include "autograd/tape.h"
 #include "core/dispatch.h"
 #include "core/parallel.h"
-#ifdef MG_WITH_CUDA
-#include "cuda/gelu.h"
-#endif
 
 namespace mg {
 
@@ -16,6 +13,7 @@ namespace cpu {
 constexpr double kInvSqrt2 = 0.70710678118654752440;
 constexpr double kInvSqrt2Pi = 0.39894228040143267794;
 
+// x, y (n).
 template <typename T>
 void gelu_forward(const T* x, T* y, int64_t n) {
   parallel_for(n, kElementwiseGrain, [&](int64_t s, int64_t e) {
@@ -26,6 +24,7 @@ void gelu_forward(const T* x, T* y, int64_t n) {
   });
 }
 
+// x, dy, dx (n).
 template <typename T>
 void gelu_backward(const T* x, const T* dy, T* dx, int64_t n) {
   parallel_for(n, kElementwiseGrain, [&](int64_t s, int64_t e) {
@@ -51,15 +50,14 @@ Tensor gelu(const Tensor& x) {
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   // dispatch: the CUDA twin (f32) or the CPU kernel (f32/f64)
   dispatch_device(x.device(), x.dtype(), "gelu",
-      [&] { MG_CUDA_ONLY(cuda::gelu_forward(x.data<float>(), y.data<float>(), x.numel())); },
+      [&]<typename T>() { cuda::gelu_forward(x.data<T>(), y.data<T>(), x.numel()); },
       [&]<typename T>() { cpu::gelu_forward<T>(x.data<T>(), y.data<T>(), x.numel()); });
   // record the backward: it captures x, the one tensor it needs
   record("gelu", {x}, {y}, [x](const std::vector<Tensor>& d) {
     Tensor dx = Tensor::empty(x.shape(), x.dtype(), x.device());
     dispatch_device(x.device(), x.dtype(), "gelu",
-        [&] {
-          MG_CUDA_ONLY(cuda::gelu_backward(x.data<float>(), d[0].data<float>(), dx.data<float>(),
-                                           x.numel()));
+        [&]<typename T>() {
+          cuda::gelu_backward(x.data<T>(), d[0].data<T>(), dx.data<T>(), x.numel());
         },
         [&]<typename T>() {
           cpu::gelu_backward<T>(x.data<T>(), d[0].data<T>(), dx.data<T>(), x.numel());

@@ -9,8 +9,9 @@
 // Saved for backward: x (y is not needed). Numerics: erf saturates to +-1 for |x| > ~6, so y
 // tends to x (or 0) smoothly; exp(-x^2/2) underflows to 0 harmlessly for large |x|.
 //
-// Devices: CPU (f32, f64) and CUDA (f32): cuda/gelu.{h,cu} holds the twin kernels with the same
-// signatures (float only), picked by dispatch_device in ops/gelu.cpp.
+// Devices: CPU (f32, f64) and CUDA (f32). The CUDA twins are declared below beside the CPU
+// kernels, with the same arguments (float only), defined in cuda/gelu.cu, and picked by
+// dispatch_device in ops/gelu.cpp.
 #pragma once
 #include <cstdint>
 
@@ -22,6 +23,14 @@ namespace cpu {
 template <typename T> void gelu_forward(const T* x, T* y, int64_t n);
 template <typename T> void gelu_backward(const T* x, const T* dy, T* dx, int64_t n);
 }  // namespace cpu
+
+// The CUDA twins (cuda/gelu.cu): the cpu:: kernels' arguments in the same order, f32,
+// device pointers, enqueued on the backend's stream. Declared in every build, defined only
+// in a CUDA build (core/dispatch.h says why that links).
+namespace cuda {
+void gelu_forward(const float* x, float* y, int64_t n);
+void gelu_backward(const float* x, const float* dy, float* dx, int64_t n);
+}  // namespace cuda
 
 Tensor gelu(const Tensor& x);
 

@@ -10,9 +10,6 @@
 #include "autograd/tape.h"
 #include "core/dispatch.h"
 #include "core/parallel.h"
-#ifdef MG_WITH_CUDA
-#include "cuda/matmul.h"
-#endif
 
 namespace mg {
 
@@ -21,6 +18,7 @@ namespace cpu {
 template <typename T>
 using RowMajorMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
+// C (M, N) = alpha op(A) op(B) + beta C; A (M, K) or (K, M), B (K, N) or (N, K).
 template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
           const T* B, T beta, T* C) {
@@ -64,6 +62,7 @@ static void for_each_matrix(int64_t batch, int64_t flops_per_matrix, F&& f) {
   });
 }
 
+// a (batch, M, K), b (K, N) when b_shared else (batch, K, N) -> y (batch, M, N).
 template <typename T>
 void matmul_forward(const T* a, const T* b, T* y, int64_t batch, int64_t M, int64_t K,
                     int64_t N, bool b_shared) {
@@ -76,6 +75,7 @@ void matmul_forward(const T* a, const T* b, T* y, int64_t batch, int64_t M, int6
   });
 }
 
+// dy (batch, M, N) -> da like a, db like b (either may be null).
 template <typename T>
 void matmul_backward(const T* a, const T* b, const T* dy, T* da, T* db, int64_t batch,
                      int64_t M, int64_t K, int64_t N, bool b_shared) {
@@ -94,6 +94,7 @@ void matmul_backward(const T* a, const T* b, const T* dy, T* da, T* db, int64_t 
   });
 }
 
+// x (rows, in), W (out, in), bias (out) or null -> y (rows, out).
 template <typename T>
 void linear_forward(const T* x, const T* W, const T* bias, T* y, int64_t rows, int64_t in,
                     int64_t out) {
@@ -106,6 +107,7 @@ void linear_forward(const T* x, const T* W, const T* bias, T* y, int64_t rows, i
   gemm<T>(false, true, rows, out, in, T(1), x, W, bias ? T(1) : T(0), y);
 }
 
+// dy (rows, out) -> dx (rows, in), dW (out, in), dbias (out); null ones are skipped.
 template <typename T>
 void linear_backward(const T* x, const T* W, const T* dy, T* dx, T* dW, T* dbias, int64_t rows,
                      int64_t in, int64_t out) {
@@ -138,10 +140,6 @@ MG_INSTANTIATE(double)
 
 }  // namespace cpu
 
-template <typename T> static T* data_or_null(const Tensor& t) {
-  return t.defined() ? t.data<T>() : nullptr;
-}
-
 Tensor matmul(const Tensor& a, const Tensor& b) {
   const char* op = "matmul";
   check_float(op, a, "a");
@@ -167,34 +165,25 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   y_shape.push_back(M);
   y_shape.push_back(N);
   Tensor y = Tensor::empty(y_shape, a.dtype(), a.device());
-  if (a.device().is_cuda()) {
-#ifdef MG_WITH_CUDA
-    check_dtype(op, a, DType::f32, "a");  // CUDA is f32 only
-    cuda::matmul_forward(a.data<float>(), b.data<float>(), y.data<float>(), batch, M, K, N,
-                         b_shared);
-#else
-    throw Error(detail::cat(op, ": a CUDA tensor in a build without CUDA"));
-#endif
-  } else {
-    dispatch_float(a.dtype(), op, [&]<typename T>() {
-      cpu::matmul_forward<T>(a.data<T>(), b.data<T>(), y.data<T>(), batch, M, K, N, b_shared);
-    });
-  }
+  dispatch_device(a.device(), a.dtype(), op,
+      [&]<typename T>() {
+        cuda::matmul_forward(a.data<T>(), b.data<T>(), y.data<T>(), batch, M, K, N, b_shared);
+      },
+      [&]<typename T>() {
+        cpu::matmul_forward<T>(a.data<T>(), b.data<T>(), y.data<T>(), batch, M, K, N, b_shared);
+      });
   record(op, {a, b}, {y}, [a, b, batch, M, K, N, b_shared](const std::vector<Tensor>& d) {
     Tensor da = a.requires_grad() ? Tensor::empty(a.shape(), a.dtype(), a.device()) : Tensor();
     Tensor db = b.requires_grad() ? Tensor::empty(b.shape(), b.dtype(), b.device()) : Tensor();
-    if (a.device().is_cuda()) {
-#ifdef MG_WITH_CUDA
-      cuda::matmul_backward(a.data<float>(), b.data<float>(), d[0].data<float>(),
-                            data_or_null<float>(da), data_or_null<float>(db), batch, M, K, N,
-                            b_shared);
-#endif
-    } else {
-      dispatch_float(a.dtype(), "matmul backward", [&]<typename T>() {
-        cpu::matmul_backward<T>(a.data<T>(), b.data<T>(), d[0].data<T>(), data_or_null<T>(da),
-                                data_or_null<T>(db), batch, M, K, N, b_shared);
-      });
-    }
+    dispatch_device(a.device(), a.dtype(), "matmul backward",
+        [&]<typename T>() {
+          cuda::matmul_backward(a.data<T>(), b.data<T>(), d[0].data<T>(), da.data_or_null<T>(),
+                                db.data_or_null<T>(), batch, M, K, N, b_shared);
+        },
+        [&]<typename T>() {
+          cpu::matmul_backward<T>(a.data<T>(), b.data<T>(), d[0].data<T>(), da.data_or_null<T>(),
+                                  db.data_or_null<T>(), batch, M, K, N, b_shared);
+        });
     return std::vector<Tensor>{da, db};
   });
   return y;
@@ -222,38 +211,30 @@ Tensor linear(const Tensor& x, const Tensor& W, const Tensor& b) {
   Shape y_shape = x.shape();
   y_shape.back() = out;
   Tensor y = Tensor::empty(y_shape, x.dtype(), x.device());
-  if (x.device().is_cuda()) {
-#ifdef MG_WITH_CUDA
-    check_dtype(op, x, DType::f32, "x");  // CUDA is f32 only
-    cuda::linear_forward(x.data<float>(), W.data<float>(), data_or_null<float>(b),
-                         y.data<float>(), rows, in, out);
-#else
-    throw Error(detail::cat(op, ": a CUDA tensor in a build without CUDA"));
-#endif
-  } else {
-    dispatch_float(x.dtype(), op, [&]<typename T>() {
-      cpu::linear_forward<T>(x.data<T>(), W.data<T>(), data_or_null<T>(b), y.data<T>(), rows,
-                             in, out);
-    });
-  }
+  dispatch_device(x.device(), x.dtype(), op,
+      [&]<typename T>() {
+        cuda::linear_forward(x.data<T>(), W.data<T>(), b.data_or_null<T>(), y.data<T>(), rows, in,
+                             out);
+      },
+      [&]<typename T>() {
+        cpu::linear_forward<T>(x.data<T>(), W.data<T>(), b.data_or_null<T>(), y.data<T>(), rows,
+                               in, out);
+      });
   record(op, {x, W, b}, {y}, [x, W, b, rows, in, out](const std::vector<Tensor>& d) {
     auto grad_like = [](const Tensor& t) {
       return t.defined() && t.requires_grad() ? Tensor::empty(t.shape(), t.dtype(), t.device())
                                               : Tensor();
     };
     Tensor dx = grad_like(x), dW = grad_like(W), db = grad_like(b);
-    if (x.device().is_cuda()) {
-#ifdef MG_WITH_CUDA
-      cuda::linear_backward(x.data<float>(), W.data<float>(), d[0].data<float>(),
-                            data_or_null<float>(dx), data_or_null<float>(dW),
-                            data_or_null<float>(db), rows, in, out);
-#endif
-    } else {
-      dispatch_float(x.dtype(), "linear backward", [&]<typename T>() {
-        cpu::linear_backward<T>(x.data<T>(), W.data<T>(), d[0].data<T>(), data_or_null<T>(dx),
-                                data_or_null<T>(dW), data_or_null<T>(db), rows, in, out);
-      });
-    }
+    dispatch_device(x.device(), x.dtype(), "linear backward",
+        [&]<typename T>() {
+          cuda::linear_backward(x.data<T>(), W.data<T>(), d[0].data<T>(), dx.data_or_null<T>(),
+                                dW.data_or_null<T>(), db.data_or_null<T>(), rows, in, out);
+        },
+        [&]<typename T>() {
+          cpu::linear_backward<T>(x.data<T>(), W.data<T>(), d[0].data<T>(), dx.data_or_null<T>(),
+                                  dW.data_or_null<T>(), db.data_or_null<T>(), rows, in, out);
+        });
     return std::vector<Tensor>{dx, dW, db};
   });
   return y;

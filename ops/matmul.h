@@ -68,6 +68,29 @@ void linear_backward(const T* x, const T* W, const T* dy, T* dx, T* dW, T* dbias
                      int64_t in, int64_t out);
 }  // namespace cpu
 
+// The CUDA twins (cuda/matmul.cu): the cpu:: kernels' arguments in the same order, f32,
+// device pointers, enqueued on the backend's stream. Declared in every build, defined only
+// in a CUDA build (core/dispatch.h says why that links).
+namespace cuda {
+// Row-major C (M, N) = alpha op(A) op(B) + beta C (see ops/matmul.h for the layouts).
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+          const float* A, const float* B, float beta, float* C);
+
+void matmul_forward(const float* a, const float* b, float* y, int64_t batch, int64_t M,
+                    int64_t K, int64_t N, bool b_shared);
+void matmul_backward(const float* a, const float* b, const float* dy, float* da, float* db,
+                     int64_t batch, int64_t M, int64_t K, int64_t N, bool b_shared);
+
+void linear_forward(const float* x, const float* W, const float* bias, float* y, int64_t rows,
+                    int64_t in, int64_t out);
+void linear_backward(const float* x, const float* W, const float* dy, float* dx, float* dW,
+                     float* dbias, int64_t rows, int64_t in, int64_t out);
+
+// dst (cols) = column sums of src (rows, cols), each column summed in a fixed order (in
+// double); used for linear's dbias. Deterministic.
+void column_sum(const float* src, float* dst, int64_t rows, int64_t cols);
+}  // namespace cuda
+
 // a (..., M, K) times b (K, N) or b (..., K, N) with a's leading dims -> (..., M, N).
 Tensor matmul(const Tensor& a, const Tensor& b);
 

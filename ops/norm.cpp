@@ -7,9 +7,6 @@
 #include "autograd/tape.h"
 #include "core/dispatch.h"
 #include "core/parallel.h"
-#ifdef MG_WITH_CUDA
-#include "cuda/norm.h"
-#endif
 
 namespace mg {
 
@@ -69,6 +66,7 @@ static void rows_then_reduce(int64_t rows, int64_t D, T* dw, T* db, RowFn&& row_
   reduce(pb, db);
 }
 
+// x, y (rows, D); w (D); rstd (rows), written.
 template <typename T>
 void rms_norm_forward(const T* x, const T* w, T* y, T* rstd, int64_t rows, int64_t D, T eps) {
   parallel_for(rows, std::max<int64_t>(1, kElementwiseGrain / D), [&](int64_t r0, int64_t r1) {
@@ -83,6 +81,7 @@ void rms_norm_forward(const T* x, const T* w, T* y, T* rstd, int64_t rows, int64
   });
 }
 
+// x, dy, dx (rows, D); w, dw (D); rstd (rows). A null dx or dw is skipped.
 template <typename T>
 void rms_norm_backward(const T* x, const T* w, const T* rstd, const T* dy, T* dx, T* dw,
                        int64_t rows, int64_t D) {
@@ -104,6 +103,7 @@ void rms_norm_backward(const T* x, const T* w, const T* rstd, const T* dy, T* dx
   });
 }
 
+// x, y (rows, D); w, b (D), b may be null; mean, rstd (rows), written.
 template <typename T>
 void layer_norm_forward(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd,
                         int64_t rows, int64_t D, T eps) {
@@ -125,6 +125,7 @@ void layer_norm_forward(const T* x, const T* w, const T* b, T* y, T* mean, T* rs
   });
 }
 
+// x, dy, dx (rows, D); w, dw, db (D); mean, rstd (rows). Null outputs are skipped.
 template <typename T>
 void layer_norm_backward(const T* x, const T* w, const T* mean, const T* rstd, const T* dy,
                          T* dx, T* dw, T* db, int64_t rows, int64_t D) {
@@ -184,13 +185,6 @@ static int64_t check_norm_args(const char* op, const Tensor& x, const Tensor& we
     check_same_device(op, x, bias);
   }
   MG_CHECK(eps >= 0 && std::isfinite(eps), op, ": eps must be finite and >= 0, got ", eps);
-  if (x.device().is_cuda()) {
-#ifdef MG_WITH_CUDA
-    check_dtype(op, x, DType::f32, "x");  // CUDA is f32 only
-#else
-    throw Error(detail::cat(op, ": a CUDA tensor in a build without CUDA"));
-#endif
-  }
   return D;
 }
 
@@ -200,34 +194,28 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
   int64_t rows = x.numel() / D;
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor rstd = Tensor::empty({rows}, x.dtype(), x.device());
-  if (x.device().is_cuda()) {
-#ifdef MG_WITH_CUDA
-    cuda::rms_norm_forward(x.data<float>(), weight.data<float>(), y.data<float>(),
-                           rstd.data<float>(), rows, D, (float)eps);
-#endif
-  } else {
-    dispatch_float(x.dtype(), op, [&]<typename T>() {
-      cpu::rms_norm_forward<T>(x.data<T>(), weight.data<T>(), y.data<T>(), rstd.data<T>(), rows,
+  dispatch_device(x.device(), x.dtype(), op,
+      [&]<typename T>() {
+        cuda::rms_norm_forward(x.data<T>(), weight.data<T>(), y.data<T>(), rstd.data<T>(), rows,
                                D, (T)eps);
-    });
-  }
+      },
+      [&]<typename T>() {
+        cpu::rms_norm_forward<T>(x.data<T>(), weight.data<T>(), y.data<T>(), rstd.data<T>(), rows,
+                                 D, (T)eps);
+      });
   record(op, {x, weight}, {y}, [x, weight, rstd, rows, D, op](const std::vector<Tensor>& d) {
     Tensor dx, dw;
     if (x.requires_grad()) dx = Tensor::empty(x.shape(), x.dtype(), x.device());
     if (weight.requires_grad()) dw = Tensor::empty({D}, x.dtype(), x.device());
-    if (x.device().is_cuda()) {
-#ifdef MG_WITH_CUDA
-      cuda::rms_norm_backward(x.data<float>(), weight.data<float>(), rstd.data<float>(),
-                              d[0].data<float>(), dx.defined() ? dx.data<float>() : nullptr,
-                              dw.defined() ? dw.data<float>() : nullptr, rows, D);
-#endif
-    } else {
-      dispatch_float(x.dtype(), op, [&]<typename T>() {
-        cpu::rms_norm_backward<T>(x.data<T>(), weight.data<T>(), rstd.data<T>(), d[0].data<T>(),
-                                  dx.defined() ? dx.data<T>() : nullptr,
-                                  dw.defined() ? dw.data<T>() : nullptr, rows, D);
-      });
-    }
+    dispatch_device(x.device(), x.dtype(), op,
+        [&]<typename T>() {
+          cuda::rms_norm_backward(x.data<T>(), weight.data<T>(), rstd.data<T>(), d[0].data<T>(),
+                                  dx.data_or_null<T>(), dw.data_or_null<T>(), rows, D);
+        },
+        [&]<typename T>() {
+          cpu::rms_norm_backward<T>(x.data<T>(), weight.data<T>(), rstd.data<T>(), d[0].data<T>(),
+                                    dx.data_or_null<T>(), dw.data_or_null<T>(), rows, D);
+        });
     return std::vector<Tensor>{dx, dw};
   });
   return y;
@@ -240,19 +228,15 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor mean = Tensor::empty({rows}, x.dtype(), x.device());
   Tensor rstd = Tensor::empty({rows}, x.dtype(), x.device());
-  if (x.device().is_cuda()) {
-#ifdef MG_WITH_CUDA
-    cuda::layer_norm_forward(x.data<float>(), weight.data<float>(),
-                             bias.defined() ? bias.data<float>() : nullptr, y.data<float>(),
-                             mean.data<float>(), rstd.data<float>(), rows, D, (float)eps);
-#endif
-  } else {
-    dispatch_float(x.dtype(), op, [&]<typename T>() {
-      cpu::layer_norm_forward<T>(x.data<T>(), weight.data<T>(),
-                                 bias.defined() ? bias.data<T>() : nullptr, y.data<T>(),
+  dispatch_device(x.device(), x.dtype(), op,
+      [&]<typename T>() {
+        cuda::layer_norm_forward(x.data<T>(), weight.data<T>(), bias.data_or_null<T>(), y.data<T>(),
                                  mean.data<T>(), rstd.data<T>(), rows, D, (T)eps);
-    });
-  }
+      },
+      [&]<typename T>() {
+        cpu::layer_norm_forward<T>(x.data<T>(), weight.data<T>(), bias.data_or_null<T>(),
+                                   y.data<T>(), mean.data<T>(), rstd.data<T>(), rows, D, (T)eps);
+      });
   record(op, {x, weight, bias}, {y},
          [x, weight, bias, mean, rstd, rows, D, op](const std::vector<Tensor>& d) {
            Tensor dx, dw, db;
@@ -260,23 +244,17 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
            if (weight.requires_grad()) dw = Tensor::empty({D}, x.dtype(), x.device());
            if (bias.defined() && bias.requires_grad())
              db = Tensor::empty({D}, x.dtype(), x.device());
-           if (x.device().is_cuda()) {
-#ifdef MG_WITH_CUDA
-             cuda::layer_norm_backward(x.data<float>(), weight.data<float>(), mean.data<float>(),
-                                       rstd.data<float>(), d[0].data<float>(),
-                                       dx.defined() ? dx.data<float>() : nullptr,
-                                       dw.defined() ? dw.data<float>() : nullptr,
-                                       db.defined() ? db.data<float>() : nullptr, rows, D);
-#endif
-           } else {
-             dispatch_float(x.dtype(), op, [&]<typename T>() {
-               cpu::layer_norm_backward<T>(x.data<T>(), weight.data<T>(), mean.data<T>(),
-                                           rstd.data<T>(), d[0].data<T>(),
-                                           dx.defined() ? dx.data<T>() : nullptr,
-                                           dw.defined() ? dw.data<T>() : nullptr,
-                                           db.defined() ? db.data<T>() : nullptr, rows, D);
-             });
-           }
+           dispatch_device(x.device(), x.dtype(), op,
+               [&]<typename T>() {
+                 cuda::layer_norm_backward(x.data<T>(), weight.data<T>(), mean.data<T>(),
+                                           rstd.data<T>(), d[0].data<T>(), dx.data_or_null<T>(),
+                                           dw.data_or_null<T>(), db.data_or_null<T>(), rows, D);
+               },
+               [&]<typename T>() {
+                 cpu::layer_norm_backward<T>(x.data<T>(), weight.data<T>(), mean.data<T>(),
+                                             rstd.data<T>(), d[0].data<T>(), dx.data_or_null<T>(),
+                                             dw.data_or_null<T>(), db.data_or_null<T>(), rows, D);
+               });
            return std::vector<Tensor>{dx, dw, db};
          });
   return y;

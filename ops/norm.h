@@ -58,9 +58,27 @@ void layer_norm_backward(const T* x, const T* w, const T* mean, const T* rstd, c
                          T* dx, T* dw, T* db, int64_t rows, int64_t D);
 }  // namespace cpu
 
-// x (..., D), weight (D) -> (..., D). f32 or f64, CPU.
+// The CUDA twins (cuda/norm.cu): the cpu:: kernels' arguments in the same order, f32,
+// device pointers, enqueued on the backend's stream. Declared in every build, defined only
+// in a CUDA build (core/dispatch.h says why that links).
+namespace cuda {
+void rms_norm_forward(const float* x, const float* w, float* y, float* rstd, int64_t rows,
+                      int64_t D, float eps);
+// dx (rows, D), dw (D); either may be null to skip it.
+void rms_norm_backward(const float* x, const float* w, const float* rstd, const float* dy,
+                       float* dx, float* dw, int64_t rows, int64_t D);
+// b may be null (no bias); mean and rstd (rows) are written for backward.
+void layer_norm_forward(const float* x, const float* w, const float* b, float* y, float* mean,
+                        float* rstd, int64_t rows, int64_t D, float eps);
+// dx (rows, D), dw (D), db (D); any may be null to skip it.
+void layer_norm_backward(const float* x, const float* w, const float* mean, const float* rstd,
+                         const float* dy, float* dx, float* dw, float* db, int64_t rows,
+                         int64_t D);
+}  // namespace cuda
+
+// x (..., D), weight (D) -> (..., D). CPU: f32, f64; CUDA: f32.
 Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps = 1e-5);
-// x (..., D), weight (D), bias (D) or undefined -> (..., D). f32 or f64, CPU.
+// x (..., D), weight (D), bias (D) or undefined -> (..., D). CPU: f32, f64; CUDA: f32.
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
                   double eps = 1e-5);
 

@@ -7,9 +7,6 @@
 #include "autograd/tape.h"
 #include "core/dispatch.h"
 #include "core/parallel.h"
-#ifdef MG_WITH_CUDA
-#include "cuda/reduce.h"
-#endif
 
 namespace mg {
 
@@ -50,6 +47,7 @@ template <typename T> static double sum_contiguous(const T* x, int64_t n) {
   return (acc[0] + acc[1]) + (acc[2] + acc[3]);
 }
 
+// x (outer, n, inner) -> y (outer, inner) = sum over n / divisor.
 template <typename T>
 void sum_forward(const T* x, T* y, int64_t outer, int64_t n, int64_t inner, double divisor) {
   if (inner == 1) {  // reducing the last dim: each output sums one contiguous run
@@ -71,6 +69,7 @@ void sum_forward(const T* x, T* y, int64_t outer, int64_t n, int64_t inner, doub
   });
 }
 
+// x (n) -> y () = sum / divisor.
 template <typename T>
 void sum_all_forward(const T* x, T* y, int64_t n, double divisor) {
   int64_t blocks = (n + kSumBlock - 1) / kSumBlock;
@@ -86,6 +85,7 @@ void sum_all_forward(const T* x, T* y, int64_t n, double divisor) {
   y[0] = (T)(total / divisor);
 }
 
+// dy (outer, inner) -> dx (outer, n, inner) = dy / divisor along n.
 template <typename T>
 void sum_backward(const T* dy, T* dx, int64_t outer, int64_t n, int64_t inner, double divisor) {
   // One "row" r = o*n + k is the run dx[o,k,0..inner), a copy of dy[o,0..inner) / divisor.
@@ -100,6 +100,7 @@ void sum_backward(const T* dy, T* dx, int64_t outer, int64_t n, int64_t inner, d
                });
 }
 
+// x (outer, n, inner) -> y, argmax (outer, inner).
 template <typename T>
 void max_forward(const T* x, T* y, int32_t* argmax, int64_t outer, int64_t n, int64_t inner) {
   parallel_for(outer * inner, outputs_grain(n), [&](int64_t s, int64_t e) {
@@ -122,6 +123,7 @@ void max_forward(const T* x, T* y, int32_t* argmax, int64_t outer, int64_t n, in
   });
 }
 
+// x (n) -> y, argmax ().
 template <typename T>
 void max_all_forward(const T* x, T* y, int32_t* argmax, int64_t n) {
   int64_t blocks = (n + kSumBlock - 1) / kSumBlock;
@@ -143,6 +145,7 @@ void max_all_forward(const T* x, T* y, int32_t* argmax, int64_t n) {
   argmax[0] = (int32_t)block_at[best];
 }
 
+// dy, argmax (outer, inner) -> dx (outer, n, inner): dy at the argmax, 0 elsewhere.
 template <typename T>
 void max_backward(const T* dy, const int32_t* argmax, T* dx, int64_t outer, int64_t n,
                   int64_t inner) {
@@ -199,12 +202,12 @@ static Tensor sum_dim(const char* op, const Tensor& x, int64_t dim, bool keepdim
   double divisor = divide_by_n ? (double)v.n : 1.0;
   Tensor y = Tensor::empty(reduced_shape(x.shape(), v.dim, keepdim), x.dtype(), x.device());
   dispatch_device(x.device(), x.dtype(), op,
-      [&] { MG_CUDA_ONLY(cuda::sum_forward(x.data<float>(), y.data<float>(), v.outer, v.n, v.inner, divisor)); },
+      [&]<typename T>() { cuda::sum_forward(x.data<T>(), y.data<T>(), v.outer, v.n, v.inner, divisor); },
       [&]<typename T>() { cpu::sum_forward<T>(x.data<T>(), y.data<T>(), v.outer, v.n, v.inner, divisor); });
   record(op, {x}, {y}, [xs = x.shape(), dt = x.dtype(), dev = x.device(), v, divisor, op](const std::vector<Tensor>& d) {
     Tensor dx = Tensor::empty(xs, dt, dev);
     dispatch_device(dev, dt, op,
-        [&] { MG_CUDA_ONLY(cuda::sum_backward(d[0].data<float>(), dx.data<float>(), v.outer, v.n, v.inner, divisor)); },
+        [&]<typename T>() { cuda::sum_backward(d[0].data<T>(), dx.data<T>(), v.outer, v.n, v.inner, divisor); },
         [&]<typename T>() { cpu::sum_backward<T>(d[0].data<T>(), dx.data<T>(), v.outer, v.n, v.inner, divisor); });
     return std::vector<Tensor>{dx};
   });
@@ -217,12 +220,12 @@ static Tensor sum_all(const char* op, const Tensor& x, bool divide_by_n) {
   double divisor = divide_by_n ? (double)n : 1.0;
   Tensor y = Tensor::empty({}, x.dtype(), x.device());
   dispatch_device(x.device(), x.dtype(), op,
-      [&] { MG_CUDA_ONLY(cuda::sum_all_forward(x.data<float>(), y.data<float>(), n, divisor)); },
+      [&]<typename T>() { cuda::sum_all_forward(x.data<T>(), y.data<T>(), n, divisor); },
       [&]<typename T>() { cpu::sum_all_forward<T>(x.data<T>(), y.data<T>(), n, divisor); });
   record(op, {x}, {y}, [xs = x.shape(), dt = x.dtype(), dev = x.device(), n, divisor, op](const std::vector<Tensor>& d) {
     Tensor dx = Tensor::empty(xs, dt, dev);
     dispatch_device(dev, dt, op,
-        [&] { MG_CUDA_ONLY(cuda::sum_backward(d[0].data<float>(), dx.data<float>(), 1, n, 1, divisor)); },
+        [&]<typename T>() { cuda::sum_backward(d[0].data<T>(), dx.data<T>(), 1, n, 1, divisor); },
         [&]<typename T>() { cpu::sum_backward<T>(d[0].data<T>(), dx.data<T>(), 1, n, 1, divisor); });
     return std::vector<Tensor>{dx};
   });
@@ -234,9 +237,8 @@ static BackwardFn max_backward_fn(const Shape& xs, DType dt, ReduceView v, const
   return [xs, dt, v, argmax](const std::vector<Tensor>& d) {
     Tensor dx = Tensor::empty(xs, dt, argmax.device());
     dispatch_device(argmax.device(), dt, "max",
-        [&] {
-          MG_CUDA_ONLY(cuda::max_backward(d[0].data<float>(), argmax.data<int32_t>(), dx.data<float>(),
-                                          v.outer, v.n, v.inner));
+        [&]<typename T>() {
+          cuda::max_backward(d[0].data<T>(), argmax.data<int32_t>(), dx.data<T>(), v.outer, v.n, v.inner);
         },
         [&]<typename T>() {
           cpu::max_backward<T>(d[0].data<T>(), argmax.data<int32_t>(), dx.data<T>(), v.outer, v.n, v.inner);
@@ -263,7 +265,7 @@ Tensor max(const Tensor& x) {
   Tensor y = Tensor::empty({}, x.dtype(), x.device());
   Tensor argmax = Tensor::empty({}, DType::i32, x.device());
   dispatch_device(x.device(), x.dtype(), "max",
-      [&] { MG_CUDA_ONLY(cuda::max_all_forward(x.data<float>(), y.data<float>(), argmax.data<int32_t>(), x.numel())); },
+      [&]<typename T>() { cuda::max_all_forward(x.data<T>(), y.data<T>(), argmax.data<int32_t>(), x.numel()); },
       [&]<typename T>() { cpu::max_all_forward<T>(x.data<T>(), y.data<T>(), argmax.data<int32_t>(), x.numel()); });
   record("max", {x}, {y}, max_backward_fn(x.shape(), x.dtype(), ReduceView{0, 1, x.numel(), 1}, argmax));
   return y;
@@ -277,9 +279,8 @@ Tensor max(const Tensor& x, int64_t dim, bool keepdim) {
   Tensor y = Tensor::empty(ys, x.dtype(), x.device());
   Tensor argmax = Tensor::empty(ys, DType::i32, x.device());
   dispatch_device(x.device(), x.dtype(), "max",
-      [&] {
-        MG_CUDA_ONLY(cuda::max_forward(x.data<float>(), y.data<float>(), argmax.data<int32_t>(),
-                                       v.outer, v.n, v.inner));
+      [&]<typename T>() {
+        cuda::max_forward(x.data<T>(), y.data<T>(), argmax.data<int32_t>(), v.outer, v.n, v.inner);
       },
       [&]<typename T>() {
         cpu::max_forward<T>(x.data<T>(), y.data<T>(), argmax.data<int32_t>(), v.outer, v.n, v.inner);

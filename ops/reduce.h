@@ -56,6 +56,19 @@ void max_backward(const T* dy, const int32_t* argmax, T* dx, int64_t outer, int6
                   int64_t inner);
 }  // namespace cpu
 
+// The CUDA twins (cuda/reduce.cu): the cpu:: kernels' arguments in the same order, f32,
+// device pointers, enqueued on the backend's stream. Declared in every build, defined only
+// in a CUDA build (core/dispatch.h says why that links).
+namespace cuda {
+void sum_forward(const float* x, float* y, int64_t outer, int64_t n, int64_t inner, double divisor);
+void sum_all_forward(const float* x, float* y, int64_t n, double divisor);
+void sum_backward(const float* dy, float* dx, int64_t outer, int64_t n, int64_t inner, double divisor);
+void max_forward(const float* x, float* y, int32_t* argmax, int64_t outer, int64_t n, int64_t inner);
+void max_all_forward(const float* x, float* y, int32_t* argmax, int64_t n);
+void max_backward(const float* dy, const int32_t* argmax, float* dx, int64_t outer, int64_t n,
+                  int64_t inner);
+}  // namespace cuda
+
 // (outer, n, inner) of a reduction of `x` over `dim` (negative counts from the end). Throws
 // mg::Error naming `op` and x's shape when dim is out of range. Shared by the softmax family.
 struct ReduceView {

@@ -4,15 +4,14 @@
 #include <numeric>
 
 #include "autograd/tape.h"
+#include "core/dispatch.h"
 #include "core/parallel.h"
-#ifdef MG_WITH_CUDA
-#include "cuda/shape.h"
-#endif
 
 namespace mg {
 
 namespace cpu {
 
+// src (blocks, src_stride bytes) -> dst (blocks, dst_stride bytes), block_bytes of each row.
 void copy_blocks(const void* src, int64_t src_stride, void* dst, int64_t dst_stride,
                  int64_t blocks, int64_t block_bytes) {
   if (blocks <= 0 || block_bytes <= 0) return;
@@ -47,6 +46,7 @@ static void transpose_words(const Word* x, Word* y, int64_t A, int64_t n0, int64
   });
 }
 
+// x (A, n0, B, n1, C) -> y (A, n1, B, n0, C), elements of elem_bytes.
 void transpose_forward(const void* x, void* y, int64_t A, int64_t n0, int64_t B, int64_t n1,
                        int64_t C, int64_t elem_bytes) {
   if (elem_bytes == 4)
@@ -64,15 +64,9 @@ namespace {
 // cpu::copy_blocks or its CUDA twin, for tensors on `device`.
 void copy_blocks_on(Device device, const void* src, int64_t src_stride, void* dst,
                     int64_t dst_stride, int64_t blocks, int64_t block_bytes) {
-  if (device.is_cuda()) {
-#ifdef MG_WITH_CUDA
-    cuda::copy_blocks(src, src_stride, dst, dst_stride, blocks, block_bytes);
-#else
-    throw Error("shape ops: a CUDA tensor in a build without CUDA");
-#endif
-  } else {
-    cpu::copy_blocks(src, src_stride, dst, dst_stride, blocks, block_bytes);
-  }
+  dispatch_device(device, "shape ops",
+      [&]<typename>() { cuda::copy_blocks(src, src_stride, dst, dst_stride, blocks, block_bytes); },
+      [&] { cpu::copy_blocks(src, src_stride, dst, dst_stride, blocks, block_bytes); });
 }
 
 // A dimension argument, negative counting from the end; the error names the op and shape.
@@ -133,6 +127,15 @@ std::vector<Tensor> split_impl(const char* op, const Tensor& x, const std::vecto
 
 }  // namespace
 
+Tensor reshape(const Tensor& x, const Shape& shape) {
+  check_defined("reshape", x, "x");
+  Tensor y = x.view(shape);  // shares x's storage
+  record("reshape", {x}, {y}, [xs = x.shape()](const std::vector<Tensor>& d) {
+    return std::vector<Tensor>{reshape(d[0], xs)};
+  });
+  return y;
+}
+
 Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
   const char* op = "transpose";
   check_defined(op, x, "x");
@@ -145,17 +148,13 @@ Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
   int64_t nbytes = (int64_t)x.nbytes();
   if (a0 == a1) {
     copy_blocks_on(x.device(), x.raw_data(), nbytes, y.raw_data(), nbytes, 1, nbytes);
-  } else if (x.device().is_cuda()) {
-#ifdef MG_WITH_CUDA
-    cuda::transpose_forward(x.raw_data(), y.raw_data(), prod(s, 0, a0), s[a0],
-                            prod(s, a0 + 1, a1), s[a1], prod(s, a1 + 1, x.dim()),
-                            (int64_t)dtype_size(x.dtype()));
-#else
-    throw Error(detail::cat(op, ": a CUDA tensor in a build without CUDA"));
-#endif
   } else {
-    cpu::transpose_forward(x.raw_data(), y.raw_data(), prod(s, 0, a0), s[a0], prod(s, a0 + 1, a1),
-                           s[a1], prod(s, a1 + 1, x.dim()), (int64_t)dtype_size(x.dtype()));
+    // x as (A, n0, B, n1, C) with n0, n1 the swapped dims -> y (A, n1, B, n0, C).
+    const int64_t A = prod(s, 0, a0), n0 = s[a0], B = prod(s, a0 + 1, a1), n1 = s[a1];
+    const int64_t C = prod(s, a1 + 1, x.dim()), eb = (int64_t)dtype_size(x.dtype());
+    dispatch_device(x.device(), op,
+        [&]<typename>() { cuda::transpose_forward(x.raw_data(), y.raw_data(), A, n0, B, n1, C, eb); },
+        [&] { cpu::transpose_forward(x.raw_data(), y.raw_data(), A, n0, B, n1, C, eb); });
   }
   record(op, {x}, {y}, [a0, a1](const std::vector<Tensor>& d) {
     return std::vector<Tensor>{transpose(d[0], a0, a1)};

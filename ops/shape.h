@@ -1,5 +1,5 @@
-// ops/shape.h — transpose, split, chunk, cat, slice. All of them copy (DESIGN decision 2:
-// tensors are always contiguous; only reshape is a view).
+// ops/shape.h — reshape (a view), transpose, split, chunk, cat, slice (copies). Tensors are
+// always contiguous, so only reshape can be a view: it shares x's storage.
 //
 // Every op here sees a tensor around one dimension `dim` as (outer, n, inner):
 // outer = prod(shape[:dim]), n = shape[dim], inner = prod(shape[dim+1:]). A piece along dim
@@ -8,6 +8,7 @@
 // floating dtype (only floating tensors can require grad).
 //
 //   op                          forward                                   backward
+//   reshape(x, shape)           y = x seen as `shape` (one dim may be -1)  dx = reshape(dy, x.shape)
 //   transpose(x, d0, d1)        y[.., j, .., i, ..] = x[.., i, .., j, ..] dx = transpose(dy, d0, d1)
 //   split(x, sizes, dim)        y_k = x[.., o_k : o_k + sizes[k], ..]     dx = cat(dy_k, dim)
 //                               o_k = sizes[0] + .. + sizes[k-1]
@@ -38,6 +39,18 @@ void transpose_forward(const void* x, void* y, int64_t A, int64_t n0, int64_t B,
                        int64_t C, int64_t elem_bytes);
 }  // namespace cpu
 
+// The CUDA twins (cuda/shape.cu): the same arguments, device pointers, byte copies (so every
+// dtype), enqueued on the backend's stream. Declared in every build, defined only in a CUDA
+// build (core/dispatch.h says why that links).
+namespace cuda {
+void copy_blocks(const void* src, int64_t src_stride, void* dst, int64_t dst_stride,
+                 int64_t blocks, int64_t block_bytes);
+void transpose_forward(const void* x, void* y, int64_t A, int64_t n0, int64_t B, int64_t n1,
+                       int64_t C, int64_t elem_bytes);
+}  // namespace cuda
+
+// The differentiable form of x.view(shape) (core/tensor.h): the same storage, recorded.
+Tensor reshape(const Tensor& x, const Shape& shape);
 Tensor transpose(const Tensor& x, int64_t d0, int64_t d1);
 // Pieces of sizes[k] along dim; the sizes must sum to x.size(dim).
 std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim);

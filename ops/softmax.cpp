@@ -6,9 +6,6 @@
 #include "autograd/tape.h"
 #include "core/dispatch.h"
 #include "core/parallel.h"
-#ifdef MG_WITH_CUDA
-#include "cuda/softmax.h"
-#endif
 #include "ops/reduce.h"
 
 namespace mg {
@@ -33,6 +30,7 @@ template <typename T> static T slice_max(const T* x, int64_t n, int64_t stride) 
   return m;
 }
 
+// x, y (outer, n, inner): softmax over n.
 template <typename T>
 void softmax_forward(const T* x, T* y, int64_t outer, int64_t n, int64_t inner) {
   if (n == 0) return;
@@ -50,6 +48,7 @@ void softmax_forward(const T* x, T* y, int64_t outer, int64_t n, int64_t inner) 
   });
 }
 
+// x, y (outer, n, inner): log_softmax over n.
 template <typename T>
 void log_softmax_forward(const T* x, T* y, int64_t outer, int64_t n, int64_t inner) {
   if (n == 0) return;
@@ -64,6 +63,7 @@ void log_softmax_forward(const T* x, T* y, int64_t outer, int64_t n, int64_t inn
   });
 }
 
+// y, dy, dx (outer, n, inner).
 template <typename T>
 void softmax_backward(const T* y, const T* dy, T* dx, int64_t outer, int64_t n, int64_t inner) {
   for_each_slice(outer, n, inner, [&](int64_t b) {
@@ -76,6 +76,7 @@ void softmax_backward(const T* y, const T* dy, T* dx, int64_t outer, int64_t n, 
   });
 }
 
+// y, dy, dx (outer, n, inner).
 template <typename T>
 void log_softmax_backward(const T* y, const T* dy, T* dx, int64_t outer, int64_t n, int64_t inner) {
   for_each_slice(outer, n, inner, [&](int64_t b) {
@@ -88,6 +89,7 @@ void log_softmax_backward(const T* y, const T* dy, T* dx, int64_t outer, int64_t
   });
 }
 
+// logits (N, V), targets (N) -> loss () (the mean over the C kept rows), lse (N).
 template <typename T>
 void cross_entropy_forward(const T* logits, const int32_t* targets, T* loss, T* lse, int64_t N,
                            int64_t V, int32_t ignore_index, int64_t count) {
@@ -111,6 +113,7 @@ void cross_entropy_forward(const T* logits, const int32_t* targets, T* loss, T* 
   loss[0] = count > 0 ? (T)(total / (double)count) : T(0);
 }
 
+// logits (N, V), targets, lse (N), dloss () -> dlogits (N, V).
 template <typename T>
 void cross_entropy_backward(const T* logits, const int32_t* targets, const T* lse,
                             const T* dloss, T* dlogits, int64_t N, int64_t V,
@@ -154,9 +157,9 @@ static Tensor softmax_like(const char* op, bool log, const Tensor& x, int64_t di
   ReduceView v = reduce_view(op, x, dim);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   dispatch_device(x.device(), x.dtype(), op,
-      [&] {
-        MG_CUDA_ONLY(if (log) cuda::log_softmax_forward(x.data<float>(), y.data<float>(), v.outer, v.n, v.inner);
-                     else     cuda::softmax_forward(x.data<float>(), y.data<float>(), v.outer, v.n, v.inner));
+      [&]<typename T>() {
+        if (log) cuda::log_softmax_forward(x.data<T>(), y.data<T>(), v.outer, v.n, v.inner);
+        else     cuda::softmax_forward(x.data<T>(), y.data<T>(), v.outer, v.n, v.inner);
       },
       [&]<typename T>() {
         if (log) cpu::log_softmax_forward<T>(x.data<T>(), y.data<T>(), v.outer, v.n, v.inner);
@@ -165,10 +168,9 @@ static Tensor softmax_like(const char* op, bool log, const Tensor& x, int64_t di
   record(op, {x}, {y}, [op, log, y, v](const std::vector<Tensor>& d) {
     Tensor dx = Tensor::empty(y.shape(), y.dtype(), y.device());
     dispatch_device(y.device(), y.dtype(), op,
-        [&] {
-          MG_CUDA_ONLY(
-              if (log) cuda::log_softmax_backward(y.data<float>(), d[0].data<float>(), dx.data<float>(), v.outer, v.n, v.inner);
-              else     cuda::softmax_backward(y.data<float>(), d[0].data<float>(), dx.data<float>(), v.outer, v.n, v.inner));
+        [&]<typename T>() {
+          if (log) cuda::log_softmax_backward(y.data<T>(), d[0].data<T>(), dx.data<T>(), v.outer, v.n, v.inner);
+          else     cuda::softmax_backward(y.data<T>(), d[0].data<T>(), dx.data<T>(), v.outer, v.n, v.inner);
         },
         [&]<typename T>() {
           if (log) cpu::log_softmax_backward<T>(y.data<T>(), d[0].data<T>(), dx.data<T>(), v.outer, v.n, v.inner);
@@ -193,19 +195,21 @@ static void check_target_id(const Tensor& logits, int32_t id, int64_t r, int32_t
 // the check runs on the GPU and reads back two integers (a host sync).
 static int64_t count_kept_targets(const Tensor& logits, const Tensor& targets, int32_t ignore_index) {
   int64_t N = logits.size(0), count = 0;
-  if (targets.device().is_cuda()) {
-#ifdef MG_WITH_CUDA
-    cuda::TargetCheck c = cuda::count_kept_targets(targets.data<int32_t>(), N, logits.size(1), ignore_index);
-    if (c.first_bad >= 0) check_target_id(logits, c.bad_id, c.first_bad, ignore_index);
-    return c.count;
-#endif
-  }
-  const int32_t* t = targets.data<int32_t>();
-  for (int64_t r = 0; r < N; ++r) {
-    if (t[r] == ignore_index) continue;
-    check_target_id(logits, t[r], r, ignore_index);
-    ++count;
-  }
+  dispatch_device(targets.device(), "cross_entropy",
+      [&]<typename>() {
+        cuda::TargetCheck c = cuda::count_kept_targets(targets.data<int32_t>(), N, logits.size(1),
+                                                       ignore_index);
+        if (c.first_bad >= 0) check_target_id(logits, c.bad_id, c.first_bad, ignore_index);
+        count = c.count;
+      },
+      [&] {
+        const int32_t* t = targets.data<int32_t>();
+        for (int64_t r = 0; r < N; ++r) {
+          if (t[r] == ignore_index) continue;
+          check_target_id(logits, t[r], r, ignore_index);
+          ++count;
+        }
+      });
   return count;
 }
 
@@ -226,10 +230,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
   Tensor loss = Tensor::empty({}, logits.dtype(), logits.device());
   Tensor lse = Tensor::empty({N}, logits.dtype(), logits.device());
   dispatch_device(logits.device(), logits.dtype(), op,
-      [&] {
-        MG_CUDA_ONLY(cuda::cross_entropy_forward(logits.data<float>(), targets.data<int32_t>(),
-                                                 loss.data<float>(), lse.data<float>(), N, V,
-                                                 ignore_index, count));
+      [&]<typename T>() {
+        cuda::cross_entropy_forward(logits.data<T>(), targets.data<int32_t>(), loss.data<T>(),
+                                    lse.data<T>(), N, V, ignore_index, count);
       },
       [&]<typename T>() {
         cpu::cross_entropy_forward<T>(logits.data<T>(), targets.data<int32_t>(), loss.data<T>(),
@@ -239,10 +242,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
          [op, logits, targets, lse, N, V, ignore_index, count](const std::vector<Tensor>& d) {
            Tensor dlogits = Tensor::empty(logits.shape(), logits.dtype(), logits.device());
            dispatch_device(logits.device(), logits.dtype(), op,
-               [&] {
-                 MG_CUDA_ONLY(cuda::cross_entropy_backward(
-                     logits.data<float>(), targets.data<int32_t>(), lse.data<float>(),
-                     d[0].data<float>(), dlogits.data<float>(), N, V, ignore_index, count));
+               [&]<typename T>() {
+                 cuda::cross_entropy_backward(logits.data<T>(), targets.data<int32_t>(), lse.data<T>(),
+                                              d[0].data<T>(), dlogits.data<T>(), N, V, ignore_index, count);
                },
                [&]<typename T>() {
                  cpu::cross_entropy_backward<T>(logits.data<T>(), targets.data<int32_t>(), lse.data<T>(),

@@ -61,6 +61,32 @@ void cross_entropy_backward(const T* logits, const int32_t* targets, const T* ls
                             int32_t ignore_index, int64_t count);
 }  // namespace cpu
 
+// The CUDA twins (cuda/softmax.cu): the cpu:: kernels' arguments in the same order, f32,
+// device pointers, enqueued on the backend's stream. Declared in every build, defined only
+// in a CUDA build (core/dispatch.h says why that links).
+namespace cuda {
+void softmax_forward(const float* x, float* y, int64_t outer, int64_t n, int64_t inner);
+void log_softmax_forward(const float* x, float* y, int64_t outer, int64_t n, int64_t inner);
+void softmax_backward(const float* y, const float* dy, float* dx, int64_t outer, int64_t n,
+                      int64_t inner);
+void log_softmax_backward(const float* y, const float* dy, float* dx, int64_t outer, int64_t n,
+                          int64_t inner);
+
+struct TargetCheck {
+  int64_t count = 0;       // C: targets that are not ignore_index
+  int64_t first_bad = -1;  // the first position whose id is outside [0, V) (and not ignored)
+  int32_t bad_id = 0;      // the id found there
+};
+// Synchronises the stream (reads back the result).
+TargetCheck count_kept_targets(const int32_t* targets, int64_t N, int64_t V, int32_t ignore_index);
+
+void cross_entropy_forward(const float* logits, const int32_t* targets, float* loss, float* lse,
+                           int64_t N, int64_t V, int32_t ignore_index, int64_t count);
+void cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse,
+                            const float* dloss, float* dlogits, int64_t N, int64_t V,
+                            int32_t ignore_index, int64_t count);
+}  // namespace cuda
+
 Tensor softmax(const Tensor& x, int64_t dim = -1);
 Tensor log_softmax(const Tensor& x, int64_t dim = -1);
 // Mean negative log-likelihood over the targets that are not ignore_index (0 if there are none).

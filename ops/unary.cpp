@@ -6,9 +6,6 @@
 #include "core/dispatch.h"
 #include "core/parallel.h"
 #include "core/vmath.h"
-#ifdef MG_WITH_CUDA
-#include "cuda/unary.h"
-#endif
 
 namespace mg {
 
@@ -37,6 +34,7 @@ template <typename F> static void map_simd(int64_t n, F&& f) {
   });
 }
 
+// x, y (n): y = f(x).
 template <typename T>
 void unary_forward(UnaryOp op, const T* x, T* y, int64_t n, T p) {
   switch (op) {
@@ -53,6 +51,7 @@ void unary_forward(UnaryOp op, const T* x, T* y, int64_t n, T p) {
   }
 }
 
+// x, y, dy, dx (n): dx = dy f'(x).
 template <typename T>
 void unary_backward(UnaryOp op, const T* x, const T* y, const T* dy, T* dx, int64_t n, T p) {
   switch (op) {
@@ -107,14 +106,14 @@ static Tensor unary(UnaryOp op, const Tensor& x, double p = 0) {
   check_float(name, x, "x");
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   dispatch_device(x.device(), x.dtype(), name,
-      [&] { MG_CUDA_ONLY(cuda::unary_forward(op, x.data<float>(), y.data<float>(), x.numel(), (float)p)); },
+      [&]<typename T>() { cuda::unary_forward(op, x.data<T>(), y.data<T>(), x.numel(), (T)p); },
       [&]<typename T>() { cpu::unary_forward<T>(op, x.data<T>(), y.data<T>(), x.numel(), (T)p); });
   record(name, {x}, {y}, [op, x, y, p, name](const std::vector<Tensor>& d) {
     Tensor dx = Tensor::empty(x.shape(), x.dtype(), x.device());
     dispatch_device(x.device(), x.dtype(), name,
-        [&] {
-          MG_CUDA_ONLY(cuda::unary_backward(op, x.data<float>(), y.data<float>(),
-                                            d[0].data<float>(), dx.data<float>(), x.numel(), (float)p));
+        [&]<typename T>() {
+          cuda::unary_backward(op, x.data<T>(), y.data<T>(), d[0].data<T>(), dx.data<T>(),
+                               x.numel(), (T)p);
         },
         [&]<typename T>() {
           cpu::unary_backward<T>(op, x.data<T>(), y.data<T>(), d[0].data<T>(), dx.data<T>(),

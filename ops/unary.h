@@ -34,6 +34,15 @@ template <typename T>
 void unary_backward(UnaryOp op, const T* x, const T* y, const T* dy, T* dx, int64_t n, T p);
 }  // namespace cpu
 
+// The CUDA twins (cuda/unary.cu): the cpu:: kernels' arguments in the same order, f32,
+// device pointers, enqueued on the backend's stream. Declared in every build, defined only
+// in a CUDA build (core/dispatch.h says why that links).
+namespace cuda {
+void unary_forward(UnaryOp op, const float* x, float* y, int64_t n, float p);
+void unary_backward(UnaryOp op, const float* x, const float* y, const float* dy, float* dx,
+                    int64_t n, float p);
+}  // namespace cuda
+
 Tensor exp(const Tensor& x);
 Tensor log(const Tensor& x);
 Tensor sqrt(const Tensor& x);

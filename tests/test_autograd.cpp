@@ -8,7 +8,9 @@
 #include "autograd/tape.h"
 #include "core/allocator.h"
 #include "ops/arith.h"
+#include "ops/convert.h"
 #include "ops/reduce.h"
+#include "ops/shape.h"
 #include "ops/unary.h"
 
 using namespace mg;
@@ -19,6 +21,31 @@ TEST_CASE("autograd: a tensor used twice receives both contributions (b = a + a)
   backward(b, Tensor::ones({3}, DType::f64));
   auto g = a.grad().to_vector<double>();
   CHECK(g == std::vector<double>{2.0, 2.0, 2.0});
+}
+
+TEST_CASE("autograd: Tensor's view/cast/copy_to record nothing; ops' reshape/to record and pass gradients") {
+  tape().clear();  // this test counts nodes from an empty tape
+  Tensor a = Tensor::from_vector<double>({1.0, 2.0, 3.0, 4.0}, {4}).requires_grad_();
+  Tensor v = a.view({2, 2}), c = a.cast(DType::f32), h = a.copy_to(Device::cpu());
+  CHECK_FALSE(v.requires_grad());
+  CHECK_FALSE(c.requires_grad());
+  CHECK(v.raw_data() == a.raw_data());  // a view shares the storage
+  CHECK(tape().size() == 0);
+  // reshape: the same storage, one node; d(sum(w * reshape(a))) / da = w, back in a's shape.
+  Tensor w = Tensor::from_vector<double>({0.5, -1.0, 2.0, 3.0}, {2, 2});
+  Tensor r = reshape(a, {2, 2});
+  CHECK(r.raw_data() == a.raw_data());
+  CHECK(tape().size() == 1);
+  backward(sum(r * w));
+  CHECK(a.grad().shape() == Shape{4});
+  CHECK(a.grad().to_vector<double>() == std::vector<double>{0.5, -1.0, 2.0, 3.0});
+  // to(f32) and back: the gradient arrives in a's dtype; to(own dtype / device) is a itself.
+  a.zero_grad();
+  backward(sum(to(to(a, DType::f32), DType::f64) * 2.0));
+  CHECK(a.grad().dtype() == DType::f64);
+  CHECK(a.grad().to_vector<double>() == std::vector<double>(4, 2.0));
+  CHECK(to(a, DType::f64).same(a));
+  CHECK(to(a, Device::cpu()).same(a));
 }
 
 TEST_CASE("autograd: x * x gives 2x") {
@@ -39,7 +66,7 @@ TEST_CASE("autograd: gradients accumulate over two backward calls until zero_gra
 }
 
 TEST_CASE("autograd: no-grad guard records nothing") {
-  tape().clear();
+  tape().clear();  // this test counts nodes from an empty tape
   Tensor a = Tensor::ones({4}).requires_grad_();
   {
     NoGradGuard g;
@@ -50,7 +77,6 @@ TEST_CASE("autograd: no-grad guard records nothing") {
   Tensor c = exp(a);
   CHECK(c.requires_grad());
   CHECK(tape().size() == 1);
-  tape().clear();
 }
 
 TEST_CASE("autograd: detach cuts the tape") {
@@ -58,7 +84,6 @@ TEST_CASE("autograd: detach cuts the tape") {
   Tensor d = (a * 2.0).detach();
   CHECK_FALSE(d.requires_grad());
   CHECK(d.to_vector<double>() == std::vector<double>{2.0, 2.0});
-  tape().clear();
 }
 
 TEST_CASE("autograd: backward over a 100,000-node chain neither recurses nor overflows") {
@@ -73,7 +98,7 @@ TEST_CASE("autograd: backward over a 100,000-node chain neither recurses nor ove
 }
 
 TEST_CASE("autograd: clearing the tape frees what the nodes saved") {
-  tape().clear();
+  tape().clear();  // `before` must not count nodes that the clear below would free too
   int64_t before = memory_stats().current_bytes;
   {
     Tensor a = Tensor::ones({1000, 100}).requires_grad_();
@@ -88,7 +113,6 @@ TEST_CASE("autograd: backward on a non-scalar without a gradient is an error") {
   Tensor a = Tensor::ones({3}).requires_grad_();
   Tensor b = exp(a);
   CHECK_THROWS_AS(backward(b), Error);
-  tape().clear();
 }
 
 // ---- backward(root) differentiates exactly root's graph ------------------------------------
@@ -174,11 +198,10 @@ TEST_CASE("autograd: a second backward through a consumed graph is an error, not
   std::vector<double> want = dw;
   for (size_t i = 0; i < 3; ++i) want[i] += vals(l.a)[i];  // + dLa/dw = a
   check_close(vals(l.w.grad()), want);
-  tape().clear();  // Lb's own nodes (exp, sum) were left by the failed call
 }
 
 TEST_CASE("autograd: a forward pass never differentiated keeps its nodes; NoGradGuard records none") {
-  tape().clear();
+  tape().clear();  // this test counts nodes from an empty tape
   Leaves l;
   Tensor evaluated = loss1(l);  // e.g. an evaluation forgotten outside NoGradGuard
   CHECK(tape().size() == 3);

@@ -15,8 +15,11 @@
 #include "core/json.h"
 #include "core/safetensors.h"
 #include "nn/checkpoint.h"
+#include "test_util.h"
 
 using namespace mg;
+using test::error_of;
+using test::has;
 using namespace mg::nn;
 namespace fs = std::filesystem;
 
@@ -73,16 +76,6 @@ void check_same_model(const MambaLM& got, const MambaLM& want) {
   CHECK(bitwise_equal(got.forward(test_ids()), want.forward(test_ids())));
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 }  // namespace
 
@@ -112,9 +105,9 @@ TEST_CASE("json: parses every kind of value") {
   CHECK(v.at("e").size() == 0);
   CHECK(v.at("big").as_double() == 12345678901234567890.0);  // beyond int64: a double
   CHECK(v.find("missing") == nullptr);
-  CHECK(contains(error_of([&] { v.at("missing"); }), "'missing'"));
-  CHECK(contains(error_of([&] { v.at("s").as_int(); }), "expected a number, got a string"));
-  CHECK(contains(error_of([&] { a[2].as_int(); }), "expected an integer"));
+  CHECK(has(error_of([&] { v.at("missing"); }), "'missing'"));
+  CHECK(has(error_of([&] { v.at("s").as_int(); }), "expected a number, got a string"));
+  CHECK(has(error_of([&] { a[2].as_int(); }), "expected an integer"));
 }
 
 TEST_CASE("json: dump then parse gives the same value; keys keep their order") {
@@ -169,13 +162,13 @@ TEST_CASE("json: malformed documents throw mg::Error with the byte offset") {
   };
   for (const Bad& b : cases) {
     const std::string err = error_of([&] { json::parse(b.text, "test.json"); });
-    CHECK_MESSAGE(contains(err, std::string("test.json: ") + b.what), "input ", b.text, " -> ", err);
+    CHECK_MESSAGE(has(err, std::string("test.json: ") + b.what), "input ", b.text, " -> ", err);
   }
   const std::string deep(300, '[');
-  CHECK(contains(error_of([&] { json::parse(deep); }), "nesting deeper than 256"));
-  CHECK(contains(error_of([] { json::parse_file("/nonexistent/config.json"); }),
+  CHECK(has(error_of([&] { json::parse(deep); }), "nesting deeper than 256"));
+  CHECK(has(error_of([] { json::parse_file("/nonexistent/config.json"); }),
                  "cannot open '/nonexistent/config.json'"));
-  CHECK(contains(error_of([] { json::Value(std::nan("")); }), "finite"));
+  CHECK(has(error_of([] { json::Value(std::nan("")); }), "finite"));
 }
 
 // ---- checkpoints --------------------------------------------------------------------------------
@@ -221,7 +214,7 @@ TEST_CASE("checkpoint: a Hugging Face directory (config.json + model.safetensors
   // A tied lm_head that is not the embedding is refused.
   state["lm_head.weight"] = Tensor::zeros(state.at("backbone.embeddings.weight").shape());
   save_safetensors(dir / "model.safetensors", state);
-  CHECK(contains(error_of([&] { load_mamba(dir.path.string()); }),
+  CHECK(has(error_of([&] { load_mamba(dir.path.string()); }),
                  "lm_head.weight differs from the embedding"));
 }
 
@@ -255,9 +248,9 @@ TEST_CASE("checkpoint: sharded safetensors with model.safetensors.index.json") {
   index.set("weight_map", weight_map);
   write_text(dir / "model.safetensors.index.json", json::dump(index));
   const std::string err = error_of([&] { load_mamba(dir.path.string()); });
-  CHECK(contains(err, "the index does not match its shards"));
-  CHECK(contains(err, "'backbone.norm_f.weight' is mapped to"));
-  CHECK(contains(err, "'backbone.norm_f.weight' is in"));
+  CHECK(has(err, "the index does not match its shards"));
+  CHECK(has(err, "'backbone.norm_f.weight' is mapped to"));
+  CHECK(has(err, "'backbone.norm_f.weight' is in"));
 }
 
 TEST_CASE("checkpoint: state-spaces names, with and without a state-spaces config.json") {
@@ -271,7 +264,7 @@ TEST_CASE("checkpoint: state-spaces names, with and without a state-spaces confi
 
   // No config anywhere: inferred from shapes (vocabulary = the 64 embedding rows).
   MambaCheckpoint ck = read_mamba_checkpoint(dir / "model.safetensors");
-  CHECK(contains(ck.config_source, "inferred"));
+  CHECK(has(ck.config_source, "inferred"));
   CHECK(ck.config.d_model == 8);
   CHECK(ck.config.n_layer == 2);
   CHECK(ck.config.padded_vocab() == 64);
@@ -319,37 +312,37 @@ TEST_CASE("checkpoint: strict loading lists every missing, unexpected and mis-sh
   state["backbone.layers.0.mixer.A_log"] = Tensor::zeros({16, 5});
   save_safetensors(dir / "bad.safetensors", state, model.config().to_metadata());
   const std::string err = error_of([&] { load_mamba(dir / "bad.safetensors"); });
-  CHECK(contains(err, dir / "bad.safetensors"));
-  CHECK(contains(err, "2 missing"));
-  CHECK(contains(err, "backbone.layers.1.mixer.D"));
-  CHECK(contains(err, "backbone.norm_f.weight"));
-  CHECK(contains(err, "1 unexpected"));
-  CHECK(contains(err, "backbone.layers.0.mixer.in_proj.bias"));
-  CHECK(contains(err, "1 mis-shaped"));
-  CHECK(contains(err, "backbone.layers.0.mixer.A_log (expected (16, 4), file has (16, 5))"));
+  CHECK(has(err, dir / "bad.safetensors"));
+  CHECK(has(err, "2 missing"));
+  CHECK(has(err, "backbone.layers.1.mixer.D"));
+  CHECK(has(err, "backbone.norm_f.weight"));
+  CHECK(has(err, "1 unexpected"));
+  CHECK(has(err, "backbone.layers.0.mixer.in_proj.bias"));
+  CHECK(has(err, "1 mis-shaped"));
+  CHECK(has(err, "backbone.layers.0.mixer.A_log (expected (16, 4), file has (16, 5))"));
 }
 
 TEST_CASE("checkpoint: missing paths, corrupt files and bad configs name the file") {
   CkptTmpDir dir;
-  CHECK(contains(error_of([&] { load_mamba(dir / "nope.safetensors"); }),
+  CHECK(has(error_of([&] { load_mamba(dir / "nope.safetensors"); }),
                  dir / "nope.safetensors' does not exist"));
-  CHECK(contains(error_of([&] { load_mamba(dir.path.string()); }),
+  CHECK(has(error_of([&] { load_mamba(dir.path.string()); }),
                  "has neither model.safetensors nor model.safetensors.index.json"));
   write_text(dir / "junk.safetensors", "this is not a safetensors file at all");
-  CHECK(contains(error_of([&] { load_mamba(dir / "junk.safetensors"); }), dir / "junk.safetensors"));
+  CHECK(has(error_of([&] { load_mamba(dir / "junk.safetensors"); }), dir / "junk.safetensors"));
 
   MambaLM model(small_config(), 1);
   save_safetensors(dir / "model.safetensors", model.state_dict());
   write_text(dir / "config.json", "{\"hidden_size\": 8,, }");
   std::string err = error_of([&] { load_mamba(dir.path.string()); });
-  CHECK(contains(err, dir / "config.json: byte 18"));
+  CHECK(has(err, dir / "config.json: byte 18"));
   write_text(dir / "config.json", R"({"model_type": "mamba2", "hidden_size": 8})");
-  CHECK(contains(error_of([&] { load_mamba(dir.path.string()); }), "only \"mamba\""));
+  CHECK(has(error_of([&] { load_mamba(dir.path.string()); }), "only \"mamba\""));
   write_text(dir / "config.json", R"({"hidden_size": 8, "num_hidden_layers": 2})");
-  CHECK(contains(error_of([&] { load_mamba(dir.path.string()); }), "missing 'vocab_size'"));
+  CHECK(has(error_of([&] { load_mamba(dir.path.string()); }), "missing 'vocab_size'"));
   write_text(dir / "config.json", R"({"hidden_size": 8, "num_hidden_layers": 2,
     "vocab_size": 64, "use_bias": true})");
-  CHECK(contains(error_of([&] { load_mamba(dir.path.string()); }), "use_bias = true"));
+  CHECK(has(error_of([&] { load_mamba(dir.path.string()); }), "use_bias = true"));
 }
 
 TEST_CASE("checkpoint: a released Hugging Face config (mamba-130m-hf fields)") {

@@ -1,5 +1,5 @@
 // CUDA twins of matmul/linear, shape ops, embedding, causal conv1d and the norms, tested
-// against their CPU kernels (DESIGN decision 7: the CPU kernel is the spec) on odd shapes
+// against their CPU kernels (the CPU kernel is the spec: docs/architecture.md) on odd shapes
 // (1, 7, 13, 33) and one realistic size, forward and backward, f32 with TF32 off:
 //   err = max |cuda - cpu| / max(1, max |cpu|) < 1e-5,
 // plus bitwise repeatability in deterministic mode, and the public ops end to end (dispatch,
@@ -14,19 +14,17 @@
 
 #include "autograd/grad_mode.h"
 #include "autograd/tape.h"
-#include "cuda/conv1d.h"
-#include "cuda/embedding.h"
-#include "cuda/matmul.h"
-#include "cuda/norm.h"
 #include "cuda/runtime.h"
-#include "cuda/shape.h"
 #include "ops/conv1d.h"
 #include "ops/embedding.h"
 #include "ops/matmul.h"
 #include "ops/norm.h"
 #include "ops/shape.h"
+#include "test_util.h"
 
 using namespace mg;
+using test::bitwise_equal;
+using test::settings_with;
 
 namespace {
 
@@ -36,20 +34,19 @@ const Device kGpu = Device::cuda(0);
 // the CUDA kernel.
 struct Pair {
   Tensor h, d;
-  float* hp() const { return h.defined() ? h.data<float>() : nullptr; }
-  float* dp() const { return d.defined() ? d.data<float>() : nullptr; }
+  float* hp() const { return h.data_or_null<float>(); }
+  float* dp() const { return d.data_or_null<float>(); }
 };
 Pair randn_pair(const Shape& s, uint64_t seed) {
   Generator gen(seed);
   Tensor h = Tensor::randn(s, DType::f32, &gen);
-  return {h, h.to(kGpu)};
+  return {h, h.copy_to(kGpu)};
 }
 Pair empty_pair(const Shape& s) { return {Tensor::zeros(s), Tensor::zeros(s, DType::f32, kGpu)}; }
 Pair none() { return {}; }
 
 // max |got - want| / max(1, max |want|); got may live on the GPU.
 double err(const Tensor& got, const Tensor& want) {
-  NoGradGuard no_grad;  // the copies to the host are not part of any graph
   std::vector<float> g = got.to_vector<float>(), w = want.to_vector<float>();
   REQUIRE(g.size() == w.size());
   double diff = 0, scale = 1;
@@ -61,11 +58,6 @@ double err(const Tensor& got, const Tensor& want) {
 }
 double err(const Pair& p) { return err(p.d, p.h); }
 
-bool bitwise_equal(const Tensor& a, const Tensor& b) {
-  NoGradGuard no_grad;
-  std::vector<float> x = a.to_vector<float>(), y = b.to_vector<float>();
-  return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0;
-}
 
 const std::vector<int64_t> kOdd = {1, 7, 13, 33};
 constexpr double kTol = 1e-5;
@@ -73,9 +65,9 @@ constexpr double kTol = 1e-5;
 }  // namespace
 
 TEST_CASE("cuda gemm matches cpu::gemm for every transpose, alpha and beta") {
-  if (!mg::cuda::available()) { MESSAGE("skipped: no CUDA device"); return; }
+  MG_SKIP_WITHOUT_GPU();
   mg::cuda::backend_init();
-  mg::cuda::set_allow_tf32(false);
+  SettingsGuard full_f32(settings_with(&Settings::allow_tf32, false));
   std::vector<std::array<int64_t, 3>> shapes;
   for (int64_t M : kOdd) for (int64_t N : kOdd) for (int64_t K : kOdd) shapes.push_back({M, N, K});
   shapes.push_back({512, 1536, 768});
@@ -96,9 +88,9 @@ TEST_CASE("cuda gemm matches cpu::gemm for every transpose, alpha and beta") {
 }
 
 TEST_CASE("cuda matmul and linear kernels match the CPU, forward and backward") {
-  if (!mg::cuda::available()) { MESSAGE("skipped: no CUDA device"); return; }
+  MG_SKIP_WITHOUT_GPU();
   mg::cuda::backend_init();
-  mg::cuda::set_allow_tf32(false);
+  SettingsGuard full_f32(settings_with(&Settings::allow_tf32, false));
   for (bool shared : {true, false})
     for (int64_t batch : {1, 3})
       for (int64_t M : kOdd)
@@ -142,15 +134,16 @@ TEST_CASE("cuda matmul and linear kernels match the CPU, forward and backward") 
 }
 
 TEST_CASE("cuda TF32 switch: off by default, and on it stays close to the CPU") {
-  if (!mg::cuda::available()) { MESSAGE("skipped: no CUDA device"); return; }
+  MG_SKIP_WITHOUT_GPU();
   mg::cuda::backend_init();
-  CHECK_FALSE(mg::cuda::allow_tf32());
+  CHECK_FALSE(settings().allow_tf32);
   int64_t M = 512, N = 512, K = 1024;
   Pair A = randn_pair({M, K}, 11), B = randn_pair({K, N}, 12), C = empty_pair({M, N});
   cpu::gemm<float>(false, false, M, N, K, 1.f, A.hp(), B.hp(), 0.f, C.hp());
-  mg::cuda::set_allow_tf32(true);
-  cuda::gemm(false, false, M, N, K, 1.f, A.dp(), B.dp(), 0.f, C.dp());
-  mg::cuda::set_allow_tf32(false);
+  {
+    SettingsGuard tf32(settings_with(&Settings::allow_tf32, true));
+    cuda::gemm(false, false, M, N, K, 1.f, A.dp(), B.dp(), 0.f, C.dp());
+  }
   double tf32_err = err(C);
   MESSAGE("TF32 relative error: " << tf32_err);
   CHECK(tf32_err < 1e-2);  // ~10 mantissa bits in the products
@@ -159,7 +152,7 @@ TEST_CASE("cuda TF32 switch: off by default, and on it stays close to the CPU") 
 }
 
 TEST_CASE("cuda shape kernels copy exactly what the CPU kernels copy") {
-  if (!mg::cuda::available()) { MESSAGE("skipped: no CUDA device"); return; }
+  MG_SKIP_WITHOUT_GPU();
   mg::cuda::backend_init();
   // transpose_forward: (A, n0, B, n1, C) with C == 1 (tiled path) and C > 1, 4- and 8-byte words.
   std::vector<std::array<int64_t, 5>> dims = {{1, 1, 1, 1, 1}, {1, 33, 1, 7, 1}, {7, 13, 1, 33, 1},
@@ -169,12 +162,12 @@ TEST_CASE("cuda shape kernels copy exactly what the CPU kernels copy") {
     for (DType dt : {DType::f32, DType::f64}) {
       CAPTURE(A); CAPTURE(n0); CAPTURE(B); CAPTURE(n1); CAPTURE(C);
       Tensor x = Tensor::randn({A, n0, B, n1, C}, dt), y = Tensor::empty({A, n1, B, n0, C}, dt);
-      Tensor xd = x.to(kGpu), yd = Tensor::empty(y.shape(), dt, kGpu);
+      Tensor xd = x.copy_to(kGpu), yd = Tensor::empty(y.shape(), dt, kGpu);
       int64_t eb = (int64_t)dtype_size(dt);
       cpu::transpose_forward(x.raw_data(), y.raw_data(), A, n0, B, n1, C, eb);
       cuda::transpose_forward(xd.raw_data(), yd.raw_data(), A, n0, B, n1, C, eb);
-      CHECK(yd.to(Device::cpu()).to(DType::f64).to_vector<double>() ==
-            y.to(DType::f64).to_vector<double>());
+      CHECK(yd.copy_to(Device::cpu()).cast(DType::f64).to_vector<double>() ==
+            y.cast(DType::f64).to_vector<double>());
     }
   // copy_blocks at byte offsets and strides that force 1-, 4-, 8- and 16-byte words.
   for (int64_t shift : {0, 1, 4, 8})
@@ -184,7 +177,7 @@ TEST_CASE("cuda shape kernels copy exactly what the CPU kernels copy") {
         int64_t src_stride = block_bytes + 16 * 3, dst_stride = block_bytes + shift;
         int64_t n = (blocks * std::max(src_stride, dst_stride) + 64) / 4 + 1;
         Tensor src = Tensor::arange(0, n, DType::i32), dst = Tensor::zeros({n}, DType::i32);
-        Tensor src_d = src.to(kGpu), dst_d = dst.to(kGpu);
+        Tensor src_d = src.copy_to(kGpu), dst_d = dst.copy_to(kGpu);
         auto at = [shift](const Tensor& t) { return static_cast<char*>(t.raw_data()) + shift; };
         cpu::copy_blocks(at(src), src_stride, at(dst), dst_stride, blocks, block_bytes);
         cuda::copy_blocks(at(src_d), src_stride, at(dst_d), dst_stride, blocks, block_bytes);
@@ -193,17 +186,17 @@ TEST_CASE("cuda shape kernels copy exactly what the CPU kernels copy") {
 }
 
 TEST_CASE("cuda shape ops end to end: transpose, split, cat, slice and their gradients") {
-  if (!mg::cuda::available()) { MESSAGE("skipped: no CUDA device"); return; }
+  MG_SKIP_WITHOUT_GPU();
   mg::cuda::backend_init();
   Generator gen(13);
   Tensor x = Tensor::randn({7, 13, 33}, DType::f32, &gen);
-  Tensor xd = x.to(kGpu).requires_grad_();
+  Tensor xd = x.copy_to(kGpu).requires_grad_();
   Tensor t = transpose(xd, 0, 2);                 // (33, 13, 7)
   std::vector<Tensor> parts = split(t, {1, 12}, 1);
   Tensor c = cat({parts[1], parts[0]}, 1);        // (33, 13, 7), rows of dim 1 rotated
   Tensor y = slice(c, 0, 2, 31);                  // (29, 13, 7)
   Tensor dy = Tensor::randn(y.shape(), DType::f32, &gen);
-  backward(y, dy.to(kGpu));
+  backward(y, dy.copy_to(kGpu));
   // Reference gradient on the CPU through the same ops.
   Tensor xh = x.clone().requires_grad_();
   Tensor th = transpose(xh, 0, 2);
@@ -216,7 +209,7 @@ TEST_CASE("cuda shape ops end to end: transpose, split, cat, slice and their gra
 }
 
 TEST_CASE("cuda embedding: gather, deterministic scatter-add, atomic mode, bad ids") {
-  if (!mg::cuda::available()) { MESSAGE("skipped: no CUDA device"); return; }
+  MG_SKIP_WITHOUT_GPU();
   mg::cuda::backend_init();
   std::vector<std::array<int64_t, 3>> shapes = {{1, 1, 1}, {7, 13, 33}, {33, 7, 13}, {13, 33, 7},
                                                 {8192, 50280, 768}};
@@ -225,33 +218,36 @@ TEST_CASE("cuda embedding: gather, deterministic scatter-add, atomic mode, bad i
     // Ids with many repeats (a few frequent values), as in real text.
     std::vector<int32_t> id(n_ids);
     for (int64_t n = 0; n < n_ids; ++n) id[n] = (int32_t)((n * 7919 % 97 < 30 ? n % 3 : n * 31) % V);
-    Tensor ids = Tensor::from_vector(id, {n_ids}), ids_d = ids.to(kGpu);
+    Tensor ids = Tensor::from_vector(id, {n_ids}), ids_d = ids.copy_to(kGpu);
     Pair w = randn_pair({V, D}, 14), dy = randn_pair({n_ids, D}, 15);
     Pair y = empty_pair({n_ids, D}), dw = empty_pair({V, D});
     cpu::embedding_forward<float>(ids.data<int32_t>(), w.hp(), y.hp(), n_ids, D);
     cuda::embedding_forward(ids_d.data<int32_t>(), w.dp(), y.dp(), n_ids, D);
     CHECK(bitwise_equal(y.d, y.h));
-    mg::cuda::set_deterministic(true);
     cpu::embedding_backward<float>(ids.data<int32_t>(), dy.hp(), dw.hp(), n_ids, V, D);
-    cuda::embedding_backward(ids_d.data<int32_t>(), dy.dp(), dw.dp(), n_ids, V, D);
+    {
+      SettingsGuard deterministic(settings_with(&Settings::deterministic, true));
+      cuda::embedding_backward(ids_d.data<int32_t>(), dy.dp(), dw.dp(), n_ids, V, D);
+    }
     // The same additions in the same (flat id) order as the CPU: bitwise equal.
     CHECK(bitwise_equal(dw.d, dw.h));
-    mg::cuda::set_deterministic(false);
     Pair dw2 = empty_pair({V, D});
-    cuda::embedding_backward(ids_d.data<int32_t>(), dy.dp(), dw2.dp(), n_ids, V, D);
-    mg::cuda::set_deterministic(true);
+    {
+      SettingsGuard atomics(settings_with(&Settings::deterministic, false));
+      cuda::embedding_backward(ids_d.data<int32_t>(), dy.dp(), dw2.dp(), n_ids, V, D);
+    }
     CHECK(err(dw2.d, dw.h) < kTol);
   }
   // The public op: the range check runs on the GPU and raises mg::Error.
-  Tensor w = Tensor::randn({10, 4}).to(kGpu);
-  Tensor bad = Tensor::from_vector(std::vector<int32_t>{1, 2, 10, -1}, {2, 2}).to(kGpu);
+  Tensor w = Tensor::randn({10, 4}).copy_to(kGpu);
+  Tensor bad = Tensor::from_vector(std::vector<int32_t>{1, 2, 10, -1}, {2, 2}).copy_to(kGpu);
   CHECK_THROWS_WITH_AS(embedding(bad, w), doctest::Contains("id 10 at flat position 2"), Error);
-  Tensor good = Tensor::from_vector(std::vector<int32_t>{3, 3, 9}, {3}).to(kGpu);
-  CHECK(bitwise_equal(embedding(good, w), embedding(good.to(Device::cpu()), w.to(Device::cpu()))));
+  Tensor good = Tensor::from_vector(std::vector<int32_t>{3, 3, 9}, {3}).copy_to(kGpu);
+  CHECK(bitwise_equal(embedding(good, w), embedding(good.copy_to(Device::cpu()), w.copy_to(Device::cpu()))));
 }
 
 TEST_CASE("cuda causal conv1d matches the CPU, forward and backward, deterministically") {
-  if (!mg::cuda::available()) { MESSAGE("skipped: no CUDA device"); return; }
+  MG_SKIP_WITHOUT_GPU();
   mg::cuda::backend_init();
   std::vector<std::array<int64_t, 4>> shapes;  // B, L, C, K
   for (int64_t L : kOdd) for (int64_t C : kOdd) for (int64_t K : {1, 4, 7}) shapes.push_back({2, L, C, K});
@@ -278,7 +274,7 @@ TEST_CASE("cuda causal conv1d matches the CPU, forward and backward, determinist
 }
 
 TEST_CASE("cuda rms_norm and layer_norm match the CPU, forward and backward, deterministically") {
-  if (!mg::cuda::available()) { MESSAGE("skipped: no CUDA device"); return; }
+  MG_SKIP_WITHOUT_GPU();
   mg::cuda::backend_init();
   std::vector<std::array<int64_t, 2>> shapes;  // rows, D
   for (int64_t rows : kOdd) for (int64_t D : {1, 7, 13, 33, 300, 1100}) shapes.push_back({rows, D});
@@ -324,9 +320,9 @@ TEST_CASE("cuda rms_norm and layer_norm match the CPU, forward and backward, det
 }
 
 TEST_CASE("cuda public ops end to end: linear, matmul, conv1d, norms, embedding with the tape") {
-  if (!mg::cuda::available()) { MESSAGE("skipped: no CUDA device"); return; }
+  MG_SKIP_WITHOUT_GPU();
   mg::cuda::backend_init();
-  mg::cuda::set_allow_tf32(false);
+  SettingsGuard full_f32(settings_with(&Settings::allow_tf32, false));
   Generator gen(30);
   auto rnd = [&](const Shape& s) { return Tensor::randn(s, DType::f32, &gen); };
   Tensor x = rnd({3, 13, 33}), W = rnd({7, 33}), bl = rnd({7}), wc = rnd({7, 1, 4}), bc = rnd({7});
@@ -337,14 +333,14 @@ TEST_CASE("cuda public ops end to end: linear, matmul, conv1d, norms, embedding 
   auto run = [&](Device dev) {
     std::vector<Tensor> leaves;
     for (const Tensor& t : {x, W, bl, wc, bc, wn, bn, m, E})
-      leaves.push_back((dev.is_cpu() ? t.clone() : t.to(dev)).requires_grad_());
+      leaves.push_back((dev.is_cpu() ? t.clone() : t.copy_to(dev)).requires_grad_());
     Tensor h = linear(leaves[0], leaves[1], leaves[2]);                  // (3, 13, 7)
     h = causal_conv1d(h, leaves[3], leaves[4]);
     h = layer_norm(rms_norm(h, leaves[5]), leaves[5].detach(), leaves[6]);
     Tensor y = matmul(h, leaves[7]);                                     // (3, 13, 5)
-    backward(y, dy.to(dev));
-    Tensor z = embedding(ids.to(dev), leaves[8]);                        // (2, 3, 33)
-    backward(z, dz.to(dev));
+    backward(y, dy.copy_to(dev));
+    Tensor z = embedding(ids.copy_to(dev), leaves[8]);                        // (2, 3, 33)
+    backward(z, dz.copy_to(dev));
     std::vector<Tensor> out = {y, z};
     for (const Tensor& l : leaves) out.push_back(l.grad());
     return out;

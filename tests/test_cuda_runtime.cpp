@@ -23,45 +23,23 @@
 #include "cuda/adamw.h"
 #include "cuda/runtime.h"
 #include "ops/arith.h"
+#include "ops/convert.h"
 #include "ops/reduce.h"
 #include "ops/softmax.h"
 #include "ops/unary.h"
 #include "train/optimizer.h"
+#include "test_util.h"
 
 using namespace mg;
+using test::bitwise_equal;
+using test::settings_with;
 
 namespace {
 
 const Device kGpu = Device::cuda(0);
 
-#define SKIP_WITHOUT_GPU()                                                               \
-  if (!mg::cuda::available()) {                                                          \
-    MESSAGE("skipped: no CUDA device is visible (" << mg::cuda::no_device_reason() << ")"); \
-    return;                                                                              \
-  }
-
-// max |a - b| / max(1, max |b|); a may live on the GPU, b on the CPU. NaN counts as equal to NaN.
-double rel_err(const Tensor& a, const Tensor& b) {
-  REQUIRE(a.shape() == b.shape());
-  std::vector<float> x = a.to_vector<float>(), y = b.to_vector<float>();
-  double err = 0, scale = 1;
-  for (size_t i = 0; i < x.size(); ++i) {
-    if (std::isnan(x[i]) && std::isnan(y[i])) continue;
-    if (std::isnan(x[i]) != std::isnan(y[i])) return std::numeric_limits<double>::infinity();
-    if (std::isinf(y[i]) || std::isinf(x[i])) {
-      if (x[i] != y[i]) return std::numeric_limits<double>::infinity();
-      continue;
-    }
-    err = std::max(err, (double)std::fabs(x[i] - y[i]));
-    scale = std::max(scale, (double)std::fabs(y[i]));
-  }
-  return err / scale;
-}
-
-bool bitwise_equal(const Tensor& a, const Tensor& b) {
-  std::vector<float> x = a.to_vector<float>(), y = b.to_vector<float>();
-  return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0;
-}
+// Non-finite values are compared too: NaN must match NaN, an infinity the same infinity.
+double rel_err(const Tensor& a, const Tensor& b) { return test::rel_err(a, b, /*nonfinite_equal=*/true); }
 
 Tensor randn(const Shape& s, uint64_t seed) {
   Generator g(seed);
@@ -74,13 +52,13 @@ template <typename F>
 void check_op_vs_cpu(const char* what, F f, const Tensor& x, double tol) {
   INFO(what << " x " << shape_str(x.shape()));
   Tensor xh = x.clone().requires_grad_();
-  Tensor xd = x.to(kGpu).requires_grad_();
+  Tensor xd = x.copy_to(kGpu).requires_grad_();
   Tensor yh = f(xh), yd = f(xd);
   CHECK(yd.device() == kGpu);
   CHECK(rel_err(yd, yh) <= tol);
   Tensor w = randn(yh.shape(), 99);
   backward(sum(mul(yh, w)));
-  backward(sum(mul(yd, w.to(kGpu))));
+  backward(sum(mul(yd, w.copy_to(kGpu))));
   REQUIRE(xd.grad().defined());
   CHECK(xd.grad().device() == kGpu);
   CHECK(rel_err(xd.grad(), xh.grad()) <= tol);
@@ -110,7 +88,7 @@ TEST_CASE("cuda runtime: without a GPU the backend says so and CPU keeps working
   // Every way to a CUDA tensor gives the same clear mg::Error.
   const auto msg = doctest::Contains("built with CUDA, but no CUDA device is visible");
   CHECK_THROWS_WITH_AS(Tensor::zeros({2, 3}, DType::f32, kGpu), msg, mg::Error);
-  CHECK_THROWS_WITH_AS(Tensor::ones({4}).to(kGpu), msg, mg::Error);
+  CHECK_THROWS_WITH_AS(Tensor::ones({4}).copy_to(kGpu), msg, mg::Error);
   CHECK_THROWS_WITH_AS(memory_stats(kGpu), msg, mg::Error);
   CHECK_THROWS_WITH_AS(cuda::stream(), msg, mg::Error);
   CHECK_THROWS_AS(cuda::device_info(0), mg::Error);
@@ -135,17 +113,19 @@ TEST_CASE("cuda runtime: a failed checked call names the call, file:line and the
 }
 
 TEST_CASE("cuda runtime: switches and dispatch_device checks (no GPU needed)") {
-  CHECK(cuda::deterministic());  // the default
-  cuda::set_deterministic(false);
-  CHECK_FALSE(cuda::deterministic());
-  cuda::set_deterministic(true);
-  CHECK_FALSE(cuda::allow_tf32());  // the default: full f32 GEMMs
-  cuda::set_allow_tf32(true);
-  CHECK(cuda::allow_tf32());
-  cuda::set_allow_tf32(false);
+  CHECK(settings().deterministic);  // the default
+  {
+    SettingsGuard off(settings_with(&Settings::deterministic, false));
+    CHECK_FALSE(settings().deterministic);
+  }
+  CHECK_FALSE(settings().allow_tf32);  // the default: full f32 GEMMs
+  {
+    SettingsGuard on(settings_with(&Settings::allow_tf32, true));
+    CHECK(settings().allow_tf32);
+  }
 
   int cpu_calls = 0, cuda_calls = 0;
-  auto cuda_fn = [&] { ++cuda_calls; };
+  auto cuda_fn = [&]<typename T>() { ++cuda_calls; };
   auto cpu_fn = [&]<typename T>() { cpu_calls += sizeof(T) == 8 ? 10 : 1; };
   dispatch_device(Device::cpu(), DType::f64, "op", cuda_fn, cpu_fn);
   CHECK(cpu_calls == 10);
@@ -158,7 +138,7 @@ TEST_CASE("cuda runtime: switches and dispatch_device checks (no GPU needed)") {
 // ---- device cases (skipped without a GPU) ------------------------------------------------------
 
 TEST_CASE("cuda runtime: device info, describe, to(cuda)/to(cpu) round trips") {
-  SKIP_WITHOUT_GPU();
+  MG_SKIP_WITHOUT_GPU();
   cuda::DeviceInfo d = cuda::device_info(0);
   CHECK_FALSE(d.name.empty());
   CHECK(d.cc_major >= 3);
@@ -166,25 +146,25 @@ TEST_CASE("cuda runtime: device info, describe, to(cuda)/to(cpu) round trips") {
   CHECK(cuda::describe().find(d.name) != std::string::npos);
   for (int64_t n : {0, 1, 7, 13, 33, 100003}) {
     Tensor x = randn({n}, 1 + n);
-    Tensor g = x.to(kGpu);
+    Tensor g = x.copy_to(kGpu);
     CHECK(g.device() == kGpu);
-    CHECK(bitwise_equal(g.to(Device::cpu()), x));
-    CHECK(bitwise_equal(g.clone().to(Device::cpu()), x));
+    CHECK(bitwise_equal(g.copy_to(Device::cpu()), x));
+    CHECK(bitwise_equal(g.clone().copy_to(Device::cpu()), x));
   }
   Tensor ids = Tensor::from_vector<int32_t>({3, -1, 7}, {3});
-  CHECK(ids.to(kGpu).to_vector<int32_t>() == std::vector<int32_t>{3, -1, 7});
+  CHECK(ids.copy_to(kGpu).to_vector<int32_t>() == std::vector<int32_t>{3, -1, 7});
   CHECK(Tensor::zeros({5}, DType::f32, kGpu).to_vector<float>() == std::vector<float>(5, 0.f));
   CHECK(Tensor::full({}, 2.5, DType::f32, kGpu).item() == 2.5);
   // Gradients flow back through the copy.
   Tensor x = randn({6}, 5).requires_grad_();
-  backward(sum(mul(x.to(kGpu), 3.0)));
+  backward(sum(mul(to(x, kGpu), 3.0)));
   REQUIRE(x.grad().defined());
   CHECK(x.grad().device() == Device::cpu());
   CHECK(x.grad().to_vector<float>() == std::vector<float>(6, 3.f));
 }
 
 TEST_CASE("cuda runtime: caching allocator statistics") {
-  SKIP_WITHOUT_GPU();
+  MG_SKIP_WITHOUT_GPU();
   cuda::synchronize();
   cuda::empty_cache();
   MemoryStats s0 = memory_stats(kGpu);
@@ -213,7 +193,7 @@ TEST_CASE("cuda runtime: caching allocator statistics") {
 }
 
 TEST_CASE("cuda ops: unary forward and backward match the CPU") {
-  SKIP_WITHOUT_GPU();
+  MG_SKIP_WITHOUT_GPU();
   for (int64_t n : {1, 7, 13, 33, 4099}) {
     Tensor x = randn({n}, 10 + n);
     Tensor pos = add(mul(x, x), 0.1);  // > 0 for log, sqrt, rsqrt, pow
@@ -232,7 +212,7 @@ TEST_CASE("cuda ops: unary forward and backward match the CPU") {
 }
 
 TEST_CASE("cuda ops: arithmetic with every broadcast kind matches the CPU") {
-  SKIP_WITHOUT_GPU();
+  MG_SKIP_WITHOUT_GPU();
   struct Case { Shape a, b; };
   for (const Case& c : {Case{{7, 13}, {7, 13}}, Case{{5, 7, 33}, {33}}, Case{{33}, {5, 7, 33}},
                         Case{{13, 7}, {13, 1}}, Case{{13, 1}, {13, 7}}, Case{{4099}, {1}},
@@ -240,7 +220,7 @@ TEST_CASE("cuda ops: arithmetic with every broadcast kind matches the CPU") {
     Tensor a = randn(c.a, 21), b = add(mul(randn(c.b, 22), 0.5), 2.0);  // b away from 0 for div
     for (int op = 0; op < 4; ++op) {
       auto f = [&](const Tensor& x) {
-        Tensor y = x.device().is_cuda() ? b.to(kGpu) : b;
+        Tensor y = x.device().is_cuda() ? b.copy_to(kGpu) : b;
         return op == 0 ? add(x, y) : op == 1 ? sub(x, y) : op == 2 ? mul(x, y) : div(x, y);
       };
       check_op_vs_cpu("binary op", f, a, 1e-6);
@@ -251,12 +231,12 @@ TEST_CASE("cuda ops: arithmetic with every broadcast kind matches the CPU") {
                   x, 1e-6);
   // sum_to_shape over rows (long: chunked) and columns.
   Tensor big = randn({3000, 13}, 24);
-  CHECK(rel_err(sum_to_shape(big.to(kGpu), {13}), sum_to_shape(big, {13})) <= 1e-6);
-  CHECK(rel_err(sum_to_shape(big.to(kGpu), {3000, 1}), sum_to_shape(big, {3000, 1})) <= 1e-6);
+  CHECK(rel_err(sum_to_shape(big.copy_to(kGpu), {13}), sum_to_shape(big, {13})) <= 1e-6);
+  CHECK(rel_err(sum_to_shape(big.copy_to(kGpu), {3000, 1}), sum_to_shape(big, {3000, 1})) <= 1e-6);
 }
 
 TEST_CASE("cuda ops: sum, mean, max match the CPU (argmax included) and are deterministic") {
-  SKIP_WITHOUT_GPU();
+  MG_SKIP_WITHOUT_GPU();
   for (const Shape& s : {Shape{7, 13, 33}, Shape{3, 40000}, Shape{2, 2000, 3}, Shape{1}}) {
     Tensor x = randn(s, 31);
     for (int64_t d = 0; d < (int64_t)s.size(); ++d) {
@@ -272,15 +252,15 @@ TEST_CASE("cuda ops: sum, mean, max match the CPU (argmax included) and are dete
   check_op_vs_cpu("max ties", [](const Tensor& t) { return max(t, 1); }, ties, 0.0);
   check_op_vs_cpu("max all ties", [](const Tensor& t) { return max(t); }, ties, 0.0);
   Tensor nan = Tensor::from_vector<float>({1, NAN, 3, NAN}, {4});
-  CHECK(std::isnan(max(nan.to(kGpu)).item()));
+  CHECK(std::isnan(max(nan.copy_to(kGpu)).item()));
   // Deterministic: the same input gives the same bits.
-  Tensor big = randn({1 << 21}, 32).to(kGpu);
+  Tensor big = randn({1 << 21}, 32).copy_to(kGpu);
   CHECK(bitwise_equal(sum(big), sum(big)));
-  CHECK(bitwise_equal(sum(big.reshape({512, 4096}), 0), sum(big.reshape({512, 4096}), 0)));
+  CHECK(bitwise_equal(sum(big.view({512, 4096}), 0), sum(big.view({512, 4096}), 0)));
 }
 
 TEST_CASE("cuda ops: softmax, log_softmax and cross_entropy match the CPU") {
-  SKIP_WITHOUT_GPU();
+  MG_SKIP_WITHOUT_GPU();
   for (const Shape& s : {Shape{7, 13}, Shape{33, 1}, Shape{3, 5000}, Shape{4, 7, 33}}) {
     Tensor x = mul(randn(s, 41), 4.0);
     for (int64_t d : {(int64_t)-1, (int64_t)0}) {
@@ -294,31 +274,31 @@ TEST_CASE("cuda ops: softmax, log_softmax and cross_entropy match the CPU") {
     std::vector<int32_t> t(N);
     for (int64_t r = 0; r < N; ++r) t[r] = r % 4 == 3 ? -100 : (int32_t)((r * 7) % V);
     Tensor targets = Tensor::from_vector<int32_t>(t, {N});
-    Tensor td = targets.to(kGpu);
+    Tensor td = targets.copy_to(kGpu);
     check_op_vs_cpu("cross_entropy", [&](const Tensor& l) {
       return cross_entropy(l, l.device().is_cuda() ? td : targets);
     }, logits, 1e-6);
   }
   // All ignored: loss 0, gradient 0 (as on the CPU).
-  Tensor logits = randn({3, 5}, 43).to(kGpu).requires_grad_();
-  Tensor ignored = Tensor::full({3}, -100, DType::i32).to(kGpu);
+  Tensor logits = randn({3, 5}, 43).copy_to(kGpu).requires_grad_();
+  Tensor ignored = Tensor::full({3}, -100, DType::i32).copy_to(kGpu);
   Tensor loss = cross_entropy(logits, ignored);
   CHECK(loss.item() == 0.0);
   backward(loss);
   CHECK(logits.grad().to_vector<float>() == std::vector<float>(15, 0.f));
   // A bad id raises mg::Error naming it and its position, as on the CPU.
-  Tensor bad = Tensor::from_vector<int32_t>({0, 9, 1}, {3}).to(kGpu);
+  Tensor bad = Tensor::from_vector<int32_t>({0, 9, 1}, {3}).copy_to(kGpu);
   CHECK_THROWS_WITH_AS(cross_entropy(logits, bad), doctest::Contains("target id 9 at position 1"),
                        mg::Error);
 }
 
 TEST_CASE("cuda ops: fused AdamW and the sum of squares match the CPU") {
-  SKIP_WITHOUT_GPU();
+  MG_SKIP_WITHOUT_GPU();
   for (int64_t n : {1, 7, 33, 100003}) {
     Tensor p = randn({n}, 51), g = randn({n}, 52), m = mul(randn({n}, 53), 0.1);
     Tensor v0 = randn({n}, 54);
     Tensor v = mul(mul(v0, v0), 0.01);  // second moments are >= 0
-    Tensor pd = p.to(kGpu), gd = g.to(kGpu), md = m.to(kGpu), vd = v.to(kGpu);
+    Tensor pd = p.copy_to(kGpu), gd = g.copy_to(kGpu), md = m.copy_to(kGpu), vd = v.copy_to(kGpu);
     cpu::adamw_update<float>(p.data<float>(), g.data<float>(), m.data<float>(), v.data<float>(),
                              n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.19f, 0.0975f, 0.5f);
     cuda::adamw_update(pd.data<float>(), gd.data<float>(), md.data<float>(), vd.data<float>(), n,

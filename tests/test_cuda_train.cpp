@@ -32,25 +32,16 @@
 #include "train/optimizer.h"
 #include "train/run_checkpoint.h"
 #include "train/trainer.h"
+#include "test_util.h"
 #ifdef MG_WITH_CUDA
-#include "cuda/gelu.h"
 #include "cuda/runtime.h"
 #endif
 
 using namespace mg;
+using test::bitwise_equal;
+using test::rel_err;
+using test::tiny_lm_config;
 namespace fs = std::filesystem;
-
-namespace {
-
-nn::MambaConfig tiny_lm_config() {
-  nn::MambaConfig c;
-  c.d_model = 16;
-  c.n_layer = 2;
-  c.vocab_size = 32;
-  return c;
-}
-
-}  // namespace
 
 TEST_CASE("cuda train: without a GPU, --device cuda's request is one clear error; the CPU model is untouched") {
 #ifdef MG_WITH_CUDA
@@ -87,32 +78,6 @@ namespace {
 
 const Device kGpu = Device::cuda(0);
 
-#define SKIP_WITHOUT_GPU()                                                                     \
-  if (!mg::cuda::available()) {                                                                \
-    MESSAGE("skipped: no CUDA device is visible (" << mg::cuda::no_device_reason() << ")");    \
-    return;                                                                                    \
-  }
-
-// max |a - b| / max(1, max |b|); either may live on the GPU.
-double rel_err(const Tensor& a, const Tensor& b) {
-  NoGradGuard no_grad;  // the copies to the host are not part of any graph
-  REQUIRE(a.shape() == b.shape());
-  std::vector<float> x = a.to(DType::f32).to_vector<float>(), y = b.to(DType::f32).to_vector<float>();
-  double err = 0, scale = 1;
-  for (size_t i = 0; i < x.size(); ++i) {
-    if (!std::isfinite(x[i]) || !std::isfinite(y[i])) return std::numeric_limits<double>::infinity();
-    err = std::max(err, std::fabs((double)x[i] - (double)y[i]));
-    scale = std::max(scale, std::fabs((double)y[i]));
-  }
-  return err / scale;
-}
-
-bool bitwise_equal(const Tensor& a, const Tensor& b) {
-  NoGradGuard no_grad;
-  std::vector<float> x = a.to_vector<float>(), y = b.to_vector<float>();
-  return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0;
-}
-
 bool all_finite(const Tensor& t) {
   NoGradGuard no_grad;
   for (float v : t.to_vector<float>())
@@ -144,7 +109,7 @@ ParamPair make_params() {
     info.weight_decay = (i % 3 != 1);
     const std::string name = "p" + std::to_string(i);
     pp.cpu.push_back({name, h, info});
-    pp.gpu.push_back({name, h.to(kGpu), info});
+    pp.gpu.push_back({name, h.copy_to(kGpu), info});
   }
   return pp;
 }
@@ -160,7 +125,7 @@ void set_grads(ParamPair& pp, int step) {
     }
     Tensor g = randn(pp.cpu[i].tensor.shape(), 1000 * step + i, 0.5);
     pp.cpu[i].tensor.set_grad(g);
-    pp.gpu[i].tensor.set_grad(g.to(kGpu));
+    pp.gpu[i].tensor.set_grad(g.copy_to(kGpu));
   }
 }
 
@@ -200,7 +165,7 @@ std::string temp_dir(const char* name) {
 }  // namespace
 
 TEST_CASE("cuda train: AdamW (decay, clipping) and SGD (momentum, nesterov) steps match the CPU") {
-  SKIP_WITHOUT_GPU();
+  MG_SKIP_WITHOUT_GPU();
   {
     ParamPair pp = make_params();
     train::AdamW a_cpu(pp.cpu, 0.9, 0.95, 1e-8, 0.1), a_gpu(pp.gpu, 0.9, 0.95, 1e-8, 0.1);
@@ -220,7 +185,7 @@ TEST_CASE("cuda train: AdamW (decay, clipping) and SGD (momentum, nesterov) step
 }
 
 TEST_CASE("cuda train: optimizer device errors: mixed devices, a gradient on the wrong device") {
-  SKIP_WITHOUT_GPU();
+  MG_SKIP_WITHOUT_GPU();
   nn::NamedParam on_cpu{"a", Tensor::zeros({3}), {}}, on_gpu{"b", Tensor::zeros({3}, DType::f32, kGpu), {}};
   CHECK_THROWS_WITH_AS(train::AdamW({on_cpu, on_gpu}),
                        doctest::Contains("AdamW: parameters on different devices ('a' on cpu, 'b' on cuda:0)"),
@@ -234,7 +199,7 @@ TEST_CASE("cuda train: optimizer device errors: mixed devices, a gradient on the
 }
 
 TEST_CASE("cuda train: global_grad_norm and find_non_finite on device gradients") {
-  SKIP_WITHOUT_GPU();
+  MG_SKIP_WITHOUT_GPU();
   ParamPair pp = make_params();
   set_grads(pp, 0);
   pp.cpu[2].tensor.zero_grad();  // an undefined grad counts as zero
@@ -248,7 +213,7 @@ TEST_CASE("cuda train: global_grad_norm and find_non_finite on device gradients"
   auto poison = [&](size_t i, float value, int64_t at) {
     Tensor g = pp.cpu[i].tensor.grad().clone();
     g.data<float>()[at] = value;
-    pp.gpu[i].tensor.set_grad(g.to(kGpu));
+    pp.gpu[i].tensor.set_grad(g.copy_to(kGpu));
   };
   poison(5, std::numeric_limits<float>::infinity(), 65536 + 3);  // in the second 64 Ki chunk
   CHECK(train::find_non_finite(pp.gpu) == std::optional<std::string>("p5"));
@@ -259,7 +224,7 @@ TEST_CASE("cuda train: global_grad_norm and find_non_finite on device gradients"
 }
 
 TEST_CASE("cuda train: a tiny Mamba LM trained on CUDA follows the CPU run (train::train)") {
-  SKIP_WITHOUT_GPU();
+  MG_SKIP_WITHOUT_GPU();
   // The same seeded batch for both runs; each task copies it to its model's device.
   auto run = [](Device dev) {
     nn::MambaLM model(tiny_lm_config(), 11);
@@ -272,7 +237,7 @@ TEST_CASE("cuda train: a tiny Mamba LM trained on CUDA follows the CPU run (trai
     std::vector<int32_t> ids(2 * 9);  // B 2, L 8 (+1 for the targets)
     for (auto& v : ids) v = (int32_t)gen.next_below(32);
     task.micro_batch_loss = [ids, dev](const nn::MambaLM& m) {
-      return m.loss(Tensor::from_vector(ids, {2, 9}).to(dev));
+      return m.loss(Tensor::from_vector(ids, {2, 9}).copy_to(dev));
     };
     train::TrainConfig cfg;
     cfg.steps = 6;
@@ -305,7 +270,7 @@ TEST_CASE("cuda train: a tiny Mamba LM trained on CUDA follows the CPU run (trai
 }
 
 TEST_CASE("cuda train: AdamW state of device parameters: save, load, resume bitwise") {
-  SKIP_WITHOUT_GPU();
+  MG_SKIP_WITHOUT_GPU();
   ParamPair a = make_params(), b = make_params();
   train::AdamW opt_a(a.gpu), opt_b(b.gpu);
   for (int s = 0; s < 3; ++s) {
@@ -344,7 +309,7 @@ TEST_CASE("cuda train: AdamW state of device parameters: save, load, resume bitw
 }
 
 TEST_CASE("cuda train: a CUDA run resumed from its checkpoint equals the uninterrupted run") {
-  SKIP_WITHOUT_GPU();
+  MG_SKIP_WITHOUT_GPU();
   struct Run {
     std::vector<double> losses;
     std::map<std::string, Tensor> weights;
@@ -358,7 +323,7 @@ TEST_CASE("cuda train: a CUDA run resumed from its checkpoint equals the uninter
     task.micro_batch_loss = [&](const nn::MambaLM& m) {
       std::vector<int32_t> ids(2 * 9);
       for (auto& v : ids) v = (int32_t)gen.next_below(32);
-      return m.loss(Tensor::from_vector(ids, {2, 9}).to(kGpu));
+      return m.loss(Tensor::from_vector(ids, {2, 9}).copy_to(kGpu));
     };
     task.save_state = [&] { return std::map<std::string, uint64_t>{{"seed", gen.seed()}, {"offset", gen.offset()}}; };
     task.load_state = [&](const std::map<std::string, uint64_t>& s) { gen.set_state(s.at("seed"), s.at("offset")); };
@@ -373,7 +338,7 @@ TEST_CASE("cuda train: a CUDA run resumed from its checkpoint equals the uninter
     // After a resume the model's handles are still the ones the optimizer updated.
     Run out{r.losses, {}};
     NoGradGuard no_grad;
-    for (auto& [name, t] : model.state_dict()) out.weights[name] = t.to(Device::cpu());
+    for (auto& [name, t] : model.state_dict()) out.weights[name] = t.copy_to(Device::cpu());
     return out;
   };
   const std::string d1 = temp_dir("full"), d2 = temp_dir("resumed");
@@ -396,7 +361,7 @@ TEST_CASE("cuda train: a CUDA run resumed from its checkpoint equals the uninter
 }
 
 TEST_CASE("cuda train: gelu's CUDA twin matches the CPU kernel, forward and backward") {
-  SKIP_WITHOUT_GPU();
+  MG_SKIP_WITHOUT_GPU();
   for (int64_t n : {1, 7, 13, 33, 100003}) {
     INFO("n = " << n);
     Generator g(n);
@@ -404,7 +369,7 @@ TEST_CASE("cuda train: gelu's CUDA twin matches the CPU kernel, forward and back
     Tensor y = Tensor::empty({n}), dx = Tensor::empty({n});
     cpu::gelu_forward<float>(x.data<float>(), y.data<float>(), n);
     cpu::gelu_backward<float>(x.data<float>(), dy.data<float>(), dx.data<float>(), n);
-    Tensor xd = x.to(kGpu), dyd = dy.to(kGpu);
+    Tensor xd = x.copy_to(kGpu), dyd = dy.copy_to(kGpu);
     Tensor yd = Tensor::empty({n}, DType::f32, kGpu), dxd = Tensor::empty({n}, DType::f32, kGpu);
     cuda::gelu_forward(xd.data<float>(), yd.data<float>(), n);
     cuda::gelu_backward(xd.data<float>(), dyd.data<float>(), dxd.data<float>(), n);
@@ -412,7 +377,7 @@ TEST_CASE("cuda train: gelu's CUDA twin matches the CPU kernel, forward and back
     CHECK(rel_err(dxd, dx) < 1e-6);
   }
   // The public op on CUDA tensors, through the tape.
-  Tensor xh = randn({5, 7}, 3).requires_grad_(), xd = xh.detach().to(kGpu).requires_grad_();
+  Tensor xh = randn({5, 7}, 3).requires_grad_(), xd = xh.detach().copy_to(kGpu).requires_grad_();
   Tensor yh = gelu(xh), yd = gelu(xd);
   CHECK(yd.device() == kGpu);
   CHECK(rel_err(yd, yh) < 1e-6);

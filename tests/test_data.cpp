@@ -312,7 +312,7 @@ TEST_CASE("synthetic: accuracy and exact-match on hand-made logits") {
   CHECK(s.sequences_all_correct == 1);
   CHECK(data::accuracy(logits, targets) == doctest::Approx(2.0 / 3.0));
   CHECK(data::exact_match_rate(logits, targets) == 0.5);
-  CHECK(data::accuracy(logits.to(DType::f64), targets) == doctest::Approx(2.0 / 3.0));
+  CHECK(data::accuracy(logits.cast(DType::f64), targets) == doctest::Approx(2.0 / 3.0));
   s += s;
   CHECK(s.accuracy() == doctest::Approx(2.0 / 3.0));
   CHECK(s.sequences == 4);

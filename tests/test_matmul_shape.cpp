@@ -11,8 +11,11 @@
 #include "ops/embedding.h"
 #include "ops/matmul.h"
 #include "ops/shape.h"
+#include "test_util.h"
 
 using namespace mg;
+using test::error_of;
+using test::has;
 
 namespace {
 
@@ -21,7 +24,7 @@ Tensor random(const Shape& shape, DType dtype, uint64_t seed) {
   return Tensor::randn(shape, dtype, &gen);
 }
 
-std::vector<double> values(const Tensor& t) { return t.to(DType::f64).to_vector<double>(); }
+std::vector<double> values(const Tensor& t) { return t.cast(DType::f64).to_vector<double>(); }
 
 // max |a - b| / max(1, |b|) over all elements.
 double max_rel_diff(const std::vector<double>& a, const std::vector<double>& b) {
@@ -47,19 +50,6 @@ std::vector<double> naive_matmul(const std::vector<double>& a, const std::vector
         y[(i * M + m) * N + n] = s;
       }
   return y;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
-bool has(const std::string& msg, const std::string& part) {
-  return msg.find(part) != std::string::npos;
 }
 
 void check_grad(const GradcheckFn& fn, const std::vector<Tensor>& inputs,
@@ -193,7 +183,7 @@ TEST_CASE("gradcheck: linear with and without bias, 2-D and 3-D x") {
 
 TEST_CASE("transpose: any two dims (negative too) matches index arithmetic, f32/f64/i32") {
   for (DType dt : {DType::f32, DType::f64, DType::i32}) {
-    Tensor x = Tensor::arange(0, 2 * 3 * 4 * 5, dt).reshape({2, 3, 4, 5});
+    Tensor x = Tensor::arange(0, 2 * 3 * 4 * 5, dt).view({2, 3, 4, 5});
     Tensor y = transpose(x, 1, -1);  // (2, 5, 4, 3)
     CHECK(y.shape() == Shape{2, 5, 4, 3});
     auto yv = values(y);
@@ -213,7 +203,7 @@ TEST_CASE("transpose: any two dims (negative too) matches index arithmetic, f32/
 
 TEST_CASE("split / chunk / cat / slice: values, any dtype") {
   for (DType dt : {DType::f32, DType::f64, DType::i32}) {
-    Tensor x = Tensor::arange(0, 2 * 6 * 2, dt).reshape({2, 6, 2});
+    Tensor x = Tensor::arange(0, 2 * 6 * 2, dt).view({2, 6, 2});
     auto parts = split(x, {1, 3, 2}, 1);
     REQUIRE(parts.size() == 3);
     CHECK(parts[0].shape() == Shape{2, 1, 2});
@@ -235,7 +225,7 @@ TEST_CASE("split / chunk / cat / slice: values, any dtype") {
 }
 
 TEST_CASE("split records ONE tape node with all pieces as outputs") {
-  tape().clear();
+  tape().clear();  // this test counts nodes from an empty tape
   Tensor x = random({4, 6}, DType::f64, 71).requires_grad_();
   auto parts = chunk(x, 3, 1);
   REQUIRE(tape().size() == 1);
@@ -275,7 +265,7 @@ TEST_CASE("gradcheck: transpose, split, chunk, cat, slice") {
 
 TEST_CASE("embedding: rows of the table, shape ids.shape + (D), f32 and f64") {
   for (DType dt : {DType::f32, DType::f64}) {
-    Tensor W = Tensor::arange(0, 12, dt).reshape({4, 3});
+    Tensor W = Tensor::arange(0, 12, dt).view({4, 3});
     Tensor ids = Tensor::from_vector<int32_t>({3, 0, 3, 1}, {2, 2});
     Tensor y = embedding(ids, W);
     CHECK(y.shape() == Shape{2, 2, 3});

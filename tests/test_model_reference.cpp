@@ -30,7 +30,7 @@ namespace {
 const char* kFixture = MG_TEST_DATA_DIR "/model_fixtures.safetensors";
 
 double max_abs(const Tensor& t) {
-  const Tensor h = t.to(DType::f64);
+  const Tensor h = t.cast(DType::f64);
   double m = 0;
   for (int64_t i = 0; i < h.numel(); ++i) m = std::max(m, std::fabs(h.data<double>()[i]));
   return m;
@@ -39,7 +39,7 @@ double max_abs(const Tensor& t) {
 // max |ours - ref| / max |ref|, in f64 (ours may be f32).
 double rel_error(const Tensor& ours, const Tensor& ref) {
   REQUIRE_MESSAGE(ours.shape() == ref.shape(), "shape ", shape_str(ours.shape()), " vs ", shape_str(ref.shape()));
-  const Tensor a = ours.to(DType::f64), b = ref.to(DType::f64);
+  const Tensor a = ours.cast(DType::f64), b = ref.cast(DType::f64);
   double diff = 0;
   for (int64_t i = 0; i < a.numel(); ++i)
     diff = std::max(diff, std::fabs(a.data<double>()[i] - b.data<double>()[i]));

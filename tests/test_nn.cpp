@@ -10,20 +10,15 @@
 #include "nn/init.h"
 #include "nn/mamba.h"
 #include "ops/shape.h"
+#include "test_util.h"
 
 using namespace mg;
 using namespace mg::nn;
 
 namespace {
 
-MambaConfig small_config() {
-  MambaConfig c;
-  c.d_model = 16;
-  c.n_layer = 2;
-  c.vocab_size = 50;  // -> 56
-  c.d_state = 4;
-  return c;  // ED 32, R 1, K 4
-}
+// V 50 (padded to 56), N 4: ED 32, R 1, K 4.
+MambaConfig small_config() { return test::tiny_lm_config(/*V=*/50, /*N=*/4); }
 
 Tensor random_ids(const Shape& shape, int32_t V, uint64_t seed) {
   Generator g(seed);
@@ -34,7 +29,7 @@ Tensor random_ids(const Shape& shape, int32_t V, uint64_t seed) {
 
 double max_abs(const Tensor& t) {
   double m = 0;
-  for (double v : t.to(DType::f64).to_vector<double>()) m = std::max(m, std::abs(v));
+  for (double v : t.cast(DType::f64).to_vector<double>()) m = std::max(m, std::abs(v));
   return m;
 }
 
@@ -189,7 +184,7 @@ TEST_CASE("nn: load_state_dict copies values in place and lists every problem at
 
   // f64 values load into an f32 model (converted).
   auto f64 = a.state_dict();
-  for (auto& [k, t] : f64) t = t.to(DType::f64);
+  for (auto& [k, t] : f64) t = t.cast(DType::f64);
   MambaLM d(small_config(), 4);
   d.load_state_dict(f64);
   CHECK(d.norm_f.weight.to_vector<float>() == a.norm_f.weight.to_vector<float>());

@@ -48,7 +48,10 @@ const std::vector<OpCase>& op_cases() {
       {"pow 3 (7,13) negative base", [](const Ins& x) { return pow(x[0], 3.0); }, {in({7, 13}, -2, 2)}},
       {"sigmoid (7,13)", [](const Ins& x) { return sigmoid(x[0]); }, {in({7, 13}, -8, 8)}},
       {"silu (7,13)", [](const Ins& x) { return silu(x[0]); }, {in({7, 13}, -8, 8)}},
-      {"gelu (33)", [](const Ins& x) { return gelu(x[0]); }, {in({33}, -6, 6)}},
+      // Known: gelu(1) = Phi(1) = 0.8413447460685429, gelu(-1) = -(1 - Phi(1)), gelu(0) = 0, and
+      // gelu(8) = 8 Phi(8) = 8 to 15 digits (1 - Phi(8) = 6.2e-16).
+      {.name = "gelu (33)", .fn = [](const Ins& x) { return gelu(x[0]); }, .inputs = {in({33}, -6, 6)},
+       .known = {{{f64({-1.0, 0.0, 1.0, 8.0})}, f64({-0.15865525393145707, 0.0, 0.8413447460685429, 8.0})}}},
       {"softplus (7,33)", [](const Ins& x) { return softplus(x[0]); }, {in({7, 33}, -8, 8)}},
       {"softplus (7,13) both sides of 20", [](const Ins& x) { return softplus(x[0]); }, {in({7, 13}, 15, 25)}},
       {"tanh (7,13)", [](const Ins& x) { return tanh(x[0]); }, {in({7, 13}, -3, 3)}},
@@ -126,7 +129,6 @@ TEST_CASE("op harness: grad — gradcheck in f64 for every row") {
     try {
       r = run_grad(rows[i], 1000 + i);
     } catch (const Error& e) {
-      tape().clear();
       FAIL_CHECK("row '", rows[i].name, "' threw: ", e.what());
       ++failed;
       continue;
@@ -137,6 +139,23 @@ TEST_CASE("op harness: grad — gradcheck in f64 for every row") {
   }
   CHECK(run > 0);
   MESSAGE("op harness grad: ", run, " rows, ", failed, " failed; worst row ", worst_row);
+}
+
+TEST_CASE("op harness: values — every row with known values, in f64") {
+  int run = 0;
+  for (const OpCase& row : op_cases()) {
+    if (!selected(row) || row.known.empty()) continue;
+    ++run;
+    std::string worst;
+    double ratio = INFINITY;
+    try {
+      ratio = known_values_error(row, &worst);
+    } catch (const Error& e) {
+      worst = std::string("threw: ") + e.what();
+    }
+    CHECK_MESSAGE(ratio <= 1.0, "row '", row.name, "': ", worst);
+  }
+  MESSAGE("op harness values: ", run, " rows with known values");
 }
 
 TEST_CASE("op harness: test — CUDA against CPU for every row (f32)") {
@@ -157,7 +176,6 @@ TEST_CASE("op harness: test — CUDA against CPU for every row (f32)") {
     try {
       c = compare_devices(rows[i], Device::cuda(), 2000 + i);
     } catch (const Error& e) {
-      tape().clear();
       FAIL_CHECK("row '", rows[i].name, "' threw on CUDA or CPU: ", e.what());
       continue;
     }

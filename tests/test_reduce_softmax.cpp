@@ -17,8 +17,11 @@
 #include "ops/arith.h"
 #include "ops/reduce.h"
 #include "ops/softmax.h"
+#include "test_util.h"
 
 using namespace mg;
+using test::error_of;
+using test::has;
 
 namespace {
 
@@ -96,11 +99,6 @@ void expect_gradcheck(const std::string& what, const GradcheckFn& fn, const Tens
   CHECK(r.ok);
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try { f(); } catch (const Error& e) { return e.what(); }
-  return "(no mg::Error thrown)";
-}
-bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 Tensor ids(const std::vector<int32_t>& v) { return Tensor::from_vector<int32_t>(v, {(int64_t)v.size()}); }
 
@@ -110,14 +108,14 @@ Tensor ids(const std::vector<int32_t>& v) { return Tensor::from_vector<int32_t>(
 
 TEST_CASE("reduce: full sum, mean and max of a small tensor, hand-computed") {
   for (DType dt : {DType::f32, DType::f64}) {
-    Tensor x = Tensor::from_vector<double>({1.5, -2.0, 4.0, 0.5, 3.0, -1.0}, {2, 3}).to(dt);
+    Tensor x = Tensor::from_vector<double>({1.5, -2.0, 4.0, 0.5, 3.0, -1.0}, {2, 3}).cast(dt);
     CHECK(sum(x).shape() == Shape{});
     CHECK(sum(x).item() == doctest::Approx(6.0));
     CHECK(mean(x).item() == doctest::Approx(1.0));
     CHECK(max(x).item() == doctest::Approx(4.0));
-    CHECK(sum(x, 0).to(DType::f64).to_vector<double>() == std::vector<double>{2.0, 1.0, 3.0});
-    check_close(mean(x, 1).to(DType::f64).to_vector<double>(), {3.5 / 3, 2.5 / 3}, 1e-7);
-    CHECK(max(x, -1).to(DType::f64).to_vector<double>() == std::vector<double>{4.0, 3.0});
+    CHECK(sum(x, 0).cast(DType::f64).to_vector<double>() == std::vector<double>{2.0, 1.0, 3.0});
+    check_close(mean(x, 1).cast(DType::f64).to_vector<double>(), {3.5 / 3, 2.5 / 3}, 1e-7);
+    CHECK(max(x, -1).cast(DType::f64).to_vector<double>() == std::vector<double>{4.0, 3.0});
     CHECK(max(x, 0, true).shape() == Shape{1, 3});
   }
 }
@@ -129,7 +127,7 @@ TEST_CASE("reduce: sum/mean/max over every dim of odd shapes match naive loops (
       for (bool keepdim : {false, true})
         for (DType dt : {DType::f64, DType::f32}) {
           Tensor x = Tensor::randn(s, dt, &gen);
-          std::vector<double> xv = x.to(DType::f64).to_vector<double>();
+          std::vector<double> xv = x.cast(DType::f64).to_vector<double>();
           Shape want = s;
           int64_t dd = d < 0 ? d + (int64_t)s.size() : d;
           if (keepdim) want[dd] = 1; else want.erase(want.begin() + dd);
@@ -139,7 +137,7 @@ TEST_CASE("reduce: sum/mean/max over every dim of odd shapes match naive loops (
             Tensor y = op == 's' ? sum(x, d, keepdim) : op == 'm' ? mean(x, d, keepdim) : max(x, d, keepdim);
             CHECK(y.shape() == want);
             CHECK(y.dtype() == dt);
-            check_close(y.to(DType::f64).to_vector<double>(), naive_reduce(xv, s, d, op), tol);
+            check_close(y.cast(DType::f64).to_vector<double>(), naive_reduce(xv, s, d, op), tol);
           }
         }
 }
@@ -150,7 +148,7 @@ TEST_CASE("reduce: f32 sums accumulate in double (1e8 + 1000 ones - 1e8 = 1000)"
   v.back() = -1e8f;  // a float accumulator would lose every 1 next to 1e8 and return 0
   Tensor x = Tensor::from_vector<float>(v, {1002});
   CHECK(sum(x).item() == 1000.0);
-  CHECK(sum(x.reshape({1, 1002}), 1).item() == 1000.0);
+  CHECK(sum(x.view({1, 1002}), 1).item() == 1000.0);
   CHECK(mean(x).item() == doctest::Approx(1000.0 / 1002));
 }
 
@@ -222,19 +220,19 @@ TEST_CASE("softmax: values over every dim of odd shapes match the definition (f3
     for (int64_t d : dims_of(s))
       for (DType dt : {DType::f64, DType::f32}) {
         Tensor x = Tensor::randn(s, dt, &gen);
-        std::vector<double> xv = x.to(DType::f64).to_vector<double>();
+        std::vector<double> xv = x.cast(DType::f64).to_vector<double>();
         double tol = dt == DType::f32 ? 2e-6 : 1e-12;
         INFO("shape ", shape_str(s), " dim ", d, " ", dtype_name(dt));
-        check_close(softmax(x, d).to(DType::f64).to_vector<double>(), naive_softmax(xv, s, d, false), tol);
-        check_close(log_softmax(x, d).to(DType::f64).to_vector<double>(), naive_softmax(xv, s, d, true), tol);
+        check_close(softmax(x, d).cast(DType::f64).to_vector<double>(), naive_softmax(xv, s, d, false), tol);
+        check_close(log_softmax(x, d).cast(DType::f64).to_vector<double>(), naive_softmax(xv, s, d, true), tol);
       }
 }
 
 TEST_CASE("softmax: stable for logits [1000, 0, -1000] (f32 and f64)") {
   for (DType dt : {DType::f32, DType::f64}) {
-    Tensor x = Tensor::from_vector<double>({1000.0, 0.0, -1000.0}, {1, 3}).to(dt);
-    auto ls = log_softmax(x).to(DType::f64).to_vector<double>();
-    auto p = softmax(x).to(DType::f64).to_vector<double>();
+    Tensor x = Tensor::from_vector<double>({1000.0, 0.0, -1000.0}, {1, 3}).cast(dt);
+    auto ls = log_softmax(x).cast(DType::f64).to_vector<double>();
+    auto p = softmax(x).cast(DType::f64).to_vector<double>();
     for (int k = 0; k < 3; ++k) CHECK(std::isfinite(ls[k]));
     CHECK(ls == std::vector<double>{0.0, -1000.0, -2000.0});  // log(1 + e^-1000 + e^-2000) = 0
     CHECK(p == std::vector<double>{1.0, 0.0, 0.0});
@@ -267,7 +265,7 @@ TEST_CASE("cross_entropy: value and gradient match the definition, ignored rows 
     std::vector<int32_t> t = {3, -100, 0, 6, -100};
     Tensor loss = cross_entropy(logits, ids(t));
     CHECK(loss.shape() == Shape{});
-    std::vector<double> x = logits.to(DType::f64).to_vector<double>();
+    std::vector<double> x = logits.cast(DType::f64).to_vector<double>();
     std::vector<double> lsm = naive_softmax(x, {5, 7}, 1, true);
     double want = 0;
     for (int r = 0; r < 5; ++r) if (t[r] != -100) want -= lsm[r * 7 + t[r]];
@@ -275,7 +273,7 @@ TEST_CASE("cross_entropy: value and gradient match the definition, ignored rows 
     double tol = dt == DType::f32 ? 1e-6 : 1e-13;
     CHECK(loss.item() == doctest::Approx(want).epsilon(tol));
     backward(loss, Tensor::scalar(2.0, dt));  // dloss = 2
-    std::vector<double> g = logits.grad().to(DType::f64).to_vector<double>(), gw(35, 0.0);
+    std::vector<double> g = logits.grad().cast(DType::f64).to_vector<double>(), gw(35, 0.0);
     for (int r = 0; r < 5; ++r)
       if (t[r] != -100)
         for (int v = 0; v < 7; ++v) gw[r * 7 + v] = 2.0 * (std::exp(lsm[r * 7 + v]) - (v == t[r])) / 3;

@@ -158,12 +158,10 @@ CaseResult run_case(const std::string& c, const OpFn& fn, const CaseArgs& args) 
                 (ours.defined() ? " shape " + shape_str(ours.shape()) : " (undefined)") +
                 " vs reference " + shape_str(ref.shape()) + "\n";
   };
-  tape().clear();
   std::vector<Tensor> outs = fn(ins, args);
   if (outs.size() != refs.size()) {
     r.worst = INFINITY;
     r.report = "  op returned " + std::to_string(outs.size()) + " outputs, expected " + std::to_string(refs.size()) + "\n";
-    tape().clear();
     return r;
   }
   for (size_t j = 0; j < outs.size(); ++j) compare("out" + std::to_string(j), outs[j], refs[j]);
@@ -175,7 +173,6 @@ CaseResult run_case(const std::string& c, const OpFn& fn, const CaseArgs& args) 
     std::string name = c + ".grad" + std::to_string(i);
     if (t.count(name)) compare("grad" + std::to_string(i), ins[i].grad(), t.at(name));
   }
-  tape().clear();
   return r;
 }
 
@@ -202,7 +199,6 @@ TEST_CASE("reference ops: every op matches PyTorch (float64 reference) to 1e-5 i
     try {
       r = run_case(c, it->second, args);
     } catch (const Error& e) {
-      tape().clear();
       r.worst = INFINITY;
       r.report = std::string("  threw: ") + e.what() + "\n";
     }

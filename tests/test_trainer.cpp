@@ -10,20 +10,14 @@
 #include "ops/arith.h"
 #include "ops/unary.h"
 #include "train/trainer.h"
+#include "test_util.h"
 
 using namespace mg;
 namespace fs = std::filesystem;
 
 namespace {
 
-nn::MambaConfig tiny_config() {
-  nn::MambaConfig c;
-  c.d_model = 16;
-  c.n_layer = 2;
-  c.vocab_size = 20;
-  c.d_state = 4;
-  return c;
-}
+nn::MambaConfig tiny_config() { return test::tiny_lm_config(/*V=*/20, /*N=*/4); }
 
 // Random token windows from a seeded generator: the generator's offset is the task state.
 struct ToyTask {
@@ -195,7 +189,7 @@ TEST_CASE("trainer: keeps only the newest keep_last checkpoints") {
 TEST_CASE("trainer: nodes the task records outside the loss's graph are dropped each step") {
   // backward(loss) consumes only the loss's graph; a side value computed with grad on (here
   // an exp of the loss, never differentiated) would otherwise pile up on the tape every step.
-  tape().clear();
+  tape().clear();  // this test counts nodes from an empty tape
   nn::MambaLM model(tiny_config(), 3);
   ToyTask toy;
   train::TrainTask t = toy.task();

@@ -4,9 +4,7 @@
 
 #include "core/dispatch.h"
 #include "core/parallel.h"
-#ifdef MG_WITH_CUDA
-#include "cuda/adamw.h"
-#endif
+#include "cuda/adamw.h"  // the CUDA twins (declarations only: plain C++)
 
 namespace mg::train {
 
@@ -46,10 +44,9 @@ double global_grad_norm(const std::vector<nn::NamedParam>& params) {
     Tensor g = np.tensor.grad();
     if (!g.defined()) continue;
     dispatch_device(g.device(), g.dtype(), "global_grad_norm",
-        [&] {
-          MG_CUDA_ONLY(if (!acc.defined()) acc = Tensor::zeros({1}, DType::f64, g.device());
-                       cuda::accumulate_sum_of_squares(g.data<float>(), g.numel(),
-                                                       acc.data<double>()));
+        [&]<typename T>() {
+          if (!acc.defined()) acc = Tensor::zeros({1}, DType::f64, g.device());
+          cuda::accumulate_sum_of_squares(g.data<T>(), g.numel(), acc.data<double>());
         },
         [&]<typename T>() { total += sum_squares(g.data<T>(), g.numel()); });
   }
@@ -67,29 +64,29 @@ double clip_scale(double norm, double max_norm) {
 std::optional<std::string> find_non_finite(const std::vector<nn::NamedParam>& params) {
   // CUDA grads first: sums[k] = sum of squares of the k-th CUDA grad, all read back at once.
   std::vector<double> dev_sums;
-#ifdef MG_WITH_CUDA
-  std::vector<Tensor> dev_grads;
-  for (auto& np : params) {
-    Tensor g = np.tensor.grad();
-    if (g.defined() && g.device().is_cuda()) {
-      check_cuda_f32("find_non_finite", g.dtype(), g.device());
-      dev_grads.push_back(g);
+  if constexpr (kWithCuda) {  // (a discarded statement: no cuda:: symbol needed without CUDA)
+    std::vector<Tensor> dev_grads;
+    for (auto& np : params) {
+      Tensor g = np.tensor.grad();
+      if (g.defined() && g.device().is_cuda()) {
+        check_cuda_f32("find_non_finite", g.dtype(), g.device());
+        dev_grads.push_back(g);
+      }
+    }
+    if (!dev_grads.empty()) {
+      Tensor sums = Tensor::empty({(int64_t)dev_grads.size()}, DType::f64, dev_grads[0].device());
+      for (size_t k = 0; k < dev_grads.size(); ++k)
+        cuda::sum_of_squares(dev_grads[k].data<float>(), dev_grads[k].numel(), sums.data<double>() + k);
+      dev_sums = sums.to_vector<double>();  // the one host sync
     }
   }
-  if (!dev_grads.empty()) {
-    Tensor sums = Tensor::empty({(int64_t)dev_grads.size()}, DType::f64, dev_grads[0].device());
-    for (size_t k = 0; k < dev_grads.size(); ++k)
-      cuda::sum_of_squares(dev_grads[k].data<float>(), dev_grads[k].numel(), sums.data<double>() + k);
-    dev_sums = sums.to_vector<double>();  // the one host sync
-  }
-#endif
   size_t k = 0;  // index into dev_sums
   for (auto& np : params) {
     Tensor g = np.tensor.grad();
     if (!g.defined()) continue;
     bool ok = true;
     dispatch_device(g.device(), g.dtype(), "find_non_finite",
-        [&] { ok = std::isfinite(dev_sums.at(k++)); },
+        [&]<typename T>() { ok = std::isfinite(dev_sums.at(k++)); },
         [&]<typename T>() { ok = all_finite(g.data<T>(), g.numel()); });
     if (!ok) return np.name;
   }

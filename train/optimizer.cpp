@@ -7,12 +7,11 @@
 
 #include "core/dispatch.h"
 #include "core/parallel.h"
-#ifdef MG_WITH_CUDA
-#include "cuda/adamw.h"
-#endif
+#include "cuda/adamw.h"  // the CUDA twins (declarations only: plain C++)
 
 namespace mg::cpu {
 
+// p, g, m, v (n); p, m, v updated in place.
 template <typename T>
 void adamw_update(T* p, const T* g, T* m, T* v, int64_t n, T lr, T beta1, T beta2, T eps,
                   T weight_decay, T bias_c1, T bias_c2, T grad_scale) {
@@ -30,6 +29,7 @@ void adamw_update(T* p, const T* g, T* m, T* v, int64_t n, T lr, T beta1, T beta
   });
 }
 
+// p, g, buf (n); p, buf updated in place.
 template <typename T>
 void sgd_update(T* p, const T* g, T* buf, int64_t n, T lr, T momentum, bool nesterov,
                 T weight_decay, T grad_scale) {
@@ -254,12 +254,10 @@ void AdamW::step(double lr, double grad_scale) {
     check_grad("AdamW.step", np, g);
     const double wd = np.info.weight_decay ? weight_decay_ : 0.0;
     dispatch_device(np.tensor.device(), np.tensor.dtype(), "AdamW.step",
-        [&] {
-          MG_CUDA_ONLY(cuda::adamw_update(np.tensor.data<float>(), g.data<float>(),
-                                          m_[i].data<float>(), v_[i].data<float>(),
-                                          np.tensor.numel(), (float)lr, (float)beta1_,
-                                          (float)beta2_, (float)eps_, (float)wd, (float)bias_c1,
-                                          (float)bias_c2, (float)grad_scale));
+        [&]<typename T>() {
+          cuda::adamw_update(np.tensor.data<T>(), g.data<T>(), m_[i].data<T>(), v_[i].data<T>(),
+                             np.tensor.numel(), (T)lr, (T)beta1_, (T)beta2_, (T)eps_, (T)wd,
+                             (T)bias_c1, (T)bias_c2, (T)grad_scale);
         },
         [&]<typename T>() {
           cpu::adamw_update<T>(np.tensor.data<T>(), g.data<T>(), m_[i].data<T>(), v_[i].data<T>(),
@@ -303,11 +301,10 @@ void SGD::step(double lr, double grad_scale) {
     check_grad("SGD.step", np, g);
     const double wd = np.info.weight_decay ? weight_decay_ : 0.0;
     dispatch_device(np.tensor.device(), np.tensor.dtype(), "SGD.step",
-        [&] {
-          MG_CUDA_ONLY(cuda::sgd_update(np.tensor.data<float>(), g.data<float>(),
-                                        buf_.empty() ? nullptr : buf_[i].data<float>(),
-                                        np.tensor.numel(), (float)lr, (float)momentum_, nesterov_,
-                                        (float)wd, (float)grad_scale));
+        [&]<typename T>() {
+          cuda::sgd_update(np.tensor.data<T>(), g.data<T>(),
+                           buf_.empty() ? nullptr : buf_[i].data<T>(), np.tensor.numel(), (T)lr,
+                           (T)momentum_, nesterov_, (T)wd, (T)grad_scale);
         },
         [&]<typename T>() {
           cpu::sgd_update<T>(np.tensor.data<T>(), g.data<T>(),

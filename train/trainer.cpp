@@ -9,6 +9,7 @@
 #include "autograd/tape.h"
 #include "ops/arith.h"
 #include "core/allocator.h"
+#include "core/settings.h"
 #include "train/grad_utils.h"
 #include "train/logger.h"
 #include "train/optimizer.h"
@@ -86,6 +87,7 @@ TrainResult train(nn::MambaLM& model, const TrainConfig& cfg, TrainTask& task) {
   shown["max_grad_norm"] = std::to_string(cfg.max_grad_norm);
   shown["weight_decay"] = std::to_string(cfg.weight_decay);
   shown["schedule"] = cfg.schedule.describe();
+  shown["settings"] = describe_settings();
   log.start(cfg.command_line, shown);
   if (!cfg.quiet) log.message(opt.describe_groups());
 
