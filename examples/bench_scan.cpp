@@ -26,7 +26,7 @@
 #include "core/allocator.h"
 #include "core/parallel.h"
 #include "ops/arith.h"
-#include "ops/selective_scan.h"
+#include "ops/selective_scan/selective_scan.h"
 #include "core/vmath.h"
 
 using namespace mg;

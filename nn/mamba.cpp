@@ -7,7 +7,7 @@
 #include "nn/init.h"
 #include "ops/arith.h"
 #include "ops/matmul.h"
-#include "ops/selective_scan.h"
+#include "ops/selective_scan/selective_scan.h"
 #include "ops/shape.h"
 #include "ops/softmax.h"
 #include "ops/unary.h"

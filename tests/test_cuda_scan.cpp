@@ -21,7 +21,7 @@
 #include "ops/reduce.h"
 #include "cuda/runtime.h"
 #include "cuda/selective_scan.h"
-#include "ops/selective_scan_kernels.h"
+#include "ops/selective_scan/kernels.h"
 
 using namespace mg;
 

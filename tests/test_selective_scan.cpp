@@ -16,7 +16,7 @@
 #include "autograd/tape.h"
 #include "core/allocator.h"
 #include "ops/arith.h"
-#include "ops/selective_scan.h"
+#include "ops/selective_scan/selective_scan.h"
 #include "core/vmath.h"
 #include "ops/shape.h"
 

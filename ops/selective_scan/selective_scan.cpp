@@ -1,11 +1,11 @@
 // ops/selective_scan.cpp — the public op: checks -> allocate -> dispatch -> kernel -> record.
 // The math is in ops/selective_scan.h; the kernels in selective_scan_fast.cpp and
 // selective_scan_sequential.cpp; the composed reference in selective_scan_reference.cpp.
-#include "ops/selective_scan.h"
+#include "ops/selective_scan/selective_scan.h"
 
 #include "autograd/tape.h"
 #include "core/dispatch.h"
-#include "ops/selective_scan_kernels.h"
+#include "ops/selective_scan/kernels.h"
 #ifdef MG_WITH_CUDA
 #include "cuda/selective_scan.h"
 #endif

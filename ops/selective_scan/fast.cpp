@@ -27,8 +27,8 @@
 #include <vector>
 
 #include "core/parallel.h"
-#include "ops/selective_scan_kernels.h"
-#include "ops/selective_scan_math.h"
+#include "ops/selective_scan/kernels.h"
+#include "ops/selective_scan/math.h"
 
 namespace mg::cpu {
 

@@ -23,8 +23,8 @@
 
 #include "core/parallel.h"
 #include "core/tensor.h"
-#include "ops/selective_scan_kernels.h"
-#include "ops/selective_scan_math.h"
+#include "ops/selective_scan/kernels.h"
+#include "ops/selective_scan/math.h"
 
 namespace mg::cpu {
 

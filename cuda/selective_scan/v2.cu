@@ -19,7 +19,7 @@
 #include "cuda/check.cuh"
 #include "cuda/runtime.h"
 #include "cuda/selective_scan.h"
-#include "cuda/selective_scan_common.cuh"
+#include "cuda/selective_scan/common.cuh"
 
 namespace mg::cuda {
 

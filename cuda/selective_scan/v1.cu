@@ -13,7 +13,7 @@
 #include "core/tensor.h"
 #include "cuda/check.cuh"
 #include "cuda/runtime.h"
-#include "cuda/selective_scan_common.cuh"
+#include "cuda/selective_scan/common.cuh"
 
 namespace mg::cuda {
 

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <vector>
 
-#include "ops/selective_scan_kernels.h"
+#include "ops/selective_scan/kernels.h"
 
 namespace mg::cpu {
 

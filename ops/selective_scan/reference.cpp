@@ -15,7 +15,7 @@
 // For tests and benchmarks only.
 #include "ops/arith.h"
 #include "ops/matmul.h"
-#include "ops/selective_scan.h"
+#include "ops/selective_scan/selective_scan.h"
 #include "ops/shape.h"
 #include "ops/unary.h"
 
