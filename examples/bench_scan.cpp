@@ -25,6 +25,7 @@
 #include "bench_util.h"
 #include "core/allocator.h"
 #include "core/parallel.h"
+#include "core/settings.h"
 #include "ops/arith.h"
 #include "ops/selective_scan/selective_scan.h"
 #include "core/vmath.h"
@@ -106,8 +107,11 @@ Inputs make_inputs(int64_t B, int64_t L, int64_t ED, int64_t N) {
 ScanResult call(const std::string& impl, const Inputs& x, int64_t chunk) {
   if (impl == "reference")
     return selective_scan_reference(x.u, x.delta, x.A, x.B, x.C, x.D, x.z, x.bias, true);
-  ScanOptions o{impl == "fast" ? ScanImpl::fast : ScanImpl::sequential, chunk};
-  return selective_scan(o, x.u, x.delta, x.A, x.B, x.C, x.D, x.z, x.bias, true);
+  Settings s = settings();  // for this call (the backward runs the kernels the forward chose)
+  s.scan_kernel = parse_scan_kernel(impl);
+  s.scan_chunk = chunk;
+  SettingsGuard guard(s);
+  return selective_scan(x.u, x.delta, x.A, x.B, x.C, x.D, x.z, x.bias, true);
 }
 
 struct Measure { double ms; int64_t peak; };

@@ -15,6 +15,7 @@
 #include "autograd/gradcheck.h"
 #include "autograd/tape.h"
 #include "core/allocator.h"
+#include "core/settings.h"
 #include "ops/arith.h"
 #include "ops/selective_scan/selective_scan.h"
 #include "core/vmath.h"
@@ -68,9 +69,18 @@ ScanArgs make_args(int64_t B, int64_t L, int64_t ED, int64_t N, Optionals o, DTy
   return a;
 }
 
-ScanResult run(const ScanArgs& a, ScanImpl impl, int64_t chunk = kDefaultScanChunk) {
-  return selective_scan(ScanOptions{impl, chunk}, a.u, a.delta, a.A, a.B, a.C, a.D, a.z, a.bias,
-                        a.softplus, a.h0);
+// The op with this kernel choice and chunk length in force (core/settings.h); the backward runs
+// the kernels the forward chose.
+template <typename... Args>
+ScanResult scan_with(ScanKernel impl, int64_t chunk, const Args&... args) {
+  Settings s = settings();
+  s.scan_kernel = impl;
+  s.scan_chunk = chunk;
+  SettingsGuard guard(s);
+  return selective_scan(args...);
+}
+ScanResult run(const ScanArgs& a, ScanKernel impl, int64_t chunk = kDefaultScanChunk) {
+  return scan_with(impl, chunk, a.u, a.delta, a.A, a.B, a.C, a.D, a.z, a.bias, a.softplus, a.h0);
 }
 ScanResult run_reference(const ScanArgs& a) {
   return selective_scan_reference(a.u, a.delta, a.A, a.B, a.C, a.D, a.z, a.bias, a.softplus, a.h0);
@@ -230,13 +240,13 @@ TEST_CASE("selective_scan: gradcheck in f64 of every input and through h_last") 
   // the optional-input mask runs through all 16 subsets of {D, z, bias, h0}, and softplus is
   // off in every third case. Then 6 sequential-loop cases.
   for (int i = 0; i < 24; ++i) {
-    const ScanImpl impl = i < 18 ? ScanImpl::fast : ScanImpl::sequential;
+    const ScanKernel impl = i < 18 ? ScanKernel::fast : ScanKernel::sequential;
     const int64_t L = Ls[i % 6], B = Bs[i % 2], ED = EDs[(i / 2) % 3], N = Ns[(i / 6) % 3];
     const int mask = (i * 7) % 16;
     Optionals o{bool(mask & 1), bool(mask & 2), bool(mask & 4), bool(mask & 8), i % 3 != 2};
     ScanArgs a = make_args(B, L, ED, N, o, DType::f64, 1000 + i);
     CAPTURE(i);
-    CAPTURE(std::string(impl == ScanImpl::fast ? "fast" : "sequential"));
+    CAPTURE(std::string(impl == ScanKernel::fast ? "fast" : "sequential"));
     CAPTURE(B); CAPTURE(L); CAPTURE(ED); CAPTURE(N); CAPTURE(mask); CAPTURE(o.softplus);
     GradcheckOptions opts;
     // <r, out> sums up to ~2000 outputs: at eps = 1e-6 its rounding (~1e-14) over 2 eps reaches
@@ -245,8 +255,8 @@ TEST_CASE("selective_scan: gradcheck in f64 of every input and through h_last") 
     opts.tolerance = 1e-6;
     auto res = gradcheck(
         [&](const std::vector<Tensor>& x) {
-          return flat(selective_scan(ScanOptions{impl, T}, x[0], x[1], x[2], x[3], x[4], x[5],
-                                     x[6], x[7], a.softplus, x[8]));
+          return flat(scan_with(impl, T, x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7],
+                                a.softplus, x[8]));
         },
         a.list(), opts);
     CHECK_MESSAGE(res.ok, res.report());
@@ -284,8 +294,8 @@ TEST_CASE("selective_scan: fast == sequential == composed reference in f32, real
   for (const Case& c : cases) {
     CAPTURE(c.B); CAPTURE(c.L); CAPTURE(c.ED); CAPTURE(c.N);
     ScanArgs a = make_args(c.B, c.L, c.ED, c.N, c.o, DType::f32, 5 + c.L);
-    auto fast = fwd_bwd(a, [](const ScanArgs& x) { return run(x, ScanImpl::fast); });
-    auto seq = fwd_bwd(a, [](const ScanArgs& x) { return run(x, ScanImpl::sequential); });
+    auto fast = fwd_bwd(a, [](const ScanArgs& x) { return run(x, ScanKernel::fast); });
+    auto seq = fwd_bwd(a, [](const ScanArgs& x) { return run(x, ScanKernel::sequential); });
     std::vector<Tensor> ref;
     if (c.with_reference) ref = fwd_bwd(a, run_reference);
     for (size_t k = 0; k < fast.size(); ++k) {
@@ -308,7 +318,7 @@ TEST_CASE("selective_scan: softplus at -100, -20, 0, 20, 21, 100 in both directi
   // and dy/d(delta_raw) = sigmoid(r), exactly 1 above the threshold 20.
   const std::vector<double> r{-100, -20, 0, 20, 21, 100};
   for (DType dt : {DType::f32, DType::f64}) {
-    for (ScanImpl impl : {ScanImpl::fast, ScanImpl::sequential}) {
+    for (ScanKernel impl : {ScanKernel::fast, ScanKernel::sequential}) {
       ScanArgs a;
       a.u = Tensor::ones({6, 1, 1}, dt);
       a.delta = Tensor::from_vector<double>(r, {6, 1, 1}).to(dt);
@@ -319,7 +329,7 @@ TEST_CASE("selective_scan: softplus at -100, -20, 0, 20, 21, 100 in both directi
       auto y = out[0].to(DType::f64).to_vector<double>();
       Tensor delta_leaf = a.delta.clone().requires_grad_();
       tape().clear();
-      ScanResult res = selective_scan(ScanOptions{impl, 4}, a.u, delta_leaf, a.A, a.B, a.C);
+      ScanResult res = scan_with(impl, 4, a.u, delta_leaf, a.A, a.B, a.C);
       backward(res.y, Tensor::ones({6, 1, 1}, dt));
       auto g = delta_leaf.grad().to(DType::f64).to_vector<double>();
       const double eps = dt == DType::f32 ? 1e-6 : 1e-14;
@@ -343,7 +353,7 @@ TEST_CASE("selective_scan: softplus at -100, -20, 0, 20, 21, 100 in both directi
 }
 
 TEST_CASE("selective_scan: huge |delta * A| underflows exp to 0 and stays finite") {
-  for (ScanImpl impl : {ScanImpl::fast, ScanImpl::sequential}) {
+  for (ScanKernel impl : {ScanKernel::fast, ScanKernel::sequential}) {
     ScanArgs a = make_args(2, 9, 17, 4, Optionals{}, DType::f32, 3);
     a.delta = a.delta + 100.0;   // delta ~ 100
     a.A = a.A * 1e30;            // delta * A ~ -1e32: exp(.) = 0 exactly
@@ -367,8 +377,8 @@ TEST_CASE("selective_scan: scanning [x1, x2] == scanning x2 from h_last(x1), gra
   const int64_t B = 2, L = 50, L1 = 21, ED = 19, N = 8;
   ScanArgs a = make_args(B, L, ED, N, Optionals{}, DType::f32, 11);
   auto piece = [&](const Tensor& t, int64_t s, int64_t e) { return t.defined() ? slice(t, 1, s, e) : t; };
-  for (ScanImpl impl : {ScanImpl::fast, ScanImpl::sequential}) {
-    CAPTURE(std::string(impl == ScanImpl::fast ? "fast" : "sequential"));
+  for (ScanKernel impl : {ScanKernel::fast, ScanKernel::sequential}) {
+    CAPTURE(std::string(impl == ScanKernel::fast ? "fast" : "sequential"));
     auto whole = fwd_bwd(a, [impl](const ScanArgs& x) { return run(x, impl, 8); });
     // Two calls chained through h_last, as training over chunks of a long sequence does.
     auto chained = fwd_bwd(a, [&](const ScanArgs& x) {
@@ -396,7 +406,7 @@ TEST_CASE("selective_scan: forward and backward are bitwise identical across run
   CAPTURE(N);
   // ED 140: 9 channel blocks, two backward groups of the N-specialised kernel
   ScanArgs a = make_args(3, 300, 140, N, Optionals{}, DType::f32, 21);
-  auto f = [](const ScanArgs& x) { return run(x, ScanImpl::fast, 32); };
+  auto f = [](const ScanArgs& x) { return run(x, ScanKernel::fast, 32); };
 #ifdef _OPENMP
   const int saved = omp_get_max_threads();
   omp_set_num_threads(2);
@@ -425,7 +435,7 @@ TEST_CASE("selective_scan: fwd+bwd peak memory is O(B*L*ED), not O(B*L*ED*N)") {
     const int64_t before = memory_stats().current_bytes;
     {
       ScanArgs a = make_args(2, 4096, 64, N, Optionals{}, DType::f32, 5);
-      fwd_bwd(a, [](const ScanArgs& x) { return run(x, ScanImpl::fast); });
+      fwd_bwd(a, [](const ScanArgs& x) { return run(x, ScanKernel::fast); });
     }
     return memory_stats().peak_bytes - before;
   };
@@ -445,5 +455,5 @@ TEST_CASE("selective_scan: bad shapes and dtypes throw errors naming the op") {
   CHECK_THROWS_AS(selective_scan(a.u, a.delta, a.A, a.B, a.C, {}, {}, {}, true,
                                  Tensor::zeros({2, 3, 5})),
                   Error);
-  CHECK_THROWS_AS(selective_scan(ScanOptions{ScanImpl::fast, 0}, a.u, a.delta, a.A, a.B, a.C), Error);
+  CHECK_THROWS_AS(scan_with(ScanKernel::fast, 0, a.u, a.delta, a.A, a.B, a.C), Error);
 }

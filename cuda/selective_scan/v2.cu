@@ -1,7 +1,33 @@
-// cuda/selective_scan_v2.cu — the selective scan parallel along L (the default CUDA version).
-// The decomposition, memory hierarchy and bytes moved are described in cuda/selective_scan.h
-// and docs/cuda_scan.md; the math in ops/selective_scan.h.
+// cuda/selective_scan/v2.cu — v2, the selective scan parallel along L (the default CUDA
+// version). The math is in ops/selective_scan/selective_scan.h, the arguments in scan_args.h,
+// the teaching version v1 in v1.cu; docs/cuda_scan.md has the measurements.
 //
+// Plan. A block is (batch b, 8 consecutive channels), one WARP per channel; a tile of 256 time
+// steps is 8 consecutive steps per lane. Per state n: every lane composes its 8 affine maps
+// h -> A_bar h + delta u B (f32 FMAs), one cub::WarpScan exclusive scan over the 32 lane
+// aggregates, seeded with the carried state (the prefix carried across tiles, in shared
+// memory), then each lane walks its 8 steps: h_t, y += C h.
+// Memory hierarchy: u/delta/z/y tiles move through shared memory as (256 steps x 8 channels)
+// blocks (a 32-byte row segment per step: full DRAM sectors, coalesced), then live in
+// registers; B and C tiles (256 steps x 8 states at a time) are staged in shared memory once
+// and read by all 8 channel-warps; A, D, bias are read once per (channel, n); states never
+// leave registers except the chunk-boundary states (every T steps) written for the backward,
+// and h_last.
+// Backward: tiles of Kb steps (Kb = T*floor(256/T) when T <= 256, so every tile starts on a
+// saved boundary; for T > 256 one extra forward pass re-derives 256-step boundary states from
+// the saved ones into a scratch) in reverse. Per tile and n: replay the tile's states with the
+// same warp scan from the saved boundary, then the adjoint as a REVERSE warp scan (lanes
+// mirrored with one shuffle) of mu_t = A_bar_t lambda_t = A_bar_t mu_{t+1} + A_bar_t g_t C_t,
+// seeded with mu carried from the later tile (dh_last at the end; the final carry is dh0).
+// Every gradient comes from lambda_t = g_t C_t + mu_{t+1}.
+// Cross-thread sums: dB/dC over the 8 channels of a block through shared memory in warp order;
+// across blocks either atomicAdd (settings().deterministic off) or, when it is on, per-block
+// partials for a bounded window of tiles (at most max(one tile, 64 MiB)) summed over blocks in
+// block order by a second kernel, window by window. dA, dD, d(delta_bias): per-(b, d)
+// partials (warp shuffle trees in a fixed order), summed over b in order by a final kernel.
+// Deterministic mode is bitwise reproducible run to run.
+//
+// Indexing.
 // Block = (batch b = blockIdx.y, channel group g = blockIdx.x): kWarps warps, warp w owns
 // channel d = g*kWarps + w. A tile is kTile = 32*kItems time steps; lane l owns steps
 // t0 + l*kItems + i, i < kItems. The scan element is the affine map h -> a h + b:
@@ -18,8 +44,9 @@
 #include "core/tensor.h"
 #include "cuda/check.cuh"
 #include "cuda/runtime.h"
-#include "cuda/selective_scan.h"
+#include "core/settings.h"
 #include "cuda/selective_scan/common.cuh"
+#include "ops/selective_scan/kernels.h"
 
 namespace mg::cuda {
 
@@ -90,15 +117,12 @@ __device__ __forceinline__ float warp_sum(float v) {  // a fixed shuffle tree
   return v;
 }
 
-struct Inputs {
-  const float *u, *delta, *A, *Bm, *C, *D, *z, *bias;
-  bool softplus;
-  int64_t B, L, ED, N;
-};
+// The kernels read the sizes and inputs from `p`, a ScanArgs<float> passed by value; the
+// outputs (which the re-derivation pass points elsewhere) come as separate parameters.
 
 // A tile of a (B, L, ED) tensor into registers, through s_tile (free before and after the
 // call): r[i] = src at warp w's channel and lane l's step t0 + l*kItems + i (0 past t_end).
-__device__ __forceinline__ void tile_to_regs(const float* __restrict__ src, const Inputs& p,
+__device__ __forceinline__ void tile_to_regs(const float* __restrict__ src, const ScanArgs<float>& p,
                                              int64_t b, int64_t t0, int64_t t_end, int64_t c0,
                                              float* s_tile, float (&r)[kItems]) {
   const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -111,7 +135,7 @@ __device__ __forceinline__ void tile_to_regs(const float* __restrict__ src, cons
 // The first loads of a tile, in the forward and the backward alike: u_r[i] = u_t and
 // dt_r[i] = delta_t = softplus(delta_raw_t + bias), 0 on padded steps t >= t_end (which the
 // scans then treat as the identity).
-__device__ __forceinline__ void load_u_delta(const Inputs& p, int64_t b, int64_t t0,
+__device__ __forceinline__ void load_u_delta(const ScanArgs<float>& p, int64_t b, int64_t t0,
                                              int64_t t_end, int64_t c0, float bias,
                                              float* s_tile, float (&u_r)[kItems],
                                              float (&dt_r)[kItems]) {
@@ -121,7 +145,7 @@ __device__ __forceinline__ void load_u_delta(const Inputs& p, int64_t b, int64_t
 #pragma unroll
   for (int i = 0; i < kItems; ++i) {
     const bool valid = t0 + lane * kItems + i < t_end;
-    dt_r[i] = valid ? delta_of(dt_r[i] + bias, p.softplus) : 0.f;
+    dt_r[i] = valid ? delta_of(dt_r[i] + bias, p.delta_softplus) : 0.f;
   }
 }
 
@@ -129,7 +153,7 @@ __device__ __forceinline__ void load_u_delta(const Inputs& p, int64_t b, int64_t
 // h0 has batch stride h0_stride (ED*N, or the saved-states stride when the backward re-derives
 // boundaries); y, h_last, states may be null. states: (B, ceil(L/T), ED, N), entering state.
 __global__ void __launch_bounds__(kThreads)
-    v2_fwd_kernel(Inputs p, const float* __restrict__ h0, int64_t h0_stride,
+    v2_fwd_kernel(ScanArgs<float> p, const float* __restrict__ h0, int64_t h0_stride,
                   float* __restrict__ y, float* __restrict__ h_last, float* __restrict__ states,
                   int64_t T, int64_t nc) {
   __shared__ float s_tile[kWarps * kRow];
@@ -142,7 +166,7 @@ __global__ void __launch_bounds__(kThreads)
   const bool active = d < ED;  // warp-uniform
   float* s_h = s_dyn + w * N;
   for (int64_t n = lane; n < N; n += 32) s_h[n] = (active && h0) ? h0[b * h0_stride + d * N + n] : 0.f;
-  const float bias = (active && p.bias) ? p.bias[d] : 0.f;
+  const float bias = (active && p.delta_bias) ? p.delta_bias[d] : 0.f;
   const float Dd = (active && p.D) ? p.D[d] : 0.f;
 
   for (int64_t t0 = 0; t0 < L; t0 += kTile) {
@@ -223,7 +247,7 @@ struct BwdOut {
 
 // Tiles [tile_begin, tile_end) of Kb steps, last first.
 __global__ void __launch_bounds__(kThreads)
-    v2_bwd_kernel(Inputs p, BwdOut o, int64_t Kb, int64_t tile_begin, int64_t tile_end) {
+    v2_bwd_kernel(ScanArgs<float> p, BwdOut o, int64_t Kb, int64_t tile_begin, int64_t tile_end) {
   __shared__ float s_tile[kWarps * kRow];
   __shared__ float s_B[kNGroup * kRow], s_C[kNGroup * kRow];
   __shared__ float s_rB[kWarps * kRow], s_rC[kWarps * kRow];  // dB, dC per channel, to be summed
@@ -239,7 +263,7 @@ __global__ void __launch_bounds__(kThreads)
     s_mu[n] = active ? o.mu[(b * ED + d) * N + n] : 0.f;
     s_dA[n] = 0.f;
   }
-  const float bias = (active && p.bias) ? p.bias[d] : 0.f;
+  const float bias = (active && p.delta_bias) ? p.delta_bias[d] : 0.f;
   const float Dd = (active && p.D) ? p.D[d] : 0.f;
   float dD_acc = 0.f, dbias_acc = 0.f;
   const int64_t win0 = tile_begin * Kb;  // first step of the partials window
@@ -371,7 +395,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int i = 0; i < kItems; ++i) {
       const bool valid = t0 + lane * kItems + i < t_end;
       const float r = s_tile[w * kRow + slot(lane, i)] + bias;
-      const float draw = valid ? fmaf(u_r[i], slB_r[i], ddt_r[i]) * delta_grad_of(r, p.softplus) : 0.f;
+      const float draw = valid ? fmaf(u_r[i], slB_r[i], ddt_r[i]) * delta_grad_of(r, p.delta_softplus) : 0.f;
       ddt_r[i] = draw;
       dbias_acc += draw;
     }
@@ -433,7 +457,7 @@ void check_v2(int64_t B, int64_t N, int64_t chunk) {
   MG_CHECK(chunk >= 1, "selective_scan (CUDA v2): chunk T must be >= 1, got ", chunk);
   // The batch index is blockIdx.y, limited to 65535 by CUDA (v1 has no such limit).
   MG_CHECK(B <= 65535, "selective_scan (CUDA v2): batch ", B,
-           " exceeds the grid's 65535 rows; split the batch or use v1 (cuda::set_scan_version)");
+           " exceeds the grid's 65535 rows; split the batch or use v1 (Settings::cuda_scan)");
   MG_CHECK(N >= 1 && N <= kMaxStates, "selective_scan (CUDA v2): supports 1 <= N <= ",
            kMaxStates, " states, got ", N);
 }
@@ -443,67 +467,62 @@ void allow_dynamic_smem(K kernel, size_t bytes) {
   MG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
 }
 
-void launch_fwd(const Inputs& p, const float* h0, int64_t h0_stride, float* y, float* h_last,
-                float* states, int64_t T) {
+void launch_fwd(const ScanArgs<float>& p, const float* h0, int64_t h0_stride, float* y,
+                float* h_last, float* states, int64_t T) {
   const dim3 grid((unsigned)((p.ED + kWarps - 1) / kWarps), (unsigned)p.B);
   const size_t dyn = kWarps * p.N * sizeof(float);
   allow_dynamic_smem(v2_fwd_kernel, dyn);
   v2_fwd_kernel<<<grid, kThreads, dyn, cuda_stream()>>>(p, h0, h0_stride, y, h_last, states, T,
                                                         (p.L + T - 1) / T);
-  check_launch("selective_scan_fwd (CUDA v2)");
+  check_launch("selective_scan_forward (CUDA v2)");
 }
 
 }  // namespace
 
-void selective_scan_fwd_v2(const float* u, const float* delta, const float* A, const float* Bm,
-                           const float* C, const float* D, const float* z,
-                           const float* delta_bias, bool delta_softplus, const float* h0,
-                           float* y, float* h_last, float* chunk_states, int64_t batch,
-                           int64_t length, int64_t channels, int64_t states, int64_t chunk) {
-  check_v2(batch, states, chunk);
-  if (batch == 0 || length == 0 || channels == 0) return;
-  Inputs p{u, delta, A, Bm, C, D, z, delta_bias, delta_softplus, batch, length, channels, states};
-  launch_fwd(p, h0, channels * states, y, h_last, chunk_states, chunk);
+// u, delta, z, y: (B, L, ED); Bm, C: (B, L, N); A: (ED, N); D, delta_bias: (ED);
+// h0, h_last: (B, ED, N); chunk_states: (B, ceil(L/T), ED, N). Device pointers.
+void selective_scan_forward_v2(const ScanArgs<float>& p) {
+  if (forward_if_empty(p)) return;
+  check_v2(p.B, p.N, p.T);
+  if (p.B == 0 || p.L == 0 || p.ED == 0) return;
+  launch_fwd(p, p.h0, p.ED * p.N, p.y, p.h_last, p.chunk_states, p.T);
 }
 
-void selective_scan_bwd_v2(const float* u, const float* delta, const float* A, const float* Bm,
-                           const float* C, const float* D, const float* z,
-                           const float* delta_bias, bool delta_softplus,
-                           const float* chunk_states, const float* dy, const float* dh_last,
-                           float* du, float* ddelta, float* dA, float* dB, float* dC, float* dD,
-                           float* dz, float* ddelta_bias, float* dh0, int64_t batch,
-                           int64_t length, int64_t channels, int64_t states, int64_t chunk) {
-  check_v2(batch, states, chunk);
-  if (batch == 0 || length == 0 || channels == 0) return;
-  const int64_t B = batch, L = length, ED = channels, N = states, T = chunk;
+// The forward's layouts; dy, du, ddelta, dz: (B, L, ED); dB, dC: (B, L, N); dA: (ED, N);
+// dD, ddelta_bias: (ED); dh_last, dh0: (B, ED, N). Device pointers.
+void selective_scan_backward_v2(const ScanArgs<float>& p, const ScanGrads<float>& g) {
+  if (backward_if_empty(p, g)) return;
+  check_v2(p.B, p.N, p.T);
+  if (p.B == 0 || p.L == 0 || p.ED == 0) return;
+  const int64_t B = p.B, L = p.L, ED = p.ED, N = p.N, T = p.T;
   const int64_t nc = (L + T - 1) / T, G = (ED + kWarps - 1) / kWarps;
-  Inputs p{u, delta, A, Bm, C, D, z, delta_bias, delta_softplus, B, L, ED, N};
   cudaStream_t s = cuda_stream();
   BwdOut o{};
-  o.dy = dy;
-  o.du = du;
-  o.ddelta = ddelta;
-  o.dz = dz;
+  o.dy = g.dy;
+  o.du = g.du;
+  o.ddelta = g.ddelta;
+  o.dz = g.dz;
   // Boundary states: every tile of Kb steps must start on one.
   int64_t Kb = kTile;
   Tensor rederived;
   if (T <= kTile) {
     Kb = T * (kTile / T);
-    o.states = chunk_states;
+    o.states = p.chunk_states;
     o.sT = T;
     o.snc = nc;
   } else {  // one forward pass from the saved chunk starts re-derives kTile-step boundaries
     o.snc = (L + kTile - 1) / kTile;
     rederived = scratch_empty(B * o.snc * ED * N);
-    launch_fwd(p, chunk_states, nc * ED * N, nullptr, nullptr, rederived.data<float>(), kTile);
+    launch_fwd(p, p.chunk_states, nc * ED * N, nullptr, nullptr, rederived.data<float>(), kTile);
     o.states = rederived.data<float>();
     o.sT = kTile;
   }
   const int64_t ntiles = (L + Kb - 1) / Kb;
-  Tensor carry_t = dh0 ? Tensor() : scratch_empty(B * ED * N);
-  o.mu = dh0 ? dh0 : carry_t.data<float>();
-  if (dh_last)
-    MG_CUDA_CHECK(cudaMemcpyAsync(o.mu, dh_last, B * ED * N * sizeof(float), cudaMemcpyDeviceToDevice, s));
+  Tensor carry_t = g.dh0 ? Tensor() : scratch_empty(B * ED * N);
+  o.mu = g.dh0 ? g.dh0 : carry_t.data<float>();
+  if (g.dh_last)
+    MG_CUDA_CHECK(cudaMemcpyAsync(o.mu, g.dh_last, B * ED * N * sizeof(float),
+                                  cudaMemcpyDeviceToDevice, s));
   else
     MG_CUDA_CHECK(cudaMemsetAsync(o.mu, 0, B * ED * N * sizeof(float), s));
   Tensor parts = scratch_zeros(B * ED * (N + 2));
@@ -514,13 +533,13 @@ void selective_scan_bwd_v2(const float* u, const float* delta, const float* A, c
   const dim3 grid((unsigned)G, (unsigned)B);
   const size_t dyn = 2 * kWarps * N * sizeof(float);
   allow_dynamic_smem(v2_bwd_kernel, dyn);
-  if (!deterministic()) {  // one launch, dB/dC by atomicAdd
-    MG_CUDA_CHECK(cudaMemsetAsync(dB, 0, B * L * N * sizeof(float), s));
-    MG_CUDA_CHECK(cudaMemsetAsync(dC, 0, B * L * N * sizeof(float), s));
-    o.dB = dB;
-    o.dC = dC;
+  if (!settings().deterministic) {  // one launch, dB/dC by atomicAdd
+    MG_CUDA_CHECK(cudaMemsetAsync(g.dB, 0, B * L * N * sizeof(float), s));
+    MG_CUDA_CHECK(cudaMemsetAsync(g.dC, 0, B * L * N * sizeof(float), s));
+    o.dB = g.dB;
+    o.dC = g.dC;
     v2_bwd_kernel<<<grid, kThreads, dyn, s>>>(p, o, Kb, 0, ntiles);
-    check_launch("selective_scan_bwd (CUDA v2)");
+    check_launch("selective_scan_backward (CUDA v2)");
   } else {  // windows of tiles, last first; partials summed over channel groups in order
     const int64_t per_tile = 2 * B * G * Kb * N * (int64_t)sizeof(float);
     // The window's partials: at most 1/8 of one (B, L, ED) tensor (so they never dominate the
@@ -535,15 +554,16 @@ void selective_scan_bwd_v2(const float* u, const float* delta, const float* A, c
       const int64_t tile_begin = std::max<int64_t>(0, tile_end - tiles_per_window);
       const int64_t win0 = tile_begin * Kb, win_len = (tile_end - tile_begin) * Kb;
       v2_bwd_kernel<<<grid, kThreads, dyn, s>>>(p, o, Kb, tile_begin, tile_end);
-      check_launch("selective_scan_bwd (CUDA v2)");
+      check_launch("selective_scan_backward (CUDA v2)");
       const int64_t count = std::min(L, win0 + win_len) - win0;
       Launch1d l = launch_1d(B * count * N);
-      v2_sum_groups_kernel<<<l.grid, l.block, 0, s>>>(o.partB, o.partC, dB, dC, B, G, L, N, win0,
-                                                      win_len, count);
-      check_launch("selective_scan_bwd (CUDA v2, dB/dC sums)");
+      v2_sum_groups_kernel<<<l.grid, l.block, 0, s>>>(o.partB, o.partC, g.dB, g.dC, B, G, L, N,
+                                                      win0, win_len, count);
+      check_launch("selective_scan_backward (CUDA v2, dB/dC sums)");
     }
   }
-  reduce_param_partials(o.dA_part, o.dD_part, o.dbias_part, dA, dD, ddelta_bias, B, ED, N);
+  reduce_param_partials(o.dA_part, o.dD_part, o.dbias_part, g.dA, g.dD, g.ddelta_bias, B, ED,
+                        N);
 }
 
 }  // namespace mg::cuda

@@ -1,4 +1,4 @@
-// ops/selective_scan_reference.cpp — the selective scan composed from primitive ops.
+// ops/selective_scan/reference.cpp — the selective scan composed from primitive ops.
 //
 // Everything of size (B, L, ED, N) is materialised, as a naive framework implementation would
 // (the paper's "standard implementation"); gradients come from the primitive ops' backward
