@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """PyTorch CPU peer for examples/bench_scan: the sequential selective scan (the form of
-mamba_ssm's `selective_scan_ref`, written here from the formulas in ops/selective_scan.h):
+mamba_ssm's `selective_scan_ref`, written here from the formulas in ops/selective_scan/selective_scan.h):
 delta and the (B, ED, L, N) discretised tensors materialised, a Python loop over L with a
 (B, ED, N) state, autograd for the backward.
 

@@ -1,238 +1,23 @@
-// cuda/selective_scan/v2.cu — v2, the selective scan parallel along L (the default CUDA
-// version). The math is in ops/selective_scan/selective_scan.h, the arguments in scan_args.h,
-// the teaching version v1 in v1.cu; docs/cuda_scan.md has the measurements.
-//
-// Plan. A block is (batch b, 8 consecutive channels), one WARP per channel; a tile of 256 time
-// steps is 8 consecutive steps per lane. Per state n: every lane composes its 8 affine maps
-// h -> A_bar h + delta u B (f32 FMAs), one cub::WarpScan exclusive scan over the 32 lane
-// aggregates, seeded with the carried state (the prefix carried across tiles, in shared
-// memory), then each lane walks its 8 steps: h_t, y += C h.
-// Memory hierarchy: u/delta/z/y tiles move through shared memory as (256 steps x 8 channels)
-// blocks (a 32-byte row segment per step: full DRAM sectors, coalesced), then live in
-// registers; B and C tiles (256 steps x 8 states at a time) are staged in shared memory once
-// and read by all 8 channel-warps; A, D, bias are read once per (channel, n); states never
-// leave registers except the chunk-boundary states (every T steps) written for the backward,
-// and h_last.
-// Backward: tiles of Kb steps (Kb = T*floor(256/T) when T <= 256, so every tile starts on a
-// saved boundary; for T > 256 one extra forward pass re-derives 256-step boundary states from
-// the saved ones into a scratch) in reverse. Per tile and n: replay the tile's states with the
-// same warp scan from the saved boundary, then the adjoint as a REVERSE warp scan (lanes
-// mirrored with one shuffle) of mu_t = A_bar_t lambda_t = A_bar_t mu_{t+1} + A_bar_t g_t C_t,
-// seeded with mu carried from the later tile (dh_last at the end; the final carry is dh0).
-// Every gradient comes from lambda_t = g_t C_t + mu_{t+1}.
-// Cross-thread sums: dB/dC over the 8 channels of a block through shared memory in warp order;
-// across blocks either atomicAdd (settings().deterministic off) or, when it is on, per-block
-// partials for a bounded window of tiles (at most max(one tile, 64 MiB)) summed over blocks in
-// block order by a second kernel, window by window. dA, dD, d(delta_bias): per-(b, d)
-// partials (warp shuffle trees in a fixed order), summed over b in order by a final kernel.
-// Deterministic mode is bitwise reproducible run to run.
-//
-// Indexing.
-// Block = (batch b = blockIdx.y, channel group g = blockIdx.x): kWarps warps, warp w owns
-// channel d = g*kWarps + w. A tile is kTile = 32*kItems time steps; lane l owns steps
-// t0 + l*kItems + i, i < kItems. The scan element is the affine map h -> a h + b:
-//   forward:  a = A_bar_t = exp(delta_t A_n), b = delta_t u_t B_t[n];  h_t = a h_{t-1} + b
-//   backward: mu_t = A_bar_t lambda_t = A_bar_t mu_{t+1} + A_bar_t g_t C_t[n]  (time reversed)
-// Compose(x, y) = "x first, then y" = (x.a y.a, y.a x.b + y.b): associative, so a lane folds
-// its kItems maps sequentially and cub::WarpScan scans the 32 lane aggregates.
-#include <cub/warp/warp_scan.cuh>
+// cuda/selective_scan/v2_backward.cu — v2's backward (the plan is in v2.cuh).
 #include <cuda_runtime.h>
 
 #include <algorithm>
 
 #include "core/error.h"
+#include "core/settings.h"
 #include "core/tensor.h"
 #include "cuda/check.cuh"
 #include "cuda/runtime.h"
-#include "core/settings.h"
 #include "cuda/selective_scan/common.cuh"
+#include "cuda/selective_scan/v2.cuh"
 #include "ops/selective_scan/kernels.h"
 
 namespace mg::cuda {
 
 using namespace scan_detail;
+using namespace v2_detail;
 
 namespace {
-
-constexpr int kWarps = 8;                // channels per block
-constexpr int kThreads = kWarps * 32;    // 256
-constexpr int kItems = 8;                // consecutive steps per lane
-constexpr int kTile = 32 * kItems;       // 256 steps per tile
-constexpr int kNGroup = 8;               // B, C states staged in shared memory at once
-constexpr int kPad = kItems + 1;         // a lane's row in a transposed tile (odd: no conflicts)
-constexpr int kRow = 32 * kPad + 4;      // one channel's (or state's) tile; +4: conflict-free fill
-constexpr int kMaxStates = 1024;
-static_assert(kThreads == kTile, "the dB/dC channel sum gives each thread one step");
-
-struct Affine {
-  float a, b;
-};
-struct Compose {
-  __device__ __forceinline__ Affine operator()(const Affine& x, const Affine& y) const {
-    return {x.a * y.a, fmaf(y.a, x.b, y.b)};
-  }
-};
-using WarpScan = cub::WarpScan<Affine>;
-
-__device__ __forceinline__ Affine shfl_affine(Affine v, int src) {
-  return {__shfl_sync(0xffffffffu, v.a, src), __shfl_sync(0xffffffffu, v.b, src)};
-}
-// The position of lane l's item i inside a transposed tile row.
-__device__ __forceinline__ int slot(int lane, int i) { return lane * kPad + i; }
-
-// Tile rows [t0, t_end) x channels [c0, c0 + kWarps) of a (B, L, ED) tensor -> s[w * kRow +
-// slot] (0 outside). Consecutive threads take consecutive channels of one step: each step's
-// kWarps floats are one 32-byte segment.
-__device__ void load_tile(const float* __restrict__ src, int64_t b, int64_t L, int64_t ED,
-                          int64_t t0, int64_t t_end, int64_t c0, float* s) {
-  for (int k = threadIdx.x; k < kTile * kWarps; k += kThreads) {
-    const int tt = k / kWarps, w = k % kWarps;
-    const int64_t t = t0 + tt, d = c0 + w;
-    s[w * kRow + slot(tt / kItems, tt % kItems)] =
-        (t < t_end && d < ED) ? src[(b * L + t) * ED + d] : 0.f;
-  }
-}
-__device__ void store_tile(const float* s, int64_t b, int64_t L, int64_t ED, int64_t t0,
-                           int64_t t_end, int64_t c0, float* __restrict__ dst) {
-  for (int k = threadIdx.x; k < kTile * kWarps; k += kThreads) {
-    const int tt = k / kWarps, w = k % kWarps;
-    const int64_t t = t0 + tt, d = c0 + w;
-    if (t < t_end && d < ED) dst[(b * L + t) * ED + d] = s[w * kRow + slot(tt / kItems, tt % kItems)];
-  }
-}
-// States [n0, n0 + ng) of B or C (B, L, N), steps [t0, t_end) -> s[nn * kRow + slot].
-__device__ void stage_states(const float* __restrict__ src, int64_t b, int64_t L, int64_t N,
-                             int64_t t0, int64_t t_end, int64_t n0, int ng, float* s) {
-  for (int k = threadIdx.x; k < kTile * ng; k += kThreads) {
-    const int tt = k / ng, nn = k % ng;
-    const int64_t t = t0 + tt;
-    s[nn * kRow + slot(tt / kItems, tt % kItems)] = t < t_end ? src[(b * L + t) * N + n0 + nn] : 0.f;
-  }
-}
-
-__device__ __forceinline__ int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
-
-__device__ __forceinline__ float warp_sum(float v) {  // a fixed shuffle tree
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// The kernels read the sizes and inputs from `p`, a ScanArgs<float> passed by value; the
-// outputs (which the re-derivation pass points elsewhere) come as separate parameters.
-
-// A tile of a (B, L, ED) tensor into registers, through s_tile (free before and after the
-// call): r[i] = src at warp w's channel and lane l's step t0 + l*kItems + i (0 past t_end).
-__device__ __forceinline__ void tile_to_regs(const float* __restrict__ src, const ScanArgs<float>& p,
-                                             int64_t b, int64_t t0, int64_t t_end, int64_t c0,
-                                             float* s_tile, float (&r)[kItems]) {
-  const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
-  __syncthreads();  // the previous readers of s_tile are done
-  load_tile(src, b, p.L, p.ED, t0, t_end, c0, s_tile);
-  __syncthreads();
-#pragma unroll
-  for (int i = 0; i < kItems; ++i) r[i] = s_tile[w * kRow + slot(lane, i)];
-}
-// The first loads of a tile, in the forward and the backward alike: u_r[i] = u_t and
-// dt_r[i] = delta_t = softplus(delta_raw_t + bias), 0 on padded steps t >= t_end (which the
-// scans then treat as the identity).
-__device__ __forceinline__ void load_u_delta(const ScanArgs<float>& p, int64_t b, int64_t t0,
-                                             int64_t t_end, int64_t c0, float bias,
-                                             float* s_tile, float (&u_r)[kItems],
-                                             float (&dt_r)[kItems]) {
-  const int lane = threadIdx.x % 32;
-  tile_to_regs(p.u, p, b, t0, t_end, c0, s_tile, u_r);
-  tile_to_regs(p.delta, p, b, t0, t_end, c0, s_tile, dt_r);
-#pragma unroll
-  for (int i = 0; i < kItems; ++i) {
-    const bool valid = t0 + lane * kItems + i < t_end;
-    dt_r[i] = valid ? delta_of(dt_r[i] + bias, p.delta_softplus) : 0.f;
-  }
-}
-
-// ---- forward --------------------------------------------------------------------------------
-// h0 has batch stride h0_stride (ED*N, or the saved-states stride when the backward re-derives
-// boundaries); y, h_last, states may be null. states: (B, ceil(L/T), ED, N), entering state.
-__global__ void __launch_bounds__(kThreads)
-    v2_fwd_kernel(ScanArgs<float> p, const float* __restrict__ h0, int64_t h0_stride,
-                  float* __restrict__ y, float* __restrict__ h_last, float* __restrict__ states,
-                  int64_t T, int64_t nc) {
-  __shared__ float s_tile[kWarps * kRow];
-  __shared__ float s_B[kNGroup * kRow], s_C[kNGroup * kRow];
-  __shared__ typename WarpScan::TempStorage s_scan[kWarps];
-  extern __shared__ float s_dyn[];  // the carried state, kWarps x N
-  const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t b = blockIdx.y, c0 = (int64_t)blockIdx.x * kWarps, d = c0 + w;
-  const int64_t L = p.L, ED = p.ED, N = p.N;
-  const bool active = d < ED;  // warp-uniform
-  float* s_h = s_dyn + w * N;
-  for (int64_t n = lane; n < N; n += 32) s_h[n] = (active && h0) ? h0[b * h0_stride + d * N + n] : 0.f;
-  const float bias = (active && p.delta_bias) ? p.delta_bias[d] : 0.f;
-  const float Dd = (active && p.D) ? p.D[d] : 0.f;
-
-  for (int64_t t0 = 0; t0 < L; t0 += kTile) {
-    const int64_t t_end = imin(L, t0 + kTile);
-    float u_r[kItems], dt_r[kItems], y_r[kItems];
-    load_u_delta(p, b, t0, t_end, c0, bias, s_tile, u_r, dt_r);
-#pragma unroll
-    for (int i = 0; i < kItems; ++i) {
-      y_r[i] = Dd * u_r[i];
-      u_r[i] *= dt_r[i];  // from here on u_r holds delta_t u_t
-    }
-    for (int64_t n0 = 0; n0 < N; n0 += kNGroup) {
-      const int ng = (int)imin(kNGroup, N - n0);
-      __syncthreads();  // the previous group's readers of s_B, s_C are done
-      stage_states(p.Bm, b, L, N, t0, t_end, n0, ng, s_B);
-      stage_states(p.C, b, L, N, t0, t_end, n0, ng, s_C);
-      __syncthreads();
-      if (!active) continue;
-      for (int nn = 0; nn < ng; ++nn) {
-        const int64_t n = n0 + nn;
-        const float An = p.A[d * N + n];
-        Affine e[kItems], agg{1.f, 0.f};
-#pragma unroll
-        for (int i = 0; i < kItems; ++i) {
-          e[i].a = dt_r[i] != 0.f ? expf(dt_r[i] * An) : 1.f;  // padded steps: identity
-          e[i].b = u_r[i] * s_B[nn * kRow + slot(lane, i)];
-          agg = Compose()(agg, e[i]);
-        }
-        Affine pre;
-        WarpScan(s_scan[w]).ExclusiveScan(agg, pre, Affine{1.f, s_h[n]}, Compose());
-        float h = pre.b;  // the state entering this lane's first step
-#pragma unroll
-        for (int i = 0; i < kItems; ++i) {
-          const int64_t t = t0 + lane * kItems + i;
-          if (states && t < t_end && t % T == 0) states[((b * nc + t / T) * ED + d) * N + n] = h;
-          h = fmaf(e[i].a, h, e[i].b);
-          y_r[i] = fmaf(s_C[nn * kRow + slot(lane, i)], h, y_r[i]);
-        }
-        const float h_end = __shfl_sync(0xffffffffu, h, 31);  // padded steps kept it
-        __syncwarp();
-        if (lane == 0) s_h[n] = h_end;
-        __syncwarp();
-      }
-    }
-    if (p.z) {  // (read straight from s_tile: a z_r copy costs this kernel 2 registers)
-      __syncthreads();
-      load_tile(p.z, b, L, ED, t0, t_end, c0, s_tile);
-      __syncthreads();
-#pragma unroll
-      for (int i = 0; i < kItems; ++i) {
-        const float zt = s_tile[w * kRow + slot(lane, i)];
-        y_r[i] *= zt * sigmoidf_(zt);
-      }
-    }
-    if (y) {
-      __syncthreads();
-#pragma unroll
-      for (int i = 0; i < kItems; ++i) s_tile[w * kRow + slot(lane, i)] = y_r[i];
-      __syncthreads();
-      store_tile(s_tile, b, L, ED, t0, t_end, c0, y);
-    }
-  }
-  __syncwarp();
-  if (active && h_last)
-    for (int64_t n = lane; n < N; n += 32) h_last[(b * ED + d) * N + n] = s_h[n];
-}
 
 // ---- backward -------------------------------------------------------------------------------
 struct BwdOut {
@@ -453,40 +238,7 @@ __global__ void v2_sum_groups_kernel(const float* __restrict__ partB, const floa
   }
 }
 
-void check_v2(int64_t B, int64_t N, int64_t chunk) {
-  MG_CHECK(chunk >= 1, "selective_scan (CUDA v2): chunk T must be >= 1, got ", chunk);
-  // The batch index is blockIdx.y, limited to 65535 by CUDA (v1 has no such limit).
-  MG_CHECK(B <= 65535, "selective_scan (CUDA v2): batch ", B,
-           " exceeds the grid's 65535 rows; split the batch or use v1 (Settings::cuda_scan)");
-  MG_CHECK(N >= 1 && N <= kMaxStates, "selective_scan (CUDA v2): supports 1 <= N <= ",
-           kMaxStates, " states, got ", N);
-}
-
-template <typename K>
-void allow_dynamic_smem(K kernel, size_t bytes) {
-  MG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-}
-
-void launch_fwd(const ScanArgs<float>& p, const float* h0, int64_t h0_stride, float* y,
-                float* h_last, float* states, int64_t T) {
-  const dim3 grid((unsigned)((p.ED + kWarps - 1) / kWarps), (unsigned)p.B);
-  const size_t dyn = kWarps * p.N * sizeof(float);
-  allow_dynamic_smem(v2_fwd_kernel, dyn);
-  v2_fwd_kernel<<<grid, kThreads, dyn, cuda_stream()>>>(p, h0, h0_stride, y, h_last, states, T,
-                                                        (p.L + T - 1) / T);
-  check_launch("selective_scan_forward (CUDA v2)");
-}
-
 }  // namespace
-
-// u, delta, z, y: (B, L, ED); Bm, C: (B, L, N); A: (ED, N); D, delta_bias: (ED);
-// h0, h_last: (B, ED, N); chunk_states: (B, ceil(L/T), ED, N). Device pointers.
-void selective_scan_forward_v2(const ScanArgs<float>& p) {
-  if (forward_if_empty(p)) return;
-  check_v2(p.B, p.N, p.T);
-  if (p.B == 0 || p.L == 0 || p.ED == 0) return;
-  launch_fwd(p, p.h0, p.ED * p.N, p.y, p.h_last, p.chunk_states, p.T);
-}
 
 // The forward's layouts; dy, du, ddelta, dz: (B, L, ED); dB, dC: (B, L, N); dA: (ED, N);
 // dD, ddelta_bias: (ED); dh_last, dh0: (B, ED, N). Device pointers.
@@ -513,7 +265,7 @@ void selective_scan_backward_v2(const ScanArgs<float>& p, const ScanGrads<float>
   } else {  // one forward pass from the saved chunk starts re-derives kTile-step boundaries
     o.snc = (L + kTile - 1) / kTile;
     rederived = scratch_empty(B * o.snc * ED * N);
-    launch_fwd(p, p.chunk_states, nc * ED * N, nullptr, nullptr, rederived.data<float>(), kTile);
+    launch_forward(p, p.chunk_states, nc * ED * N, nullptr, nullptr, rederived.data<float>(), kTile);
     o.states = rederived.data<float>();
     o.sT = kTile;
   }
