@@ -83,6 +83,10 @@ Flags parse(int argc, char** argv) {
     else if (a == "--max-sequential") f.max_sequential = std::atof(next());
     else { std::fprintf(stderr, "unknown flag %s (try --help)\n", a.c_str()); std::exit(2); }
   }
+  if (!f.impl.empty() && f.impl != "fast" && f.impl != "sequential" && f.impl != "reference") {
+    std::fprintf(stderr, "--impl takes fast, sequential or reference, got '%s'\n", f.impl.c_str());
+    std::exit(2);
+  }
   return f;
 }
 
@@ -238,9 +242,12 @@ int main(int argc, char** argv) {
       ? std::vector<std::string>{"fast", "sequential", "reference"} : std::vector<std::string>{f.impl};
   std::vector<std::string> passes = f.pass.empty()
       ? std::vector<std::string>{"fwd", "fwd+bwd"} : std::vector<std::string>{f.pass};
-  if (!f.json)
+  if (!f.json) {
+    std::printf("settings: %s; each row runs its impl with T = --chunk %lld\n",
+                describe_settings().c_str(), (long long)f.chunk);
     std::printf("%-10s %-8s %3s %5s %5s %3s %11s %14s %11s\n", "impl", "pass", "B", "L", "ED",
                 "N", "median_ms", "updates/s", "peak_MB");
+  }
   for (int64_t ED : EDs)
     for (int64_t N : Ns)
       for (int64_t L : Ls) {
