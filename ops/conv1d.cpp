@@ -232,6 +232,8 @@ Tensor causal_conv1d_step(const Tensor& x, const Tensor& weight, const Tensor& b
     check_same_dtype(op, x, *t);
     check_same_device(op, x, *t);
   }
+  MG_CHECK(!needs_grad({x, weight, bias, window}), op,
+           ": inference only (no backward): run it under NoGradGuard or on detached tensors");
   Tensor y = Tensor::empty({B, C}, x.dtype(), x.device());
   // A CUDA twin: declare cuda::causal_conv1d_step_forward in conv1d.h and call it here.
   dispatch_device(x.device(), x.dtype(), op,

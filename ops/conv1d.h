@@ -48,7 +48,7 @@ void causal_conv1d_backward(const T* x, const T* w, const T* dy, T* dx, T* dw, T
 // x (B, L, C), weight (C, 1, K), bias (C) or undefined -> y (B, L, C). f32 or f64, CPU.
 Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 
-// ---- recurrent inference (one token at a time; not recorded on the tape) ---------------------
+// ---- recurrent inference (one token at a time; no backward: the step throws if one is needed) -
 // window (B, C, K): the last K inputs of each channel, newest at index K-1 (zeros before t = 0).
 namespace cpu {
 // x, y (B, C); w (C, 1, K); bias (C) or null; window (B, C, K) shifted and x appended in place.

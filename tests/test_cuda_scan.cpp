@@ -72,7 +72,8 @@ Tensor to_dev(const Tensor& t) { return t.defined() ? t.to(kGpu) : Tensor(); }
 Tensor to_host(const Tensor& t) { return t.defined() ? t.to(Device::cpu()) : Tensor(); }
 
 // The kernels the op runs on `where` (CPU: the fast kernels; CUDA: `version`).
-ScanKernelPair<float> kernels(Device where, int64_t N, CudaScanVersion version = CudaScanVersion::v2) {
+ScanKernelPair<float> kernels(Device where, int64_t N,
+                              CudaScanVersion version = CudaScanVersion::v2) {
   Settings s = settings();
   s.scan_kernel = ScanKernel::fast;
   s.cuda_scan = version;

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <map>
 
+#include "autograd/grad_mode.h"
 #include "data/byte_tokenizer.h"
 #include "nn/mamba.h"
 #include "nn/sampling.h"
@@ -162,6 +163,16 @@ TEST_CASE("selective_scan_step: token by token == the parallel scan, every optio
   CHECK_THROWS_WITH_AS(
       selective_scan_step(u, u, A, BC, BC, {}, {}, {}, true, Tensor::zeros({2, 3, 5})),
       doctest::Contains("selective_scan_step"), Error);
+  // No backward: a step that would need one says so instead of cutting the graph silently.
+  Tensor A_leaf = A.clone().requires_grad_();
+  CHECK_THROWS_WITH_AS(
+      selective_scan_step(u, u, A_leaf, BC, BC, {}, {}, {}, true, Tensor::zeros({2, 3, 4})),
+      doctest::Contains("inference only"), Error);
+  {
+    NoGradGuard no_grad;
+    CHECK(selective_scan_step(u, u, A_leaf, BC, BC, {}, {}, {}, true, Tensor::zeros({2, 3, 4}))
+              .defined());
+  }
 }
 
 TEST_CASE("causal_conv1d_step: token by token == causal_conv1d, with and without bias") {
@@ -184,6 +195,9 @@ TEST_CASE("causal_conv1d_step: token by token == causal_conv1d, with and without
         }
         CHECK(values(window) == values(causal_conv1d_state(x, K)));
       }
+  Tensor w = Tensor::ones({3, 1, 2}).requires_grad_(), window = Tensor::zeros({1, 3, 2});
+  CHECK_THROWS_WITH_AS(causal_conv1d_step(Tensor::ones({1, 3}), w, {}, window),
+                       doctest::Contains("causal_conv1d_step: inference only"), Error);
 }
 
 // ---- sampling ------------------------------------------------------------------------------

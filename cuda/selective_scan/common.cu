@@ -23,7 +23,7 @@ Tensor scratch_zeros(int64_t n) {
 }
 
 namespace {
-// out[k] = sum_b part[b * K + k] for k < K, in b order.
+// out[k] = sum_b part[b * K + k] for k < K, in b order. part: (B, K); out: (K).
 __global__ void sum_over_batch_kernel(const float* __restrict__ part, float* __restrict__ out,
                                       int64_t batch, int64_t K) {
   for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < K;

@@ -33,6 +33,7 @@ constexpr int kV1Threads = 128;
 
 // Forward: the sequential spec, t by t, states h[0..N) in registers (NMAX >= N, every loop
 // over n fully unrolled with a guard so the array is indexed by constants only).
+// a: the ScanArgs layouts; h0, h_last: (B, ED, N); y: (B, L, ED); states: (B, nc, ED, N).
 template <int NMAX>
 __global__ void __launch_bounds__(kV1Threads)
     v1_fwd_kernel(ScanArgs<float> a, int64_t nc, const float* __restrict__ h0,
@@ -83,6 +84,9 @@ __global__ void __launch_bounds__(kV1Threads)
 //      lambda delta u -> S_h[(i+1, n, bd)] (h_t is not needed any more); du, ddelta, dz
 //      written; dA, dD, d(bias) accumulated into per-(b, d) partials.
 // The scratch layout (row, n, bd) puts consecutive threads on consecutive addresses.
+// a: the ScanArgs layouts; states: (B, nc, ED, N); dy, du, ddelta, dz: (B, L, ED);
+// carry: (B, ED, N); S_h: (T+1, N, B*ED); S_dC: (T, N, B*ED); dA_part: (B, ED, N);
+// dD_part, dbias_part: (B, ED).
 template <int NMAX>
 __global__ void __launch_bounds__(kV1Threads)
     v1_bwd_chunk_kernel(ScanArgs<float> a, int64_t nc, int64_t c,
@@ -170,6 +174,7 @@ __global__ void __launch_bounds__(kV1Threads)
 }
 
 // dB[b, t0+i, n] = sum_d S_h[(i+1, n, b*ED+d)], dC[..] = sum_d S_dC[(i, n, b*ED+d)], d in order.
+// S_h: (T+1, N, B*ED); S_dC: (T, N, B*ED); dB, dC: (B, L, N).
 __global__ void v1_sum_channels_kernel(const float* __restrict__ S_h, const float* __restrict__ S_dC,
                                        float* __restrict__ dB, float* __restrict__ dC, int64_t B,
                                        int64_t L, int64_t ED, int64_t N, int64_t t0, int64_t len) {

@@ -128,9 +128,10 @@ __device__ __forceinline__ float warp_sum(float v) {  // a fixed shuffle tree
 
 // A tile of a (B, L, ED) tensor into registers, through s_tile (free before and after the
 // call): r[i] = src at warp w's channel and lane l's step t0 + l*kItems + i (0 past t_end).
-__device__ __forceinline__ void tile_to_regs(const float* __restrict__ src, const ScanArgs<float>& p,
-                                             int64_t b, int64_t t0, int64_t t_end, int64_t c0,
-                                             float* s_tile, float (&r)[kItems]) {
+__device__ __forceinline__ void tile_to_regs(const float* __restrict__ src,
+                                             const ScanArgs<float>& p, int64_t b, int64_t t0,
+                                             int64_t t_end, int64_t c0, float* s_tile,
+                                             float (&r)[kItems]) {
   const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
   __syncthreads();  // the previous readers of s_tile are done
   load_tile(src, b, p.L, p.ED, t0, t_end, c0, s_tile);

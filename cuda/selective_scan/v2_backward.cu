@@ -30,7 +30,9 @@ struct BwdOut {
   float *dA_part, *dD_part, *dbias_part;  // (B, ED, N), (B, ED), (B, ED): accumulated (+=)
 };
 
-// Tiles [tile_begin, tile_end) of Kb steps, last first.
+// Tiles [tile_begin, tile_end) of Kb steps, last first. p: the ScanArgs layouts (inputs); o: the
+// gradients, the boundary states (B, snc, ED, N) and the partials, layouts in BwdOut.
+// Grid (G = ceil(ED/8), B), 256 threads.
 __global__ void __launch_bounds__(kThreads)
     v2_bwd_kernel(ScanArgs<float> p, BwdOut o, int64_t Kb, int64_t tile_begin, int64_t tile_end) {
   __shared__ float s_tile[kWarps * kRow];
@@ -219,6 +221,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // dB[b, win0 + k, n] = sum_g partB[b, g, k, n] in g order (and dC), k < count.
+// partB, partC: (B, G, win_len, N); dB, dC: (B, L, N).
 __global__ void v2_sum_groups_kernel(const float* __restrict__ partB, const float* __restrict__ partC,
                                      float* __restrict__ dB, float* __restrict__ dC, int64_t B,
                                      int64_t G, int64_t L, int64_t N, int64_t win0,
@@ -265,7 +268,8 @@ void selective_scan_backward_v2(const ScanArgs<float>& p, const ScanGrads<float>
   } else {  // one forward pass from the saved chunk starts re-derives kTile-step boundaries
     o.snc = (L + kTile - 1) / kTile;
     rederived = scratch_empty(B * o.snc * ED * N);
-    launch_forward(p, p.chunk_states, nc * ED * N, nullptr, nullptr, rederived.data<float>(), kTile);
+    launch_forward(p, p.chunk_states, nc * ED * N, nullptr, nullptr, rederived.data<float>(),
+                   kTile);
     o.states = rederived.data<float>();
     o.sT = kTile;
   }

@@ -16,8 +16,10 @@ using namespace v2_detail;
 namespace {
 
 // ---- forward --------------------------------------------------------------------------------
-// h0 has batch stride h0_stride (ED*N, or the saved-states stride when the backward re-derives
-// boundaries); y, h_last, states may be null. states: (B, ceil(L/T), ED, N), entering state.
+// p: the ScanArgs layouts (inputs); h0: (B, .., ED, N) with batch stride h0_stride (ED*N, or the
+// saved-states stride when the backward re-derives boundaries); y: (B, L, ED); h_last:
+// (B, ED, N); states: (B, nc = ceil(L/T), ED, N), the entering state; y, h_last, states may
+// be null. Grid (ceil(ED/8), B), 256 threads.
 __global__ void __launch_bounds__(kThreads)
     v2_fwd_kernel(ScanArgs<float> p, const float* __restrict__ h0, int64_t h0_stride,
                   float* __restrict__ y, float* __restrict__ h_last, float* __restrict__ states,

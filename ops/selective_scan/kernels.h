@@ -45,8 +45,8 @@ void selective_scan_fixed_backward(const ScanArgs<float>& a, const ScanGrads<flo
 
 // ---- one token (step.cpp), recurrent inference: a.L == 1, a.h0 = the state before the token,
 // a.h_last = the state after it (h0 == h_last updates the state in place, as decoding does).
-// The fast kernels' functions and order of operations, so a step reproduces their numbers.
-// No backward (inference only); a.chunk_states is ignored.
+// The fast kernels' functions and order of operations, so a step reproduces their numbers
+// (bitwise the N-specialised kernel's). No backward (inference only); a.chunk_states ignored.
 template <typename T, typename S>
 void selective_scan_step_forward(const ScanArgs<T, S>& a);
 
@@ -55,7 +55,8 @@ void selective_scan_step_forward(const ScanArgs<T, S>& a);
 // ---- the CUDA twins (cuda/selective_scan/, docs/cuda_scan.md): f32, device pointers, enqueued
 // on the backend's stream. Declared in every build; defined (and callable) in a CUDA build.
 //   v1 (v1.cu): the teaching port of the CPU loop, one thread per (b, d).
-//   v2 (v2.cu): parallel along L, one warp per channel, warp scans over 256-step tiles.
+//   v2 (v2.cuh, v2_forward.cu, v2_backward.cu): parallel along L, one warp per channel,
+//      warp scans over 256-step tiles.
 // Both accept empty sizes (B = 0 or L = 0) with the CPU kernels' results.
 #ifdef MG_WITH_CUDA
 inline constexpr bool kHaveCudaScan = true;  // the kernels below are defined in this build

@@ -175,6 +175,8 @@ Tensor selective_scan_step(const Tensor& u, const Tensor& delta, const Tensor& A
     check_same_dtype(op, u, *t);
     check_same_device(op, u, *t);
   }
+  MG_CHECK(!needs_grad({u, delta, A, Bm, C, D, z, delta_bias, state}), op,
+           ": inference only (no backward): run it under NoGradGuard or on detached tensors");
   Tensor y = Tensor::empty({B, ED}, u.dtype(), u.device());
   auto step_args = [&]<typename T>() -> ScanArgs<T> {
     return {.B = B, .L = 1, .ED = ED, .N = N, .u = u.data<T>(), .delta = delta.data<T>(),

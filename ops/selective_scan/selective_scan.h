@@ -94,7 +94,8 @@ ScanResult selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A,
 //   u, delta, z, y : (B, ED)    B, C : (B, N)    A : (ED, N)    D, delta_bias : (ED)
 //   state          : (B, ED, N) h_{t-1} in, h_t out
 // Returns y (B, ED). The fast kernels' numbers: a prefill by selective_scan followed by steps
-// reproduces the scan over the whole sequence. Inference only: nothing is recorded.
+// reproduces the scan over the whole sequence. Inference only (no backward): an mg::Error when
+// an input would need a gradient (grad mode on and an input requires grad).
 Tensor selective_scan_step(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
                            const Tensor& C, const Tensor& D, const Tensor& z,
                            const Tensor& delta_bias, bool delta_softplus, const Tensor& state);
