@@ -160,7 +160,10 @@ void fwd_fixed(const ScanArgs<float>& args) {
         const Step s = prep_step(args.u + row, args.delta + row, bias, args.delta_softplus, w);
         const float* B_t = args.Bm + (b * L + t) * NS;
         const float* C_t = args.C + (b * L + t) * NS;
-        V y_pre = Dl * s.u + scan_step<NS, false>(s, a, B_t, C_t, h, nullptr);
+        // y_pre = D u + <C_t, h> as one explicit fma: what GCC made of `Dl * s.u + ...` here
+        // in optimised builds (it contracts a*b + c), now the same in every build, in the
+        // backward's replay (which had rounded D u first) and in the per-token step.
+        V y_pre = fma(Dl, s.u, scan_step<NS, false>(s, a, B_t, C_t, h, nullptr));
         if (args.z) y_pre = gate(y_pre, load_lanes(args.z + row, w));
         store_lanes(y_pre, w, args.y + row);
       }
@@ -285,8 +288,8 @@ void bwd_fixed(const ScanArgs<float>& args, const ScanGrads<float>& grads) {
             prefetch_rows(args.delta + row, ED);
             const Step s =
                 prep_step<true>(args.u + row, args.delta + row, bias, args.delta_softplus, w);
-            ypre_c[i] = Dl * s.u + scan_step<NS, true>(s, a, Bc + i * NS, Cc + i * NS, h,
-                                                       abar.p + i * NS);
+            ypre_c[i] = fma(Dl, s.u, scan_step<NS, true>(s, a, Bc + i * NS, Cc + i * NS, h,
+                                                         abar.p + i * NS));
 #pragma GCC unroll 64
             for (int n = 0; n < NS; ++n) hbuf.p[(i + 1) * NS + n] = h[n];
             u_c[i] = s.u;
