@@ -121,18 +121,13 @@ ScanResult run_scan(const std::vector<Tensor>& in, const Dims& s, bool delta_sof
       if (in[k].defined()) grads[k] = Tensor::empty(in[k].shape(), in[k].dtype(), in[k].device());
     ScanArgs<T> a = scan_args<T>(in, s, delta_softplus, T_chunk);
     a.chunk_states = chunk_states.data_or_null<T>();
-    ScanGrads<T> g;
-    g.dy = d[0].data<T>();
-    g.dh_last = d[1].data<T>();
-    g.du = grads[kU].data<T>();
-    g.ddelta = grads[kDelta].data<T>();
-    g.dA = grads[kA].data<T>();
-    g.dB = grads[kB].data<T>();
-    g.dC = grads[kC].data<T>();
-    g.dD = grads[kD].data_or_null<T>();
-    g.dz = grads[kZ].data_or_null<T>();
-    g.ddelta_bias = grads[kDeltaBias].data_or_null<T>();
-    g.dh0 = grads[kH0].data_or_null<T>();
+    const ScanGrads<T> g{.dy = d[0].data<T>(), .dh_last = d[1].data<T>(),
+                         .du = grads[kU].data<T>(), .ddelta = grads[kDelta].data<T>(),
+                         .dA = grads[kA].data<T>(), .dB = grads[kB].data<T>(),
+                         .dC = grads[kC].data<T>(), .dD = grads[kD].data_or_null<T>(),
+                         .dz = grads[kZ].data_or_null<T>(),
+                         .ddelta_bias = grads[kDeltaBias].data_or_null<T>(),
+                         .dh0 = grads[kH0].data_or_null<T>()};
     kernel.backward(a, g);
     return grads;
   });
