@@ -5,7 +5,7 @@
 //     `#pragma omp simd` loops (no libm calls except std::fma, which is one instruction; no
 //     branches: selects only);
 //   * `vexp(F32x16)`: 16 f32 lanes as one GCC vector (one AVX-512 register), for kernels that
-//     keep their state in registers (ops/selective_scan_fixed.cpp). It performs exactly the
+//     keep their state in registers (ops/selective_scan/fixed.cpp). It performs exactly the
 //     scalar float algorithm lane by lane, so both give bitwise the same results (tested).
 // Multiply-adds are explicit fma (GCC does not contract a*b+c in ISO C++ mode), so every
 // caller that evaluates the same expression rounds identically.

@@ -25,8 +25,9 @@
 #include "bench_util.h"
 #include "core/allocator.h"
 #include "core/parallel.h"
+#include "core/settings.h"
 #include "ops/arith.h"
-#include "ops/selective_scan.h"
+#include "ops/selective_scan/selective_scan.h"
 #include "core/vmath.h"
 
 using namespace mg;
@@ -82,6 +83,10 @@ Flags parse(int argc, char** argv) {
     else if (a == "--max-sequential") f.max_sequential = std::atof(next());
     else { std::fprintf(stderr, "unknown flag %s (try --help)\n", a.c_str()); std::exit(2); }
   }
+  if (!f.impl.empty() && f.impl != "fast" && f.impl != "sequential" && f.impl != "reference") {
+    std::fprintf(stderr, "--impl takes fast, sequential or reference, got '%s'\n", f.impl.c_str());
+    std::exit(2);
+  }
   return f;
 }
 
@@ -106,8 +111,11 @@ Inputs make_inputs(int64_t B, int64_t L, int64_t ED, int64_t N) {
 ScanResult call(const std::string& impl, const Inputs& x, int64_t chunk) {
   if (impl == "reference")
     return selective_scan_reference(x.u, x.delta, x.A, x.B, x.C, x.D, x.z, x.bias, true);
-  ScanOptions o{impl == "fast" ? ScanImpl::fast : ScanImpl::sequential, chunk};
-  return selective_scan(o, x.u, x.delta, x.A, x.B, x.C, x.D, x.z, x.bias, true);
+  Settings s = settings();  // for this call (the backward runs the kernels the forward chose)
+  s.scan_kernel = parse_scan_kernel(impl);
+  s.scan_chunk = chunk;
+  SettingsGuard guard(s);
+  return selective_scan(x.u, x.delta, x.A, x.B, x.C, x.D, x.z, x.bias, true);
 }
 
 struct Measure { double ms; int64_t peak; };
@@ -234,9 +242,12 @@ int main(int argc, char** argv) {
       ? std::vector<std::string>{"fast", "sequential", "reference"} : std::vector<std::string>{f.impl};
   std::vector<std::string> passes = f.pass.empty()
       ? std::vector<std::string>{"fwd", "fwd+bwd"} : std::vector<std::string>{f.pass};
-  if (!f.json)
+  if (!f.json) {
+    std::printf("settings: %s; each row runs its impl with T = --chunk %lld\n",
+                describe_settings().c_str(), (long long)f.chunk);
     std::printf("%-10s %-8s %3s %5s %5s %3s %11s %14s %11s\n", "impl", "pass", "B", "L", "ED",
                 "N", "median_ms", "updates/s", "peak_MB");
+  }
   for (int64_t ED : EDs)
     for (int64_t N : Ns)
       for (int64_t L : Ls) {

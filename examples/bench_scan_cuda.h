@@ -1,8 +1,9 @@
 // examples/bench_scan_cuda.h — `bench_scan --device cuda`: the CUDA selective scan
-// (cuda/selective_scan.h), v2 by default and any of v1, v2 side by side with --versions: forward and forward+backward medians (cudaEvent timing on the backend's
-// stream, after one warm-up) and the achieved GB/s against the bytes the op must move
-// (cuda::scan_bytes_moved: every input read once, every output written once), next to the
-// measured device-to-device cudaMemcpy bandwidth (the ceiling for a memory-bound kernel).
+// (cuda/selective_scan/), v2 by default and any of v1, v2 side by side with --versions:
+// forward and forward+backward medians (cudaEvent timing on the backend's stream, after one
+// warm-up) and the achieved GB/s against the bytes the op must move (scan_bytes_moved in
+// ops/selective_scan/kernels.h: every input read once, every output written once), next to
+// the measured device-to-device cudaMemcpy bandwidth (the ceiling for a memory-bound kernel).
 //
 // Settings (the paper's Fig. 8 scan benchmark): batch 1, ED 1024, N 16, L = 2^9 .. 2^17; and
 // the training shape batch 8, ED 1536, N 16, L 2048. D, z and delta_bias are present (as in
@@ -22,9 +23,10 @@
 #include "ops/arith.h"
 
 #ifdef MG_WITH_CUDA
+#include "core/settings.h"
 #include "cuda/bench.h"
 #include "cuda/runtime.h"
-#include "cuda/selective_scan.h"
+#include "ops/selective_scan/kernels.h"
 #endif
 
 namespace mg::scan_cuda_bench {
@@ -47,7 +49,7 @@ struct Row {
   double fwd_ms, fwdbwd_ms, fwd_gbs, fwdbwd_gbs;
 };
 
-inline Row measure(const Shape4& s, cuda::ScanVersion v, int repeats, int64_t T) {
+inline Row measure(const Shape4& s, CudaScanVersion v, int repeats, int64_t T) {
   const Device g = Device::cuda();
   Generator gen(1);
   auto dev = [&](const Shape& shape, double scale) {
@@ -56,27 +58,29 @@ inline Row measure(const Shape4& s, cuda::ScanVersion v, int repeats, int64_t T)
   Tensor u = dev({s.B, s.L, s.ED}, 1), delta = dev({s.B, s.L, s.ED}, 0.5), z = dev({s.B, s.L, s.ED}, 1);
   Tensor A = (Tensor::ones({s.ED, s.N}) * -1.0).to(g), Bm = dev({s.B, s.L, s.N}, 1), C = dev({s.B, s.L, s.N}, 1);
   Tensor D = dev({s.ED}, 1), bias = dev({s.ED}, 0.1) - 4.0, dy = dev({s.B, s.L, s.ED}, 1);
-  const int64_t nc = (s.L + T - 1) / T;
+  const int64_t nc = scan_num_chunks(s.L, T);
   auto E = [&](const Shape& shape) { return Tensor::empty(shape, DType::f32, g); };
   Tensor y = E({s.B, s.L, s.ED}), h_last = E({s.B, s.ED, s.N}), st = E({s.B, nc, s.ED, s.N});
   Tensor du = E(y.shape()), ddelta = E(y.shape()), dz = E(y.shape()), dA = E({s.ED, s.N});
   Tensor dB = E(Bm.shape()), dC = E(C.shape()), dD = E({s.ED}), dbias = E({s.ED});
   auto f = [](const Tensor& t) { return t.data<float>(); };
-  auto fwd = [&] {
-    cuda::selective_scan_fwd(f(u), f(delta), f(A), f(Bm), f(C), f(D), f(z), f(bias), true, nullptr,
-                             f(y), f(h_last), f(st), s.B, s.L, s.ED, s.N, T);
-  };
-  auto bwd = [&] {
-    cuda::selective_scan_bwd(f(u), f(delta), f(A), f(Bm), f(C), f(D), f(z), f(bias), true, f(st),
-                             f(dy), nullptr, f(du), f(ddelta), f(dA), f(dB), f(dC), f(dD), f(dz),
-                             f(dbias), nullptr, s.B, s.L, s.ED, s.N, T);
-  };
-  cuda::set_scan_version(v);
-  Row r{s, cuda::scan_version_name(v), 0, 0, 0, 0};
-  r.fwd_ms = cuda::bench::median_ms(fwd, repeats);
-  r.fwdbwd_ms = cuda::bench::median_ms([&] { fwd(); bwd(); }, repeats);
-  cuda::set_scan_version(cuda::ScanVersion::v2);
-  const cuda::ScanBytes bytes = cuda::scan_bytes_moved(s.B, s.L, s.ED, s.N, T, true, true, true, false);
+  const ScanArgs<float> args{.B = s.B, .L = s.L, .ED = s.ED, .N = s.N, .T = T, .u = f(u),
+                             .delta = f(delta), .A = f(A), .Bm = f(Bm), .C = f(C), .D = f(D),
+                             .z = f(z), .delta_bias = f(bias), .delta_softplus = true,
+                             .y = f(y), .h_last = f(h_last), .chunk_states = f(st)};
+  const ScanGrads<float> grads{.dy = f(dy), .du = f(du), .ddelta = f(ddelta), .dA = f(dA),
+                               .dB = f(dB), .dC = f(dC), .dD = f(dD), .dz = f(dz),
+                               .ddelta_bias = f(dbias)};
+  const ScanKernelPair<float> k = [&] {  // what the op runs for this version
+    Settings version = settings();
+    version.cuda_scan = v;
+    SettingsGuard guard(version);
+    return choose_scan_kernel<float>(g, s.N);
+  }();
+  Row r{s, cuda_scan_name(v), 0, 0, 0, 0};
+  r.fwd_ms = cuda::bench::median_ms([&] { k.forward(args); }, repeats);
+  r.fwdbwd_ms = cuda::bench::median_ms([&] { k.forward(args); k.backward(args, grads); }, repeats);
+  const ScanBytes bytes = scan_bytes_moved(args);
   r.fwd_gbs = bytes.forward / (r.fwd_ms * 1e6);
   r.fwdbwd_gbs = (bytes.forward + bytes.backward) / (r.fwdbwd_ms * 1e6);
   return r;
@@ -106,10 +110,12 @@ inline int run(int argc, char** argv) {
     return 1;
   }
   cuda::backend_init();
-  cuda::set_deterministic(!nondeterministic);
-  std::vector<cuda::ScanVersion> vs;
-  if (versions.find("v1") != std::string::npos) vs.push_back(cuda::ScanVersion::v1);
-  if (versions.find("v2") != std::string::npos) vs.push_back(cuda::ScanVersion::v2);
+  Settings run_settings = settings();
+  run_settings.deterministic = !nondeterministic;
+  SettingsGuard guard(run_settings);
+  std::vector<CudaScanVersion> vs;
+  if (versions.find("v1") != std::string::npos) vs.push_back(CudaScanVersion::v1);
+  if (versions.find("v2") != std::string::npos) vs.push_back(CudaScanVersion::v2);
   std::vector<Shape4> shapes;
   for (int64_t k = 9; k <= std::min<int64_t>(max_log2, 17); ++k) shapes.push_back({1, int64_t(1) << k, 1024, 16});
   shapes.push_back({8, 2048, 1536, 16});

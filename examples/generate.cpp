@@ -11,8 +11,8 @@
 // and --print-ids (token ids in, token ids out).
 //
 // --device cuda is accepted but generation still runs on the CPU: the prefill's state capture
-// (conv_state_from_inputs) and the recurrent step (MambaMixer::step, nn/inference.cpp) are
-// CPU-only so far. The flag checks the GPU at start (a clear error without one, or in a build
+// (causal_conv1d_state) and the per-token kernels (causal_conv1d_step, selective_scan_step)
+// are CPU-only so far. The flag checks the GPU at start (a clear error without one, or in a build
 // without CUDA), then says on stderr that the model stays on the CPU.
 #include <chrono>
 #include <cstdio>

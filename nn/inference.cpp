@@ -1,97 +1,18 @@
-// Recurrent inference: prefill through the parallel path, then O(1) steps. The two loops here
-// (the conv window and the SSM state update) are the per-token forms of causal_conv1d and
-// selective_scan; the SSM update uses the scan's own scalar functions (core/vmath.h: vsoftplus,
-// vexp, vsigmoid) in the scan's order of operations, so a step reproduces the scan's numbers.
+// Recurrent inference: prefill through the parallel path, then O(1) steps. The per-token
+// kernels live beside their parallel forms in ops/ (causal_conv1d_step in ops/conv1d.h,
+// selective_scan_step in ops/selective_scan/); this file only composes ops.
 #include "nn/inference.h"
 
-#include <cmath>
-
 #include "autograd/grad_mode.h"
-#include "core/dispatch.h"
-#include "core/parallel.h"
-#include "core/vmath.h"
 #include "nn/mamba.h"
 #include "ops/arith.h"
+#include "ops/conv1d.h"
 #include "ops/matmul.h"
+#include "ops/selective_scan/selective_scan.h"
 #include "ops/shape.h"
 #include "ops/unary.h"
 
 namespace mg::nn {
-
-namespace {
-
-template <typename T>
-void conv_state_from_inputs_kernel(const T* x, T* state, int64_t B, int64_t L, int64_t ED,
-                                   int64_t K) {
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t d = 0; d < ED; ++d)
-      for (int64_t k = 0; k < K; ++k) {
-        const int64_t t = L - K + k;  // slot K-1 holds the newest step, L-1
-        state[(b * ED + d) * K + k] = t >= 0 ? x[(b * L + t) * ED + d] : T(0);
-      }
-}
-
-// One step of the depthwise causal conv: shift the window left, append x, and
-//   xc[b, d] = bias[d] + sum_k w[d, 0, k] * window[b, d, k]        (tap K-1 = the new x)
-template <typename T>
-void conv_step_kernel(const T* x, const T* w, const T* bias, T* window, T* xc, int64_t B,
-                      int64_t ED, int64_t K) {
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t d = 0; d < ED; ++d) {
-      T* win = window + (b * ED + d) * K;
-      for (int64_t k = 0; k + 1 < K; ++k) win[k] = win[k + 1];
-      win[K - 1] = x[b * ED + d];
-      T acc = bias[d];
-      for (int64_t k = 0; k < K; ++k) acc += w[d * K + k] * win[k];
-      xc[b * ED + d] = acc;
-    }
-}
-
-// One step of the selective scan for every (b, d), updating h (B, ED, N) in place:
-//   delta = softplus(delta_raw + bias);  A_bar = exp(delta A);  h = A_bar h + (delta u) B_t
-//   y = (D u + <C_t, h>) * silu(z)
-// Same functions and the same operation order as cpu::selective_scan_fwd (the <C_t, h> sum
-// runs as even/odd partials there too), so the numbers match the parallel path.
-template <typename T>
-void ssm_step_kernel(const T* u, const T* delta_raw, const T* A, const T* Bm, const T* C,
-                     const T* D, const T* z, const T* delta_bias, T* h, T* y, int64_t B,
-                     int64_t ED, int64_t N) {
-  using namespace vmath;
-  parallel_for(B * ED, 1024, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t b = i / ED, d = i % ED;
-      const T dt = vsoftplus(delta_raw[i] + delta_bias[d]);  // the scan's vdelta(r, true)
-      const T dtu = dt * u[i];
-      const T* a = A + d * N;
-      const T* Bt = Bm + b * N;
-      const T* Ct = C + b * N;
-      T* hd = h + i * N;
-      T y_even = 0, y_odd = 0;
-      for (int64_t n = 0; n < N; ++n) {
-        const T A_bar = vexp(dt * a[n]);
-        hd[n] = std::fma(A_bar, hd[n], dtu * Bt[n]);
-        T& part = (n % 2 == 0) ? y_even : y_odd;
-        part = std::fma(Ct[n], hd[n], part);
-      }
-      T out = D[d] * u[i];
-      out += y_even + y_odd;
-      y[i] = out * (z[i] * vsigmoid(z[i]));
-    }
-  });
-}
-
-}  // namespace
-
-Tensor conv_state_from_inputs(const Tensor& x, int64_t K) {
-  check_cpu("conv_state_from_inputs", x);
-  check_dim("conv_state_from_inputs", x, 3, "x");
-  const int64_t B = x.size(0), L = x.size(1), ED = x.size(2);
-  Tensor state = Tensor::empty({B, ED, K}, x.dtype());
-  dispatch_float(x.dtype(), "conv_state_from_inputs", [&]<typename T>() {
-    conv_state_from_inputs_kernel(x.data<T>(), state.data<T>(), B, L, ED, K);
-  });
-  return state;
-}
 
 // ---- one token through a mixer / block ------------------------------------------------------
 Tensor MambaMixer::step(const Tensor& h, LayerState& state) const {
@@ -107,22 +28,14 @@ Tensor MambaMixer::step(const Tensor& h, LayerState& state) const {
   std::vector<Tensor> x_z = split(xz, {ED, ED}, -1);
   const Tensor& x = x_z[0];                             // (B, ED)
   const Tensor& z = x_z[1];                             // (B, ED)
-  Tensor xc = Tensor::empty({B, ED}, h.dtype());        // (B, ED) conv output
-  dispatch_float(h.dtype(), op, [&]<typename T>() {
-    conv_step_kernel(x.data<T>(), conv1d.weight.data<T>(), conv1d.bias.data<T>(),
-                     state.conv_state.data<T>(), xc.data<T>(), B, ED, K);
-  });
+  Tensor xc = causal_conv1d_step(x, conv1d.weight, conv1d.bias, state.conv_state);  // (B, ED)
   Tensor u = silu(xc);                                  // (B, ED)
   Tensor x_dbl = x_proj.forward(u);                     // (B, R+2N)
   std::vector<Tensor> dt_B_C = split(x_dbl, {R, N, N}, -1);
-  Tensor delta = linear(dt_B_C[0], dt_proj.weight);     // (B, ED), bias added below
+  Tensor delta = linear(dt_B_C[0], dt_proj.weight);     // (B, ED), bias added by the step
   Tensor A = -exp(A_log);                               // (ED, N), as in forward
-  Tensor y = Tensor::empty({B, ED}, h.dtype());         // (B, ED)
-  dispatch_float(h.dtype(), op, [&]<typename T>() {
-    ssm_step_kernel(u.data<T>(), delta.data<T>(), A.data<T>(), dt_B_C[1].data<T>(),
-                    dt_B_C[2].data<T>(), D.data<T>(), z.data<T>(), dt_proj.bias.data<T>(),
-                    state.ssm_state.data<T>(), y.data<T>(), B, ED, N);
-  });
+  Tensor y = selective_scan_step(u, delta, A, dt_B_C[1], dt_B_C[2], D, z, dt_proj.bias,
+                                 /*delta_softplus=*/true, state.ssm_state);  // (B, ED)
   return out_proj.forward(y);                           // (B, D)
 }
 

@@ -8,16 +8,18 @@
 //                          for checks; kept in f32 when bf16 weights arrive)
 //
 // MambaLM::prefill(ids (B, L), state) runs the parallel forward once and fills the state:
-// conv_state = the last K raw x columns (left zero padded when L < K), ssm_state = the scan's
-// h_last. MambaLM::step(ids (B), state) then advances one token (mamba-reference.md 6.3):
+// conv_state = the last K raw x columns (causal_conv1d_state: left zero padded when L < K),
+// ssm_state = the scan's h_last. MambaLM::step(ids (B), state) then advances one token (mamba-reference.md 6.3):
 //
 //   x, z     = split(in_proj(h_t))                       (B, ED) each
-//   conv_state <- shift left, conv_state[:, :, K-1] = x
-//   u        = silu(bias + sum_k conv_state[:, :, k] w[:, 0, k])          (B, ED)
-//   dt, B_t, C_t = split(x_proj(u));  r = dt @ dt_proj.weight^T + dt_proj.bias
-//   delta    = softplus(r) (r above 20)   A_bar = exp(delta A)            (the scan's own
-//   h        = A_bar * h + (delta u) B_t                                    scalar functions)
-//   y        = (<C_t, h> + D u) * silu(z);   out = out_proj(y)
+//   u        = silu(causal_conv1d_step(x, conv_state))   (B, ED)   conv_state shifted, x appended
+//   dt, B_t, C_t = split(x_proj(u));  r = dt @ dt_proj.weight^T
+//   y        = selective_scan_step(u, r, A, B_t, C_t, D, z, dt_proj.bias, ssm_state)   (B, ED)
+//              (delta = softplus(r + bias); h = exp(delta A) h + (delta u) B_t;
+//               y = (<C_t, h> + D u) silu(z); ssm_state updated in place)
+//   out      = out_proj(y)
+// The two per-token kernels live beside their parallel forms in ops/ (ops/conv1d.h,
+// ops/selective_scan/step.cpp).
 //
 // prefill followed by steps reproduces the parallel forward's logits at every position
 // (tests/test_mamba_step.cpp checks this to 1e-5 relative in f32).
@@ -39,9 +41,5 @@ struct InferenceState {
   int64_t seqlen = 0;  // tokens consumed so far (prefill + steps)
   int64_t batch() const { return layers.empty() ? 0 : layers[0].ssm_state.size(0); }
 };
-
-// conv_state (B, ED, K) from the raw conv inputs x (B, L, ED): the last K time steps, newest
-// at index K-1, zeros in front when L < K.
-Tensor conv_state_from_inputs(const Tensor& x, int64_t K);
 
 }  // namespace mg::nn

@@ -6,8 +6,9 @@
 
 #include "nn/init.h"
 #include "ops/arith.h"
+#include "ops/conv1d.h"
 #include "ops/matmul.h"
-#include "ops/selective_scan.h"
+#include "ops/selective_scan/selective_scan.h"
 #include "ops/shape.h"
 #include "ops/softmax.h"
 #include "ops/unary.h"
@@ -149,7 +150,7 @@ Tensor MambaMixer::forward(const Tensor& h, LayerState* state) const {
   ScanResult scan = selective_scan(u, delta, A, Bm, C, D, z, dt_proj.bias,
                                    /*delta_softplus=*/true);  // y (B, L, ED)
   if (state) {
-    state->conv_state = conv_state_from_inputs(x.detach(), d_conv);  // (B, ED, K)
+    state->conv_state = causal_conv1d_state(x.detach(), d_conv);    // (B, ED, K)
     state->ssm_state = scan.h_last.detach();                         // (B, ED, N)
   }
   return out_proj.forward(scan.y);                          // (B, L, D)

@@ -161,4 +161,93 @@ Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias) 
   return y;
 }
 
+// ---- recurrent inference: one token at a time, and the window it carries ----------------------
+// window (B, C, K) holds the last K inputs of each channel, newest at index K-1: what the
+// parallel form's taps read at the last step. The step shifts it and applies the taps.
+namespace cpu {
+
+// x, y: (B, C) one token; w: (C, 1, K); bias: (C) or null; window: (B, C, K), updated in place:
+//   window[b, c, :] <- shift left, window[b, c, K-1] = x[b, c]
+//   y[b, c] = bias[c] + sum_k w[c, 0, k] * window[b, c, k]          (tap K-1 = the new x)
+template <typename T>
+void causal_conv1d_step_forward(const T* x, const T* w, const T* bias, T* window, T* y,
+                                int64_t B, int64_t C, int64_t K) {
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t c = 0; c < C; ++c) {
+      T* win = window + (b * C + c) * K;
+      for (int64_t k = 0; k + 1 < K; ++k) win[k] = win[k + 1];
+      win[K - 1] = x[b * C + c];
+      T acc = bias ? bias[c] : T(0);
+      for (int64_t k = 0; k < K; ++k) acc += w[c * K + k] * win[k];
+      y[b * C + c] = acc;
+    }
+}
+
+// x: (B, L, C) a prefix; window: (B, C, K) its last K steps, newest at K-1, zeros before t = 0.
+template <typename T>
+void causal_conv1d_state_forward(const T* x, T* window, int64_t B, int64_t L, int64_t C,
+                                 int64_t K) {
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t t = L - K + k;  // slot K-1 holds the newest step, L-1
+        window[(b * C + c) * K + k] = t >= 0 ? x[(b * L + t) * C + c] : T(0);
+      }
+}
+
+#define MG_INSTANTIATE(T)                                                                      \
+  template void causal_conv1d_step_forward<T>(const T*, const T*, const T*, T*, T*, int64_t,   \
+                                              int64_t, int64_t);                               \
+  template void causal_conv1d_state_forward<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t);
+MG_INSTANTIATE(float)
+MG_INSTANTIATE(double)
+#undef MG_INSTANTIATE
+
+}  // namespace cpu
+
+Tensor causal_conv1d_step(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                          const Tensor& window) {
+  const char* op = "causal_conv1d_step";
+  check_float(op, x, "x");
+  check_dim(op, x, 2, "x (B, C)");
+  check_dim(op, window, 3, "window (B, C, K)");
+  const int64_t B = x.size(0), C = x.size(1), K = window.size(2);
+  check_shape(op, weight, {C, 1, K}, "weight (C, 1, K)");
+  check_shape(op, window, {B, C, K}, "window");
+  if (bias.defined()) check_shape(op, bias, {C}, "bias");
+  for (const Tensor* t : {&weight, &bias, &window}) {
+    if (!t->defined()) continue;
+    check_same_dtype(op, x, *t);
+    check_same_device(op, x, *t);
+  }
+  MG_CHECK(!needs_grad({x, weight, bias, window}), op,
+           ": inference only (no backward): run it under NoGradGuard or on detached tensors");
+  Tensor y = Tensor::empty({B, C}, x.dtype(), x.device());
+  // A CUDA twin: declare cuda::causal_conv1d_step_forward in conv1d.h and call it here.
+  dispatch_device(x.device(), x.dtype(), op,
+                  [&] { throw Error(detail::cat(op, ": no CUDA kernel yet (decode on the CPU)")); },
+                  [&]<typename T>() {
+                    cpu::causal_conv1d_step_forward<T>(x.data<T>(), weight.data<T>(),
+                                                       bias.data_or_null<T>(), window.data<T>(),
+                                                       y.data<T>(), B, C, K);
+                  });
+  return y;
+}
+
+Tensor causal_conv1d_state(const Tensor& x, int64_t K) {
+  const char* op = "causal_conv1d_state";
+  check_float(op, x, "x");
+  check_dim(op, x, 3, "x (B, L, C)");
+  MG_CHECK(K >= 1, op, ": K (taps) must be >= 1, got ", K);
+  const int64_t B = x.size(0), L = x.size(1), C = x.size(2);
+  Tensor window = Tensor::empty({B, C, K}, x.dtype(), x.device());
+  // A CUDA twin: declare cuda::causal_conv1d_state_forward in conv1d.h and call it here.
+  dispatch_device(x.device(), x.dtype(), op,
+                  [&] { throw Error(detail::cat(op, ": no CUDA kernel yet (prefill on the CPU)")); },
+                  [&]<typename T>() {
+                    cpu::causal_conv1d_state_forward<T>(x.data<T>(), window.data<T>(), B, L, C, K);
+                  });
+  return window;
+}
+
 }  // namespace mg

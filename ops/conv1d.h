@@ -60,4 +60,24 @@ void causal_conv1d_backward(const float* x, const float* w, const float* dy, flo
 // x (B, L, C), weight (C, 1, K), bias (C) or undefined -> y (B, L, C). CPU: f32, f64; CUDA: f32.
 Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 
+// ---- recurrent inference (one token at a time; no backward: the step throws if one is needed) -
+// window (B, C, K): the last K inputs of each channel, newest at index K-1 (zeros before t = 0).
+namespace cpu {
+// x, y (B, C); w (C, 1, K); bias (C) or null; window (B, C, K) shifted and x appended in place.
+template <typename T>
+void causal_conv1d_step_forward(const T* x, const T* w, const T* bias, T* window, T* y,
+                                int64_t B, int64_t C, int64_t K);
+// x (B, L, C) -> window (B, C, K): its last K steps.
+template <typename T>
+void causal_conv1d_state_forward(const T* x, T* window, int64_t B, int64_t L, int64_t C,
+                                 int64_t K);
+}  // namespace cpu
+
+// One token: x (B, C) is appended to `window` (B, C, K, updated in place) and y (B, C) is
+// causal_conv1d's output at x's position of the sequence the window has seen.
+Tensor causal_conv1d_step(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                          const Tensor& window);
+// The window a step needs after the prefix x (B, L, C): (B, C, K), zeros in front when L < K.
+Tensor causal_conv1d_state(const Tensor& x, int64_t K);
+
 }  // namespace mg

@@ -5,7 +5,7 @@
 #
 #   scripts/cuda_resource_report.sh [ARCH]      ARCH: compute capability, default 90
 #
-# It compiles cuda/selective_scan.cu and cuda/selective_scan_v2.cu with the build's flags
+# It compiles every cuda/selective_scan/*.cu (v1, v2's forward and backward, common) with the build's flags
 # (CMakeLists.txt: -O3 -lineinfo --expt-relaxed-constexpr --extended-lambda -std=c++20) plus
 # -Xptxas -v into a temporary directory; nothing in the build tree is touched.
 set -euo pipefail
@@ -23,11 +23,11 @@ FLAGS=(-DMG_WITH_CUDA=1 -I"$ROOT" -isystem=/usr/include/eigen3 -O3 -DNDEBUG
   echo "# regenerate: scripts/cuda_resource_report.sh ${ARCH}"
   echo "# $("$NVCC" --version | tail -1)"
   echo "# kernel names demangled; one block per kernel: registers, spill stores/loads, smem"
-  for f in selective_scan.cu selective_scan_v2.cu; do
+  for f in v1.cu v2_forward.cu v2_backward.cu common.cu; do
     echo
-    echo "## cuda/$f"
+    echo "## cuda/selective_scan/$f"
     start=$(date +%s.%N)
-    "$NVCC" "${FLAGS[@]}" -x cu -c "$ROOT/cuda/$f" -o "$TMP/$f.o" 2> "$TMP/$f.log"
+    "$NVCC" "${FLAGS[@]}" -x cu -c "$ROOT/cuda/selective_scan/$f" -o "$TMP/$f.o" 2> "$TMP/$f.log"
     end=$(date +%s.%N)
     grep -E "Compiling entry function|Function properties|spill stores|Used [0-9]+ registers" "$TMP/$f.log" \
       | sed -E "s/ptxas info *: //" \
@@ -42,7 +42,7 @@ FLAGS=(-DMG_WITH_CUDA=1 -I"$ROOT" -isystem=/usr/include/eigen3 -O3 -DNDEBUG
   done
 } > "$OUT"
 # The check: no spills in any v2 kernel.
-v2_spills=$(awk '/^## cuda\/selective_scan_v2.cu/{v2=1} v2 && /spill stores/' "$OUT" \
+v2_spills=$(awk '/^## /{v2 = /v2_/} v2 && /spill stores/' "$OUT" \
             | grep -Ev "0 bytes spill stores, 0 bytes spill loads" || true)
 if [[ -n "$v2_spills" ]]; then
   echo "CHECK FAILED: a v2 kernel spills:" | tee -a "$OUT"

@@ -5,9 +5,13 @@
 #include <cmath>
 #include <map>
 
+#include "autograd/grad_mode.h"
 #include "data/byte_tokenizer.h"
 #include "nn/mamba.h"
 #include "nn/sampling.h"
+#include "ops/arith.h"
+#include "ops/conv1d.h"
+#include "ops/selective_scan/selective_scan.h"
 #include "ops/shape.h"
 
 using namespace mg;
@@ -83,9 +87,9 @@ TEST_CASE("mamba step: the same in f64 to near machine precision") {
 TEST_CASE("mamba step: prefill state layout and num_last_tokens") {
   // conv_state holds the last K raw inputs, newest at K-1, zero padded in front when L < K.
   Tensor x = Tensor::from_vector<float>({1, 2, 3, 4, 5, 6}, {1, 3, 2});  // (B, L, ED)
-  Tensor s = conv_state_from_inputs(x, 4);                             // (B, ED, K)
+  Tensor s = causal_conv1d_state(x, 4);                             // (B, ED, K)
   CHECK(s.to_vector<float>() == std::vector<float>{0, 1, 3, 5, 0, 2, 4, 6});
-  CHECK(conv_state_from_inputs(x, 2).to_vector<float>() == std::vector<float>{3, 5, 4, 6});
+  CHECK(causal_conv1d_state(x, 2).to_vector<float>() == std::vector<float>{3, 5, 4, 6});
 
   MambaLM m(step_config(), 23);
   Tensor ids = random_ids({2, 9}, 50, 6);
@@ -105,6 +109,95 @@ TEST_CASE("mamba step: prefill state layout and num_last_tokens") {
   CHECK(fresh.layers.size() == 2);
   CHECK(shape_str(m.step(Tensor::from_vector(std::vector<int32_t>{1, 2}, {2}), fresh).shape()) ==
         "(2, 56)");
+}
+
+// ---- the per-token kernels against their parallel forms ------------------------------------
+// Every value in double (exact for f32): == compares the bits up to the sign of zero.
+std::vector<double> values(const Tensor& t) { return t.to(DType::f64).to_vector<double>(); }
+
+TEST_CASE("selective_scan_step: token by token == the parallel scan, every optional input") {
+  // Against the N-specialised f32 kernel (N 16: the model's case) the step gives the same bits;
+  // against the generic kernel (f32 N 5, f64 N 4) it may differ by an ulp where D is given
+  // (the generic kernel rounds D u before adding <C_t, h>; the step fuses them, as GCC does in
+  // the N-specialised kernel). ED 19: a padded lane block in the parallel kernels.
+  struct Case { DType dt; int64_t N; bool bitwise; double tol; };
+  int checked = 0;
+  for (Case c : {Case{DType::f32, 16, true, 0}, Case{DType::f32, 5, false, 1e-6},
+                 Case{DType::f64, 4, false, 1e-14}}) {
+    for (int mask = 0; mask < 32; ++mask) {  // D, z, delta_bias, h0, softplus
+      const bool has_D = mask & 1, has_z = mask & 2, has_bias = mask & 4, has_h0 = mask & 8;
+      const bool softplus = mask & 16;
+      CAPTURE(c.N); CAPTURE(mask);
+      const int64_t B = 2, L = 7, ED = 19, N = c.N;
+      Generator g(100 + mask);
+      Tensor u = Tensor::randn({B, L, ED}, c.dt, &g);
+      Tensor delta = softplus ? Tensor::randn({B, L, ED}, c.dt, &g) * 0.5
+                              : Tensor::uniform({B, L, ED}, 0.001, 0.5, c.dt, &g);
+      Tensor A = -Tensor::uniform({ED, N}, 0.5, 4.0, c.dt, &g);
+      Tensor Bm = Tensor::randn({B, L, N}, c.dt, &g), C = Tensor::randn({B, L, N}, c.dt, &g);
+      Tensor D = has_D ? Tensor::randn({ED}, c.dt, &g) : Tensor();
+      Tensor z = has_z ? Tensor::randn({B, L, ED}, c.dt, &g) : Tensor();
+      Tensor bias;  // softplus(bias) in Mamba's dt range; without softplus delta + bias > 0
+      if (has_bias) bias = softplus ? Tensor::uniform({ED}, -4.0, -1.0, c.dt, &g)
+                                    : Tensor::uniform({ED}, 0.0, 0.1, c.dt, &g);
+      Tensor h0 = has_h0 ? Tensor::randn({B, ED, N}, c.dt, &g) : Tensor();
+      ScanResult whole = selective_scan(u, delta, A, Bm, C, D, z, bias, softplus, h0);
+      Tensor state = has_h0 ? h0.clone() : Tensor::zeros({B, ED, N}, c.dt);
+      auto at = [&](const Tensor& x, int64_t t) {  // (B, L, X) -> step t's (B, X)
+        return x.defined() ? slice(x, 1, t, t + 1).reshape({B, x.size(2)}) : Tensor();
+      };
+      auto same = [&](const Tensor& got, const Tensor& want) {
+        return c.bitwise ? values(got) == values(want) : rel_error(got, want) < c.tol;
+      };
+      for (int64_t t = 0; t < L; ++t) {
+        Tensor y = selective_scan_step(at(u, t), at(delta, t), A, at(Bm, t), at(C, t), D, at(z, t),
+                                       bias, softplus, state);
+        CHECK(same(y, at(whole.y, t)));
+      }
+      CHECK(same(state, whole.h_last));
+      ++checked;
+    }
+  }
+  CHECK(checked == 96);
+  Tensor u = Tensor::zeros({2, 3}), A = Tensor::zeros({3, 4}), BC = Tensor::zeros({2, 4});
+  CHECK_THROWS_WITH_AS(
+      selective_scan_step(u, u, A, BC, BC, {}, {}, {}, true, Tensor::zeros({2, 3, 5})),
+      doctest::Contains("selective_scan_step"), Error);
+  // No backward: a step that would need one says so instead of cutting the graph silently.
+  Tensor A_leaf = A.clone().requires_grad_();
+  CHECK_THROWS_WITH_AS(
+      selective_scan_step(u, u, A_leaf, BC, BC, {}, {}, {}, true, Tensor::zeros({2, 3, 4})),
+      doctest::Contains("inference only"), Error);
+  {
+    NoGradGuard no_grad;
+    CHECK(selective_scan_step(u, u, A_leaf, BC, BC, {}, {}, {}, true, Tensor::zeros({2, 3, 4}))
+              .defined());
+  }
+}
+
+TEST_CASE("causal_conv1d_step: token by token == causal_conv1d, with and without bias") {
+  // The same K products in the same order; the compiler may fuse the parallel form's
+  // multiply-adds differently, so the outputs agree to rounding, the window exactly.
+  for (DType dt : {DType::f32, DType::f64})
+    for (int64_t K : {1, 4})
+      for (bool with_bias : {false, true}) {
+        CAPTURE(K); CAPTURE(with_bias);
+        const int64_t B = 2, L = 6, C = 5;
+        const double tol = dt == DType::f32 ? 1e-6 : 1e-15;
+        Generator g(7 + K);
+        Tensor x = Tensor::randn({B, L, C}, dt, &g), w = Tensor::randn({C, 1, K}, dt, &g);
+        Tensor bias = with_bias ? Tensor::randn({C}, dt, &g) : Tensor();
+        Tensor y = causal_conv1d(x, w, bias);                       // (B, L, C)
+        Tensor window = causal_conv1d_state(slice(x, 1, 0, 2), K);  // after a prefix of 2
+        for (int64_t t = 2; t < L; ++t) {
+          Tensor yt = causal_conv1d_step(slice(x, 1, t, t + 1).reshape({B, C}), w, bias, window);
+          CHECK(rel_error(yt, slice(y, 1, t, t + 1).reshape({B, C})) < tol);
+        }
+        CHECK(values(window) == values(causal_conv1d_state(x, K)));
+      }
+  Tensor w = Tensor::ones({3, 1, 2}).requires_grad_(), window = Tensor::zeros({1, 3, 2});
+  CHECK_THROWS_WITH_AS(causal_conv1d_step(Tensor::ones({1, 3}), w, {}, window),
+                       doctest::Contains("causal_conv1d_step: inference only"), Error);
 }
 
 // ---- sampling ------------------------------------------------------------------------------

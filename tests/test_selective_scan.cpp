@@ -1,23 +1,23 @@
-// The selective scan: the vectorised exp/softplus (core/vmath.h), gradchecks of every input in f64, fast ==
-// sequential == composed reference in f32, softplus edges, exp underflow, chunked processing
-// of a long sequence, determinism across thread counts, and the O(B*L*ED) memory claim.
+// The selective scan: gradchecks of every input in f64, fast == sequential == composed
+// reference in f32, softplus edges, exp underflow, chunked processing of a long sequence,
+// determinism across thread counts, the O(B*L*ED) memory claim, and which kernel runs.
+// (The vectorised exp/softplus the fast kernels use: tests/test_vmath.cpp.)
 #include <doctest/doctest.h>
 
-#include <bit>
 #include <cmath>
 #include <cstring>
 #include <functional>
 #include <string>
 #include <tuple>
-#include <limits>
 #include <vector>
 
 #include "autograd/gradcheck.h"
 #include "autograd/tape.h"
 #include "core/allocator.h"
+#include "core/settings.h"
 #include "ops/arith.h"
-#include "ops/selective_scan.h"
-#include "core/vmath.h"
+#include "ops/selective_scan/kernels.h"
+#include "ops/selective_scan/selective_scan.h"
 #include "ops/shape.h"
 
 #ifdef _OPENMP
@@ -29,7 +29,7 @@ using namespace mg;
 namespace {
 
 // Inputs of one scan, in the op's argument order; optional ones may be undefined.
-struct ScanArgs {
+struct ScanInputs {
   Tensor u, delta, A, B, C, D, z, bias, h0;
   bool softplus = true;
   std::vector<Tensor> list() const { return {u, delta, A, B, C, D, z, bias, h0}; }
@@ -40,10 +40,10 @@ struct Optionals {
 
 // Realistic inputs: A = -exp(A_log) with the S4D-real init A_log[d, n] = log(n + 1);
 // softplus(bias) log-uniform in [1e-3, 0.1] (Mamba's dt init); delta_raw ~ N(0, 0.5^2).
-ScanArgs make_args(int64_t B, int64_t L, int64_t ED, int64_t N, Optionals o, DType dt,
+ScanInputs make_args(int64_t B, int64_t L, int64_t ED, int64_t N, Optionals o, DType dt,
                    uint64_t seed) {
   Generator g(seed);
-  ScanArgs a;
+  ScanInputs a;
   a.softplus = o.softplus;
   a.u = Tensor::randn({B, L, ED}, dt, &g);
   a.delta = o.softplus ? Tensor::randn({B, L, ED}, dt, &g) * 0.5
@@ -68,11 +68,20 @@ ScanArgs make_args(int64_t B, int64_t L, int64_t ED, int64_t N, Optionals o, DTy
   return a;
 }
 
-ScanResult run(const ScanArgs& a, ScanImpl impl, int64_t chunk = kDefaultScanChunk) {
-  return selective_scan(ScanOptions{impl, chunk}, a.u, a.delta, a.A, a.B, a.C, a.D, a.z, a.bias,
-                        a.softplus, a.h0);
+// The op with this kernel choice and chunk length in force (core/settings.h); the backward runs
+// the kernels the forward chose.
+template <typename... Args>
+ScanResult scan_with(ScanKernel impl, int64_t chunk, const Args&... args) {
+  Settings s = settings();
+  s.scan_kernel = impl;
+  s.scan_chunk = chunk;
+  SettingsGuard guard(s);
+  return selective_scan(args...);
 }
-ScanResult run_reference(const ScanArgs& a) {
+ScanResult run(const ScanInputs& a, ScanKernel impl, int64_t chunk = kDefaultScanChunk) {
+  return scan_with(impl, chunk, a.u, a.delta, a.A, a.B, a.C, a.D, a.z, a.bias, a.softplus, a.h0);
+}
+ScanResult run_reference(const ScanInputs& a) {
   return selective_scan_reference(a.u, a.delta, a.A, a.B, a.C, a.D, a.z, a.bias, a.softplus, a.h0);
 }
 
@@ -81,9 +90,9 @@ Tensor flat(const ScanResult& r) { return cat({r.y.reshape({-1}), r.h_last.resha
 
 // Forward + backward with fixed cotangents; returns y, h_last and every gradient (undefined
 // where the input is absent).
-std::vector<Tensor> fwd_bwd(const ScanArgs& args, const std::function<ScanResult(const ScanArgs&)>& f,
+std::vector<Tensor> fwd_bwd(const ScanInputs& args, const std::function<ScanResult(const ScanInputs&)>& f,
                             uint64_t seed = 99) {
-  ScanArgs a = args;
+  ScanInputs a = args;
   for (Tensor* t : {&a.u, &a.delta, &a.A, &a.B, &a.C, &a.D, &a.z, &a.bias, &a.h0})
     if (t->defined()) *t = t->clone().requires_grad_();
   tape().clear();
@@ -118,109 +127,6 @@ bool bitwise_equal(const Tensor& a, const Tensor& b) {
 
 }  // namespace
 
-TEST_CASE("vmath: 16-lane softplus, sigmoid and the fused pair are bitwise the scalar algorithm") {
-  // Every 997th float bit pattern of [-120, 120] (both signs), plus the edges: 0, +-20 (the
-  // softplus threshold), 20.5, tiny and huge magnitudes, infinities and NaN.
-  std::vector<float> xs = {0.0f, -0.0f, 20.0f, -20.0f, 20.5f, 1e-30f, -1e-30f, 88.0f, -104.0f,
-                           3e38f, -3e38f, INFINITY, -INFINITY, NAN};
-  for (uint32_t bits = 0; bits <= std::bit_cast<uint32_t>(120.0f); bits += 997) {
-    xs.push_back(std::bit_cast<float>(bits));
-    xs.push_back(-std::bit_cast<float>(bits));
-  }
-  int64_t mismatch = 0;
-  for (size_t i = 0; i < xs.size(); i += 16) {
-    alignas(64) float in[16] = {};
-    for (size_t j = 0; j < 16 && i + j < xs.size(); ++j) in[j] = xs[i + j];
-    vmath::F32x16 v;
-    std::memcpy(&v, in, sizeof(v));
-    const vmath::F32x16 sp = vmath::vsoftplus(v), sg = vmath::vsigmoid(v);
-    vmath::F32x16 sp2, sg2;  // the fused form shares one exp; it must not change a bit
-    vmath::vsoftplus_sigmoid(v, sp2, sg2);
-    mismatch += std::memcmp(&sp, &sp2, sizeof(sp)) != 0 || std::memcmp(&sg, &sg2, sizeof(sg)) != 0;
-    for (int j = 0; j < 16; ++j) {
-      const float a = vmath::vsoftplus<float>(in[j]), b = vmath::vsigmoid<float>(in[j]);
-      const float va = sp[j], vb = sg[j];
-      mismatch += !(std::isnan(a) && std::isnan(va)) && std::memcmp(&a, &va, 4) != 0;
-      mismatch += !(std::isnan(b) && std::isnan(vb)) && std::memcmp(&b, &vb, 4) != 0;
-    }
-  }
-  CHECK(xs.size() > 1000);
-  CHECK(mismatch == 0);
-}
-
-TEST_CASE("vmath: vectorised exp against exp in double, scalar and 16-lane forms agree") {
-  // f32: every 61st float (by bit pattern) of [-87.3, 88.7], the normal range of the result
-  // (3.5e7 points, dense near 0 as the floats are); errors in ulps of the correctly rounded
-  // result, and relative.
-  double worst32 = 0, worst_ulp = 0, worst64 = 0;
-  int64_t count = 0, lane_mismatch = 0;
-  alignas(64) float xs[16];
-  int filled = 0;
-  auto check_lanes = [&]() {
-    vmath::F32x16 v;
-    std::memcpy(&v, xs, sizeof(v));
-    const vmath::F32x16 e = vmath::vexp(v);
-    for (int j = 0; j < filled; ++j) {
-      const float s = vmath::vexp<float>(xs[j]);
-      const bool both_nan = std::isnan(s) && std::isnan(e[j]);
-      if (!both_nan && std::memcmp(&s, &e[j], sizeof(float)) != 0) ++lane_mismatch;
-    }
-    filled = 0;
-  };
-  int64_t i = 0;
-  for (uint32_t bits = 0; bits <= std::bit_cast<uint32_t>(88.7f) * 2; bits += 61, ++i) {
-    const uint32_t mag = bits >> 1, sign = (bits & 1) << 31;  // alternate the signs
-    const float x = std::bit_cast<float>(mag | sign);
-    if (x < -87.3f) continue;
-    const float e = vmath::vexp<float>(x);
-    const double ref = std::exp(double(x));
-    const float rf = float(ref);
-    const double ulp = double(std::nextafter(rf, 1e30f)) - double(rf);
-    worst32 = std::max(worst32, std::abs(e - ref) / ref);
-    worst_ulp = std::max(worst_ulp, std::abs(e - ref) / ulp);
-    ++count;
-    if ((i & 63) == 0) {  // a sample for the 16-lane form
-      xs[filled++] = x;
-      if (filled == 16) check_lanes();
-    }
-  }
-  for (double x = -708.3; x <= 709.7; x += 1.3e-3) {
-    const double e64 = vmath::vexp<double>(x), ref64 = std::exp(x);
-    worst64 = std::max(worst64, std::abs(e64 - ref64) / ref64);
-  }
-  MESSAGE("vexp over " << count << " floats: f32 max relative error " << worst32 << " ("
-                       << worst_ulp << " ulp), f64 " << worst64);
-  CHECK(worst32 < 1.0e-7);
-  CHECK(worst_ulp < 1.1);
-  CHECK(worst64 < 4.5e-16);
-  // The edges, in both forms: underflow exactly 0, overflow +inf, NaN stays NaN, gradual
-  // underflow kept.
-  const float nan = std::numeric_limits<float>::quiet_NaN();
-  const float edges[16] = {-104.0f, -1e30f, 89.0f, 1e30f, nan, -100.0f, -87.5f, 0.0f,
-                           -0.0f,   1e-30f, 88.7f, -90.0f, -0.3465f, 0.3466f, 1.0f, -1.0f};
-  std::memcpy(xs, edges, sizeof(edges));
-  filled = 16;
-  check_lanes();
-  CHECK(lane_mismatch == 0);
-  CHECK(vmath::vexp<float>(-104.0f) == 0.0f);
-  CHECK(vmath::vexp<float>(-1e30f) == 0.0f);
-  CHECK(vmath::vexp<double>(-1e300) == 0.0);
-  CHECK(std::isinf(vmath::vexp<float>(89.0f)));
-  CHECK(std::isnan(vmath::vexp<float>(nan)));
-  CHECK(vmath::vexp<float>(0.0f) == 1.0f);
-  CHECK(vmath::vexp<float>(-100.0f) == doctest::Approx(std::exp(-100.0f)).epsilon(1e-2));
-  // softplus, sigmoid and silu, both sides of the threshold.
-  for (double x : {-100.0, -20.0, -3.0, 0.0, 1e-8, 2.5, 20.0, 21.0, 100.0}) {
-    double sp = x > 20 ? x : std::log1p(std::exp(x)), sg = 1 / (1 + std::exp(-x));
-    CHECK(vmath::vsoftplus<double>(x) == doctest::Approx(sp).epsilon(1e-15));
-    CHECK(vmath::vsoftplus<float>(float(x)) == doctest::Approx(sp).epsilon(3e-7));
-    CHECK(vmath::vsigmoid<double>(x) == doctest::Approx(sg).epsilon(1e-15));
-    CHECK(vmath::vsigmoid<float>(float(x)) == doctest::Approx(sg).epsilon(3e-7));
-    CHECK(vmath::vsilu<double>(x) == doctest::Approx(x * sg).epsilon(1e-15));
-    CHECK(vmath::vsilu<float>(float(x)) == doctest::Approx(float(x) * sg).epsilon(3e-7));
-  }
-}
-
 TEST_CASE("selective_scan: gradcheck in f64 of every input and through h_last") {
   const int64_t T = 4;  // small chunk so that L covers {1, 7, T-1, T, T+1, 3T+5}
   const int64_t Ls[] = {1, 7, T - 1, T, T + 1, 3 * T + 5};
@@ -230,13 +136,13 @@ TEST_CASE("selective_scan: gradcheck in f64 of every input and through h_last") 
   // the optional-input mask runs through all 16 subsets of {D, z, bias, h0}, and softplus is
   // off in every third case. Then 6 sequential-loop cases.
   for (int i = 0; i < 24; ++i) {
-    const ScanImpl impl = i < 18 ? ScanImpl::fast : ScanImpl::sequential;
+    const ScanKernel impl = i < 18 ? ScanKernel::fast : ScanKernel::sequential;
     const int64_t L = Ls[i % 6], B = Bs[i % 2], ED = EDs[(i / 2) % 3], N = Ns[(i / 6) % 3];
     const int mask = (i * 7) % 16;
     Optionals o{bool(mask & 1), bool(mask & 2), bool(mask & 4), bool(mask & 8), i % 3 != 2};
-    ScanArgs a = make_args(B, L, ED, N, o, DType::f64, 1000 + i);
+    ScanInputs a = make_args(B, L, ED, N, o, DType::f64, 1000 + i);
     CAPTURE(i);
-    CAPTURE(std::string(impl == ScanImpl::fast ? "fast" : "sequential"));
+    CAPTURE(std::string(impl == ScanKernel::fast ? "fast" : "sequential"));
     CAPTURE(B); CAPTURE(L); CAPTURE(ED); CAPTURE(N); CAPTURE(mask); CAPTURE(o.softplus);
     GradcheckOptions opts;
     // <r, out> sums up to ~2000 outputs: at eps = 1e-6 its rounding (~1e-14) over 2 eps reaches
@@ -245,8 +151,8 @@ TEST_CASE("selective_scan: gradcheck in f64 of every input and through h_last") 
     opts.tolerance = 1e-6;
     auto res = gradcheck(
         [&](const std::vector<Tensor>& x) {
-          return flat(selective_scan(ScanOptions{impl, T}, x[0], x[1], x[2], x[3], x[4], x[5],
-                                     x[6], x[7], a.softplus, x[8]));
+          return flat(scan_with(impl, T, x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7],
+                                a.softplus, x[8]));
         },
         a.list(), opts);
     CHECK_MESSAGE(res.ok, res.report());
@@ -257,7 +163,7 @@ TEST_CASE("selective_scan: gradcheck in f64 of every input and through h_last") 
 }
 
 TEST_CASE("selective_scan: gradcheck of the composed reference (f64, small)") {
-  ScanArgs a = make_args(2, 5, 3, 4, Optionals{}, DType::f64, 7);
+  ScanInputs a = make_args(2, 5, 3, 4, Optionals{}, DType::f64, 7);
   auto res = gradcheck(
       [&](const std::vector<Tensor>& x) {
         return flat(selective_scan_reference(x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7],
@@ -283,9 +189,9 @@ TEST_CASE("selective_scan: fast == sequential == composed reference in f32, real
   };
   for (const Case& c : cases) {
     CAPTURE(c.B); CAPTURE(c.L); CAPTURE(c.ED); CAPTURE(c.N);
-    ScanArgs a = make_args(c.B, c.L, c.ED, c.N, c.o, DType::f32, 5 + c.L);
-    auto fast = fwd_bwd(a, [](const ScanArgs& x) { return run(x, ScanImpl::fast); });
-    auto seq = fwd_bwd(a, [](const ScanArgs& x) { return run(x, ScanImpl::sequential); });
+    ScanInputs a = make_args(c.B, c.L, c.ED, c.N, c.o, DType::f32, 5 + c.L);
+    auto fast = fwd_bwd(a, [](const ScanInputs& x) { return run(x, ScanKernel::fast); });
+    auto seq = fwd_bwd(a, [](const ScanInputs& x) { return run(x, ScanKernel::sequential); });
     std::vector<Tensor> ref;
     if (c.with_reference) ref = fwd_bwd(a, run_reference);
     for (size_t k = 0; k < fast.size(); ++k) {
@@ -308,18 +214,18 @@ TEST_CASE("selective_scan: softplus at -100, -20, 0, 20, 21, 100 in both directi
   // and dy/d(delta_raw) = sigmoid(r), exactly 1 above the threshold 20.
   const std::vector<double> r{-100, -20, 0, 20, 21, 100};
   for (DType dt : {DType::f32, DType::f64}) {
-    for (ScanImpl impl : {ScanImpl::fast, ScanImpl::sequential}) {
-      ScanArgs a;
+    for (ScanKernel impl : {ScanKernel::fast, ScanKernel::sequential}) {
+      ScanInputs a;
       a.u = Tensor::ones({6, 1, 1}, dt);
       a.delta = Tensor::from_vector<double>(r, {6, 1, 1}).to(dt);
       a.A = Tensor::full({1, 1}, -1.0, dt);
       a.B = Tensor::ones({6, 1, 1}, dt);
       a.C = Tensor::ones({6, 1, 1}, dt);
-      auto out = fwd_bwd(a, [impl](const ScanArgs& x) { return run(x, impl); });
+      auto out = fwd_bwd(a, [impl](const ScanInputs& x) { return run(x, impl); });
       auto y = out[0].to(DType::f64).to_vector<double>();
       Tensor delta_leaf = a.delta.clone().requires_grad_();
       tape().clear();
-      ScanResult res = selective_scan(ScanOptions{impl, 4}, a.u, delta_leaf, a.A, a.B, a.C);
+      ScanResult res = scan_with(impl, 4, a.u, delta_leaf, a.A, a.B, a.C);
       backward(res.y, Tensor::ones({6, 1, 1}, dt));
       auto g = delta_leaf.grad().to(DType::f64).to_vector<double>();
       const double eps = dt == DType::f32 ? 1e-6 : 1e-14;
@@ -343,11 +249,11 @@ TEST_CASE("selective_scan: softplus at -100, -20, 0, 20, 21, 100 in both directi
 }
 
 TEST_CASE("selective_scan: huge |delta * A| underflows exp to 0 and stays finite") {
-  for (ScanImpl impl : {ScanImpl::fast, ScanImpl::sequential}) {
-    ScanArgs a = make_args(2, 9, 17, 4, Optionals{}, DType::f32, 3);
+  for (ScanKernel impl : {ScanKernel::fast, ScanKernel::sequential}) {
+    ScanInputs a = make_args(2, 9, 17, 4, Optionals{}, DType::f32, 3);
     a.delta = a.delta + 100.0;   // delta ~ 100
     a.A = a.A * 1e30;            // delta * A ~ -1e32: exp(.) = 0 exactly
-    auto out = fwd_bwd(a, [impl](const ScanArgs& x) { return run(x, impl, 4); });
+    auto out = fwd_bwd(a, [impl](const ScanInputs& x) { return run(x, impl, 4); });
     for (size_t k = 0; k < out.size(); ++k) {
       CAPTURE(kNames[k]);
       if (!out[k].defined()) continue;
@@ -365,14 +271,14 @@ TEST_CASE("selective_scan: huge |delta * A| underflows exp to 0 and stays finite
 
 TEST_CASE("selective_scan: scanning [x1, x2] == scanning x2 from h_last(x1), gradients too") {
   const int64_t B = 2, L = 50, L1 = 21, ED = 19, N = 8;
-  ScanArgs a = make_args(B, L, ED, N, Optionals{}, DType::f32, 11);
+  ScanInputs a = make_args(B, L, ED, N, Optionals{}, DType::f32, 11);
   auto piece = [&](const Tensor& t, int64_t s, int64_t e) { return t.defined() ? slice(t, 1, s, e) : t; };
-  for (ScanImpl impl : {ScanImpl::fast, ScanImpl::sequential}) {
-    CAPTURE(std::string(impl == ScanImpl::fast ? "fast" : "sequential"));
-    auto whole = fwd_bwd(a, [impl](const ScanArgs& x) { return run(x, impl, 8); });
+  for (ScanKernel impl : {ScanKernel::fast, ScanKernel::sequential}) {
+    CAPTURE(std::string(impl == ScanKernel::fast ? "fast" : "sequential"));
+    auto whole = fwd_bwd(a, [impl](const ScanInputs& x) { return run(x, impl, 8); });
     // Two calls chained through h_last, as training over chunks of a long sequence does.
-    auto chained = fwd_bwd(a, [&](const ScanArgs& x) {
-      ScanArgs x1 = x, x2 = x;
+    auto chained = fwd_bwd(a, [&](const ScanInputs& x) {
+      ScanInputs x1 = x, x2 = x;
       for (auto [p1, p2, full] : {std::tuple{&x1.u, &x2.u, &x.u}, {&x1.delta, &x2.delta, &x.delta},
                                   {&x1.B, &x2.B, &x.B}, {&x1.C, &x2.C, &x.C}, {&x1.z, &x2.z, &x.z}}) {
         *p1 = piece(*full, 0, L1);
@@ -395,8 +301,8 @@ TEST_CASE("selective_scan: forward and backward are bitwise identical across run
  for (int64_t N : {16, 12}) {  // the N-specialised kernel and the generic one
   CAPTURE(N);
   // ED 140: 9 channel blocks, two backward groups of the N-specialised kernel
-  ScanArgs a = make_args(3, 300, 140, N, Optionals{}, DType::f32, 21);
-  auto f = [](const ScanArgs& x) { return run(x, ScanImpl::fast, 32); };
+  ScanInputs a = make_args(3, 300, 140, N, Optionals{}, DType::f32, 21);
+  auto f = [](const ScanInputs& x) { return run(x, ScanKernel::fast, 32); };
 #ifdef _OPENMP
   const int saved = omp_get_max_threads();
   omp_set_num_threads(2);
@@ -424,8 +330,8 @@ TEST_CASE("selective_scan: fwd+bwd peak memory is O(B*L*ED), not O(B*L*ED*N)") {
     reset_peak_memory();
     const int64_t before = memory_stats().current_bytes;
     {
-      ScanArgs a = make_args(2, 4096, 64, N, Optionals{}, DType::f32, 5);
-      fwd_bwd(a, [](const ScanArgs& x) { return run(x, ScanImpl::fast); });
+      ScanInputs a = make_args(2, 4096, 64, N, Optionals{}, DType::f32, 5);
+      fwd_bwd(a, [](const ScanInputs& x) { return run(x, ScanKernel::fast); });
     }
     return memory_stats().peak_bytes - before;
   };
@@ -437,7 +343,7 @@ TEST_CASE("selective_scan: fwd+bwd peak memory is O(B*L*ED), not O(B*L*ED*N)") {
 }
 
 TEST_CASE("selective_scan: bad shapes and dtypes throw errors naming the op") {
-  ScanArgs a = make_args(2, 5, 3, 4, Optionals{}, DType::f32, 1);
+  ScanInputs a = make_args(2, 5, 3, 4, Optionals{}, DType::f32, 1);
   CHECK_THROWS_WITH_AS(selective_scan(a.u, a.delta, a.A, a.C.reshape({2, 4, 5}), a.C),
                        doctest::Contains("selective_scan"), Error);
   CHECK_THROWS_AS(selective_scan(a.u, a.delta.to(DType::f64), a.A, a.B, a.C), Error);
@@ -445,5 +351,33 @@ TEST_CASE("selective_scan: bad shapes and dtypes throw errors naming the op") {
   CHECK_THROWS_AS(selective_scan(a.u, a.delta, a.A, a.B, a.C, {}, {}, {}, true,
                                  Tensor::zeros({2, 3, 5})),
                   Error);
-  CHECK_THROWS_AS(selective_scan(ScanOptions{ScanImpl::fast, 0}, a.u, a.delta, a.A, a.B, a.C), Error);
+  CHECK_THROWS_AS(scan_with(ScanKernel::fast, 0, a.u, a.delta, a.A, a.B, a.C), Error);
+}
+
+TEST_CASE("selective_scan: choose_scan_kernel follows the settings and the sizes") {
+  // T: the element type (float or double); no GPU needed, the choice only names the kernels.
+  auto chosen = []<typename T>(T, Device dev, int64_t N, ScanKernel k, CudaScanVersion v) {
+    Settings s = settings();
+    s.scan_kernel = k;
+    s.cuda_scan = v;
+    SettingsGuard guard(s);
+    const ScanKernelPair<T> pair = choose_scan_kernel<T>(dev, N);
+    return std::string(pair.name) + (pair.saves_chunk_states ? "" : " (saves nothing)");
+  };
+  const Device cpu = Device::cpu(), gpu = Device::cuda(0);
+  const auto fast = ScanKernel::fast, seq = ScanKernel::sequential;
+  const auto v1 = CudaScanVersion::v1, v2 = CudaScanVersion::v2;
+  CHECK(chosen(0.0f, cpu, 16, fast, v2) == "fixed");  // f32 with N in {4, 8, 16, 32}
+  CHECK(chosen(0.0f, cpu, 32, fast, v1) == "fixed");
+  CHECK(chosen(0.0f, cpu, 12, fast, v2) == "fast");   // any other N
+  CHECK(chosen(0.0, cpu, 16, fast, v2) == "fast");    // f64
+  CHECK(chosen(0.0f, cpu, 16, seq, v2) == "sequential (saves nothing)");
+  CHECK(chosen(0.0, cpu, 5, seq, v1) == "sequential (saves nothing)");
+  if (cuda_compiled()) {
+    CHECK(chosen(0.0f, gpu, 16, seq, v1) == "cuda v1");  // scan_kernel is for CPU tensors
+    CHECK(chosen(0.0f, gpu, 5, fast, v2) == "cuda v2");
+  } else {
+    CHECK_THROWS_AS(chosen(0.0f, gpu, 16, fast, v2), Error);
+  }
+  CHECK_THROWS_AS(chosen(0.0, gpu, 16, fast, v2), Error);  // CUDA kernels are f32
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """PyTorch CPU peer for examples/bench_scan: the sequential selective scan (the form of
-mamba_ssm's `selective_scan_ref`, written here from the formulas in ops/selective_scan.h):
+mamba_ssm's `selective_scan_ref`, written here from the formulas in
+ops/selective_scan/selective_scan.h):
 delta and the (B, ED, L, N) discretised tensors materialised, a Python loop over L with a
 (B, ED, N) state, autograd for the backward.
 
@@ -56,6 +57,16 @@ def selective_scan_seq(u, delta, A, Bm, C, D, z, bias):
     return y * F.silu(z), h
 
 
+def one_pass(xs, dy, grad):
+    """One forward (and backward(dy) when grad) of the sequential form."""
+    if grad:
+        y, _ = selective_scan_seq(*xs)
+        y.backward(dy)
+    else:
+        with torch.no_grad():
+            selective_scan_seq(*xs)
+
+
 def timed(args, grad, queue):
     torch.set_num_threads(args.threads)
     xs = make_inputs(args.B, args.L, args.ED, args.N, grad)
@@ -64,12 +75,7 @@ def timed(args, grad, queue):
     def run():
         for x in xs:
             x.grad = None
-        if grad:
-            y, _ = selective_scan_seq(*xs)
-            y.backward(dy)
-        else:
-            with torch.no_grad():
-                selective_scan_seq(*xs)
+        one_pass(xs, dy, grad)
 
     run()  # warm-up
     times = []
@@ -86,12 +92,7 @@ def peak(args, grad, queue):
     dy = torch.randn(args.B, args.L, args.ED)
     with open("/proc/self/statm") as f:
         rss_before = int(f.read().split()[1]) * resource.getpagesize()
-    if grad:
-        y, _ = selective_scan_seq(*xs)
-        y.backward(dy)
-    else:
-        with torch.no_grad():
-            selective_scan_seq(*xs)
+    one_pass(xs, dy, grad)
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     queue.put(maxrss - rss_before)
 

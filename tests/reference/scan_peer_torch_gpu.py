@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """PyTorch GPU peer for `bench_scan --device cuda` (issue 7): the same selective scan as
-ops/selective_scan.h (softplus(delta + bias), D, the z gate), written here from the formulas,
-in the two "standard implementation" forms, with autograd for the backward:
+ops/selective_scan/selective_scan.h (softplus(delta + bias), D, the z gate), written here from
+the formulas, in the two "standard implementation" forms, with autograd for the backward:
 
   sequential  the selective_scan_ref form: dA = exp(dt A) and dt B u materialised as
               (B, L, ED, N), a Python loop over L with a (B, ED, N) state.

@@ -1,4 +1,4 @@
-// ops/selective_scan_reference.cpp — the selective scan composed from primitive ops.
+// ops/selective_scan/reference.cpp — the selective scan composed from primitive ops.
 //
 // Everything of size (B, L, ED, N) is materialised, as a naive framework implementation would
 // (the paper's "standard implementation"); gradients come from the primitive ops' backward
@@ -15,7 +15,7 @@
 // For tests and benchmarks only.
 #include "ops/arith.h"
 #include "ops/matmul.h"
-#include "ops/selective_scan.h"
+#include "ops/selective_scan/selective_scan.h"
 #include "ops/shape.h"
 #include "ops/unary.h"
 

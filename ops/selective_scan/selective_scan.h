@@ -1,4 +1,13 @@
-// ops/selective_scan.h — the selective scan (S6), the heart of Mamba, as one fused op.
+// ops/selective_scan/selective_scan.h — the selective scan (S6), the heart of Mamba, as one
+// fused op. This folder is the whole op; read it in this order:
+//   selective_scan.h   this file: the op and its math (forward, backward, saved set)
+//   scan_args.h        the kernels' arguments, defined once (ScanArgs, ScanGrads)
+//   sequential.cpp     the readable spec: the plainest loop, what every kernel is tested against
+//   kernels.h          every kernel, CPU and CUDA (cuda/selective_scan/), and the choice
+//   selective_scan.cpp the op: checks -> allocate -> choose_scan_kernel -> run -> record
+//   fast.cpp, fixed.cpp, math.h   the fused CPU kernels (generic; f32 with N in registers)
+//   step.cpp           the per-token form (recurrent inference)
+//   reference.cpp      the op composed from primitive ops (tests, benchmarks)
 //
 //   {y, h_last} = selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, h0)
 //
@@ -34,7 +43,7 @@
 // A_bar_t h_{t-1} comes from the recomputed h_{t-1} itself (the backward replays each chunk's
 // states anyway); nothing is ever divided by a product of A_bar's (which underflow to 0).
 //
-// ---- What is saved, what is recomputed (the fast kernel, ScanImpl::fast) -----------------
+// ---- What is saved, what is recomputed (the fast kernels, settings().scan_kernel fast) ------
 // Saved: the inputs (which the caller holds anyway) and the state ENTERING each chunk of T
 // steps, chunk_states (B, ceil(L/T), ED, N): h_{cT-1} for c = 0, 1, ... That is N/T values
 // per (b, t, d): with the default T = 64 and N = 16 a quarter of one (B, L, ED) tensor.
@@ -44,7 +53,7 @@
 // from the saved entering state by the same code as the forward (bitwise the same states);
 // then the adjoint runs backwards over the chunk and its A_bar_t lambda_t is carried into the
 // previous chunk.
-// ScanImpl::sequential saves nothing but the inputs; its backward replays the whole sequence
+// The sequential spec saves nothing but the inputs; its backward replays the whole sequence
 // of one (b, d) at a time ((L+1)*N values).
 //
 // ---- Parallel decomposition and determinism -----------------------------------------------
@@ -61,6 +70,9 @@
 // both directions; exp underflow gives exactly 0 (never NaN). The fast kernel's exp and
 // softplus are polynomials (core/vmath.h, max error measured in the tests), the sequential
 // loop uses std::exp / std::log1p. See docs/selective_scan.md.
+//
+// Which kernel runs: core/settings.h (scan_kernel fast|sequential, scan_chunk T for CPU
+// tensors; cuda_scan v1|v2 for CUDA ones), decided in choose_scan_kernel (kernels.h).
 #pragma once
 #include <cstdint>
 
@@ -73,45 +85,20 @@ struct ScanResult {
   Tensor h_last;  // (B, ED, N): the state after the last step; differentiable
 };
 
-enum class ScanImpl {
-  fast,        // the fused, vectorised, multi-threaded kernel with chunked recomputation
-  sequential,  // the plain loop (one (b, d) at a time, scalar std:: math): the readable spec
-};
-
-constexpr int64_t kDefaultScanChunk = 64;  // T: see docs/selective_scan.md for the choice
-
-struct ScanOptions {
-  ScanImpl impl = ScanImpl::fast;
-  int64_t chunk = kDefaultScanChunk;  // T >= 1: steps between saved states (fast kernel)
-};
-
-// The process-wide default used by selective_scan() without explicit options. Set it at
-// start-up or in a test, not while another thread is running scans.
-const ScanOptions& scan_options();
-void set_scan_options(const ScanOptions& opts);
-// Sets the default for the guard's lifetime (tests, benchmarks).
-class ScanOptionsGuard {
- public:
-  explicit ScanOptionsGuard(const ScanOptions& opts) : prev_(scan_options()) {
-    set_scan_options(opts);
-  }
-  ~ScanOptionsGuard() { set_scan_options(prev_); }
-  ScanOptionsGuard(const ScanOptionsGuard&) = delete;
-  ScanOptionsGuard& operator=(const ScanOptionsGuard&) = delete;
-
- private:
-  ScanOptions prev_;
-};
-
 ScanResult selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
                           const Tensor& C, const Tensor& D = {}, const Tensor& z = {},
                           const Tensor& delta_bias = {}, bool delta_softplus = true,
                           const Tensor& h0 = {});
-// The same with explicit options (ignores the process-wide default).
-ScanResult selective_scan(const ScanOptions& opts, const Tensor& u, const Tensor& delta,
-                          const Tensor& A, const Tensor& B, const Tensor& C, const Tensor& D = {},
-                          const Tensor& z = {}, const Tensor& delta_bias = {},
-                          bool delta_softplus = true, const Tensor& h0 = {});
+
+// One token of the same recurrence (recurrent inference), the state updated in place:
+//   u, delta, z, y : (B, ED)    B, C : (B, N)    A : (ED, N)    D, delta_bias : (ED)
+//   state          : (B, ED, N) h_{t-1} in, h_t out
+// Returns y (B, ED). The fast kernels' numbers: a prefill by selective_scan followed by steps
+// reproduces the scan over the whole sequence. Inference only (no backward): an mg::Error when
+// an input would need a gradient (grad mode on and an input requires grad).
+Tensor selective_scan_step(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
+                           const Tensor& C, const Tensor& D, const Tensor& z,
+                           const Tensor& delta_bias, bool delta_softplus, const Tensor& state);
 
 // The same function composed from primitive ops (matmul, exp, softplus, split, cat, ...),
 // materialising every (B, L, ED, N) intermediate. Obviously correct and slow: for tests and

@@ -1,9 +1,9 @@
-// ops/selective_scan_fixed.cpp — the fast scan for f32 with the state count N a compile-time
+// ops/selective_scan/fixed.cpp — the fast scan for f32 with the state count N a compile-time
 // constant (N = 4, 8, 16, 32): the block's state h (N vectors of 16 lanes) lives in registers.
 //
-// Same math and saved set as ops/selective_scan_fast.cpp (read that file's header first), and
-// the same forward decomposition; the backward's tasks are (b, group of kGroupBlocks channel
-// blocks) instead of b alone (ops/selective_scan.h, "Parallel decomposition"). The code shape:
+// Same math and saved set as fast.cpp (read that file's header first), and the same forward
+// decomposition; the backward's tasks are (b, group of kGroupBlocks channel blocks) instead of
+// b alone (selective_scan.h, "Parallel decomposition"). The code shape:
 //   * the channel block's 16 lanes are one GCC vector (vmath::F32x16, an AVX-512 register),
 //     the N-loop is unrolled at compile time, so h[n] never goes to memory in the forward;
 //   * exp is vmath::vexp(F32x16) (vscalefps for the power of two: 13 instructions);
@@ -23,8 +23,8 @@
 
 #include "core/parallel.h"
 #include "core/tensor.h"
-#include "ops/selective_scan_kernels.h"
-#include "ops/selective_scan_math.h"
+#include "ops/selective_scan/kernels.h"
+#include "ops/selective_scan/math.h"
 
 namespace mg::cpu {
 
@@ -83,7 +83,7 @@ inline Step prep_step(const float* u_row, const float* delta_row, V bias, bool s
 
 // One step for all NS states: A_bar = exp(dt A); h = A_bar h + (dt u) B_t[n]; returns
 // <C_t, h> as even-n + odd-n partial sums: the order of the generic kernel and of the
-// decoding step in nn/inference.cpp, which reproduces these numbers. Abar_out: keep A_bar.
+// per-token step (step.cpp), which reproduces these numbers. Abar_out: keep A_bar.
 template <int NS, bool kKeepAbar>
 [[gnu::always_inline]] inline V scan_step(const Step& s, const V* a, const float* B_t,
                                           const float* C_t, V* h, V* Abar_out) {
@@ -133,37 +133,41 @@ constexpr int64_t kGroupBlocks = 8;
 constexpr int64_t kAhead = 16;
 inline void prefetch_rows(const float* p, int64_t stride) { __builtin_prefetch(p + kAhead * stride); }
 
+// u, delta, z, y: (B, L, ED); Bm, C: (B, L, NS); A: (ED, NS); D, delta_bias: (ED);
+// h0, h_last: (B, ED, NS); chunk_states: (B, ceil(L/T), ED, NS).
 template <int NS>
-void fwd_fixed(const float* u, const float* delta, const float* A, const float* Bm,
-               const float* C, const float* D, const float* z, const float* delta_bias,
-               bool softplus, const float* h0, float* y, float* h_last, float* chunk_states,
-               int64_t batch, int64_t L, int64_t ED, int64_t T_chunk) {
+void fwd_fixed(const ScanArgs<float>& args) {
+  const int64_t L = args.L, ED = args.ED, T_chunk = args.T;
   const int64_t num_blocks = (ED + W - 1) / W, num_chunks = scan_num_chunks(L, T_chunk);
-  const int64_t tasks = batch * num_blocks;
-  const bool small = batch * L * ED * NS < kParallelWork;
+  const int64_t tasks = args.B * num_blocks;
+  const bool small = args.B * L * ED * NS < kParallelWork;
   parallel_for(tasks, small ? tasks : 0, [&](int64_t task_begin, int64_t task_end) {
     for (int64_t task = task_begin; task < task_end; ++task) {
       const int64_t b = task / num_blocks, d0 = (task % num_blocks) * W;
       const int64_t w = std::min<int64_t>(W, ED - d0);
       V a[NS], h[NS];
-      state_to_vecs<NS>(A, d0, w, a);
-      state_to_vecs<NS>(h0 ? h0 + b * ED * NS : nullptr, d0, w, h);
-      const V bias = param_lanes(delta_bias, d0, w), Dl = param_lanes(D, d0, w);
+      state_to_vecs<NS>(args.A, d0, w, a);
+      state_to_vecs<NS>(args.h0 ? args.h0 + b * ED * NS : nullptr, d0, w, h);
+      const V bias = param_lanes(args.delta_bias, d0, w), Dl = param_lanes(args.D, d0, w);
       for (int64_t t = 0; t < L; ++t) {
-        if (chunk_states && t % T_chunk == 0)  // the state entering chunk t / T
-          vecs_to_state<NS>(h, d0, w, chunk_states + (b * num_chunks + t / T_chunk) * ED * NS);
+        if (args.chunk_states && t % T_chunk == 0)  // the state entering chunk t / T
+          vecs_to_state<NS>(h, d0, w,
+                            args.chunk_states + (b * num_chunks + t / T_chunk) * ED * NS);
         const int64_t row = (b * L + t) * ED + d0;
-        prefetch_rows(u + row, ED);
-        prefetch_rows(delta + row, ED);
-        if (z) prefetch_rows(z + row, ED);
-        const Step s = prep_step(u + row, delta + row, bias, softplus, w);
-        const float* B_t = Bm + (b * L + t) * NS;
-        const float* C_t = C + (b * L + t) * NS;
-        V y_pre = Dl * s.u + scan_step<NS, false>(s, a, B_t, C_t, h, nullptr);
-        if (z) y_pre = gate(y_pre, load_lanes(z + row, w));
-        store_lanes(y_pre, w, y + row);
+        prefetch_rows(args.u + row, ED);
+        prefetch_rows(args.delta + row, ED);
+        if (args.z) prefetch_rows(args.z + row, ED);
+        const Step s = prep_step(args.u + row, args.delta + row, bias, args.delta_softplus, w);
+        const float* B_t = args.Bm + (b * L + t) * NS;
+        const float* C_t = args.C + (b * L + t) * NS;
+        // y_pre = D u + <C_t, h> as one explicit fma: what GCC made of `Dl * s.u + ...` here
+        // in optimised builds (it contracts a*b + c), now the same in every build, in the
+        // backward's replay (which had rounded D u first) and in the per-token step.
+        V y_pre = fma(Dl, s.u, scan_step<NS, false>(s, a, B_t, C_t, h, nullptr));
+        if (args.z) y_pre = gate(y_pre, load_lanes(args.z + row, w));
+        store_lanes(y_pre, w, args.y + row);
       }
-      if (h_last) vecs_to_state<NS>(h, d0, w, h_last + b * ED * NS);
+      if (args.h_last) vecs_to_state<NS>(h, d0, w, args.h_last + b * ED * NS);
     }
   });
 }
@@ -217,13 +221,11 @@ template <int NS, int G>
   }
 }
 
+// The forward's layouts; dy, du, ddelta, dz: (B, L, ED); dB, dC: (B, L, NS); dA: (ED, NS);
+// dD, ddelta_bias: (ED); dh_last, dh0: (B, ED, NS). (`args`: `a` names A's vectors here.)
 template <int NS>
-void bwd_fixed(const float* u, const float* delta, const float* A, const float* Bm,
-               const float* C, const float* D, const float* z, const float* delta_bias,
-               bool softplus, const float* chunk_states, const float* dy, const float* dh_last,
-               float* du, float* ddelta, float* dA, float* dB, float* dC, float* dD, float* dz,
-               float* ddelta_bias, float* dh0, int64_t batch, int64_t L, int64_t ED,
-               int64_t T_chunk) {
+void bwd_fixed(const ScanArgs<float>& args, const ScanGrads<float>& grads) {
+  const int64_t B = args.B, L = args.L, ED = args.ED, T_chunk = args.T;
   constexpr int G = NS < 8 ? NS : 8;  // states per adjoint group
   const int64_t num_blocks = (ED + W - 1) / W, num_chunks = scan_num_chunks(L, T_chunk);
   // Tasks: (b, channel group of kGroupBlocks blocks), so a batch of 1 still uses every core.
@@ -231,13 +233,13 @@ void bwd_fixed(const float* u, const float* delta, const float* A, const float* 
   // dBC_part, added in group order at the end: results do not depend on the thread count.
   const int64_t groups = (num_blocks + kGroupBlocks - 1) / kGroupBlocks;
   // (A tensor, so the allocator's statistics count it: 2*ED/128*B*L*N floats.)
-  Tensor dBC_tensor = groups > 1 ? Tensor::empty({2 * groups * batch * L * NS}, DType::f32) : Tensor();
+  Tensor dBC_tensor = groups > 1 ? Tensor::empty({2 * groups * B * L * NS}, DType::f32) : Tensor();
   float* dBC_part = groups > 1 ? dBC_tensor.data<float>() : nullptr;
   // Per-b partials of the parameter gradients (vectors: [b][block][n], [b][block]).
-  std::vector<V> dA_part(batch * num_blocks * NS), dD_part(batch * num_blocks),
-      dbias_part(batch * num_blocks);
-  const bool small = batch * L * ED * NS < kParallelWork;
-  const int64_t tasks = batch * groups;
+  std::vector<V> dA_part(B * num_blocks * NS), dD_part(B * num_blocks),
+      dbias_part(B * num_blocks);
+  const bool small = B * L * ED * NS < kParallelWork;
+  const int64_t tasks = B * groups;
   parallel_for(tasks, small ? tasks : 0, [&](int64_t task_begin, int64_t task_end) {
     VecScratch a_grp(kGroupBlocks * NS), carry(kGroupBlocks * NS);
     VecScratch hbuf((T_chunk + 1) * NS), abar(T_chunk * NS), dB_l(T_chunk * NS),
@@ -257,35 +259,37 @@ void bwd_fixed(const float* u, const float* delta, const float* A, const float* 
       V* dA_b = dA_part.data() + b * num_blocks * NS;
       for (int64_t kb = kb0; kb < kb1; ++kb) {
         const int64_t w = std::min<int64_t>(W, ED - kb * W);
-        state_to_vecs<NS>(A, kb * W, w, a_grp.p + (kb - kb0) * NS);
-        state_to_vecs<NS>(dh_last ? dh_last + b * ED * NS : nullptr, kb * W, w,
+        state_to_vecs<NS>(args.A, kb * W, w, a_grp.p + (kb - kb0) * NS);
+        state_to_vecs<NS>(grads.dh_last ? grads.dh_last + b * ED * NS : nullptr, kb * W, w,
                           carry.p + (kb - kb0) * NS);
       }
       // This task's dB/dC rows: the outputs themselves when there is one group.
-      float* dB_dst = groups == 1 ? dB + b * L * NS : dBC_part + (grp * batch + b) * L * NS;
-      float* dC_dst = groups == 1 ? dC + b * L * NS : dBC_part + ((groups + grp) * batch + b) * L * NS;
+      float* dB_dst = groups == 1 ? grads.dB + b * L * NS : dBC_part + (grp * B + b) * L * NS;
+      float* dC_dst =
+          groups == 1 ? grads.dC + b * L * NS : dBC_part + ((groups + grp) * B + b) * L * NS;
       for (int64_t c = num_chunks - 1; c >= 0; --c) {
         const int64_t t0 = c * T_chunk, len = std::min(T_chunk, L - t0);
         std::fill(dB_l.p, dB_l.p + len * NS, V{});
         std::fill(dC_l.p, dC_l.p + len * NS, V{});
-        const float* Bc = Bm + (b * L + t0) * NS;
-        const float* Cc = C + (b * L + t0) * NS;
+        const float* Bc = args.Bm + (b * L + t0) * NS;
+        const float* Cc = args.C + (b * L + t0) * NS;
         for (int64_t kb = kb0; kb < kb1; ++kb) {
           const int64_t d0 = kb * W, w = std::min<int64_t>(W, ED - d0);
           const V* a = a_grp.p + (kb - kb0) * NS;
-          const V bias = param_lanes(delta_bias, d0, w), Dl = param_lanes(D, d0, w);
+          const V bias = param_lanes(args.delta_bias, d0, w), Dl = param_lanes(args.D, d0, w);
           // (1) Replay the chunk's forward from its saved entering state.
           V h[NS];
-          state_to_vecs<NS>(chunk_states + (b * num_chunks + c) * ED * NS, d0, w, h);
+          state_to_vecs<NS>(args.chunk_states + (b * num_chunks + c) * ED * NS, d0, w, h);
 #pragma GCC unroll 64
           for (int n = 0; n < NS; ++n) hbuf.p[n] = h[n];
           for (int64_t i = 0; i < len; ++i) {
             const int64_t row = (b * L + t0 + i) * ED + d0;
-            prefetch_rows(u + row, ED);
-            prefetch_rows(delta + row, ED);
-            const Step s = prep_step<true>(u + row, delta + row, bias, softplus, w);
-            ypre_c[i] = Dl * s.u + scan_step<NS, true>(s, a, Bc + i * NS, Cc + i * NS, h,
-                                                       abar.p + i * NS);
+            prefetch_rows(args.u + row, ED);
+            prefetch_rows(args.delta + row, ED);
+            const Step s =
+                prep_step<true>(args.u + row, args.delta + row, bias, args.delta_softplus, w);
+            ypre_c[i] = fma(Dl, s.u, scan_step<NS, true>(s, a, Bc + i * NS, Cc + i * NS, h,
+                                                         abar.p + i * NS));
 #pragma GCC unroll 64
             for (int n = 0; n < NS; ++n) hbuf.p[(i + 1) * NS + n] = h[n];
             u_c[i] = s.u;
@@ -297,13 +301,13 @@ void bwd_fixed(const float* u, const float* delta, const float* A, const float* 
           V dD_acc = dD_part[b * num_blocks + kb];
           for (int64_t i = 0; i < len; ++i) {
             const int64_t row = (b * L + t0 + i) * ED + d0;
-            prefetch_rows(dy + row, ED);
-            if (z) prefetch_rows(z + row, ED);
-            const V dyl = load_lanes(dy + row, w);
-            if (z) {  // y = y_pre silu(z): g = dy silu(z), dz = dy y_pre silu'(z)
-              const V zv = load_lanes(z + row, w), sg = vmath::vsigmoid(zv);
+            prefetch_rows(grads.dy + row, ED);
+            if (args.z) prefetch_rows(args.z + row, ED);
+            const V dyl = load_lanes(grads.dy + row, w);
+            if (args.z) {  // y = y_pre silu(z): g = dy silu(z), dz = dy y_pre silu'(z)
+              const V zv = load_lanes(args.z + row, w), sg = vmath::vsigmoid(zv);
               store_lanes(dyl * ypre_c[i] * sg * (splat(1.0f) + zv * (splat(1.0f) - sg)), w,
-                          dz + row);
+                          grads.dz + row);
               g_c[i] = dyl * zv * sg;
             } else {
               g_c[i] = dyl;
@@ -321,10 +325,10 @@ void bwd_fixed(const float* u, const float* delta, const float* A, const float* 
           V dbias_acc = dbias_part[b * num_blocks + kb];
           for (int64_t i = 0; i < len; ++i) {
             const int64_t row = (b * L + t0 + i) * ED + d0;
-            store_lanes(fma(dt_c[i], slb_c[i], Dl * g_c[i]), w, du + row);
+            store_lanes(fma(dt_c[i], slb_c[i], Dl * g_c[i]), w, grads.du + row);
             const V draw = fma(u_c[i], slb_c[i], ddt_c[i]) * dfac_c[i];
             dbias_acc += draw;
-            store_lanes(draw, w, ddelta + row);
+            store_lanes(draw, w, grads.ddelta + row);
           }
           dbias_part[b * num_blocks + kb] = dbias_acc;
         }
@@ -343,78 +347,67 @@ void bwd_fixed(const float* u, const float* delta, const float* A, const float* 
             dC_dst[(t0 + i) * NS + n] = sc;
           }
       }
-      if (dh0)
+      if (grads.dh0)
         for (int64_t kb = kb0; kb < kb1; ++kb)
           vecs_to_state<NS>(carry.p + (kb - kb0) * NS, kb * W, std::min<int64_t>(W, ED - kb * W),
-                            dh0 + b * ED * NS);
+                            grads.dh0 + b * ED * NS);
     }
   });
   if (groups > 1)  // dB, dC = the groups' parts, added in group order
-    parallel_for(batch * L, small ? batch * L : 0, [&](int64_t r_begin, int64_t r_end) {
+    parallel_for(B * L, small ? B * L : 0, [&](int64_t r_begin, int64_t r_end) {
       for (int64_t r = r_begin; r < r_end; ++r)
         for (int n = 0; n < NS; ++n) {
           float sb = 0, sc = 0;
           for (int64_t grp = 0; grp < groups; ++grp) {
-            sb += dBC_part[(grp * batch * L + r) * NS + n];
-            sc += dBC_part[((groups + grp) * batch * L + r) * NS + n];
+            sb += dBC_part[(grp * B * L + r) * NS + n];
+            sc += dBC_part[((groups + grp) * B * L + r) * NS + n];
           }
-          dB[r * NS + n] = sb;
-          dC[r * NS + n] = sc;
+          grads.dB[r * NS + n] = sb;
+          grads.dC[r * NS + n] = sc;
         }
     });
   // Parameter gradients: per-b partials summed in b order (independent of the thread count).
   for (int64_t kb = 0; kb < num_blocks; ++kb) {
     const int64_t d0 = kb * W, w = std::min<int64_t>(W, ED - d0);
     V sA[NS] = {}, sD{}, sbias{};
-    for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t b = 0; b < B; ++b) {
       for (int n = 0; n < NS; ++n) sA[n] += dA_part[(b * num_blocks + kb) * NS + n];
       sD += dD_part[b * num_blocks + kb];
       sbias += dbias_part[b * num_blocks + kb];
     }
-    vecs_to_state<NS>(sA, d0, w, dA);
-    if (dD) store_lanes(sD, w, dD + d0);
-    if (ddelta_bias) store_lanes(sbias, w, ddelta_bias + d0);
+    vecs_to_state<NS>(sA, d0, w, grads.dA);
+    if (grads.dD) store_lanes(sD, w, grads.dD + d0);
+    if (grads.ddelta_bias) store_lanes(sbias, w, grads.ddelta_bias + d0);
   }
 }
 
 }  // namespace
 
-bool selective_scan_fwd_fixed(const float* u, const float* delta, const float* A,
-                              const float* Bm, const float* C, const float* D, const float* z,
-                              const float* delta_bias, bool delta_softplus, const float* h0,
-                              float* y, float* h_last, float* chunk_states, int64_t batch,
-                              int64_t length, int64_t channels, int64_t states, int64_t chunk) {
-#define MG_CASE(NS)                                                                          \
-  case NS:                                                                                   \
-    fwd_fixed<NS>(u, delta, A, Bm, C, D, z, delta_bias, delta_softplus, h0, y, h_last,       \
-                  chunk_states, batch, length, channels, chunk);                             \
-    return true;
-  switch (states) {
-    MG_CASE(4) MG_CASE(8) MG_CASE(16) MG_CASE(32)
-    default: return false;
-  }
-#undef MG_CASE
+// N is a template argument: one instantiation per N of kernels.h's fixed_kernel_supports;
+// choose_scan_kernel never sends another N here.
+[[noreturn]] static void unsupported(int64_t N) {
+  throw Error(detail::cat("selective_scan (fixed CPU kernel): N must be 4, 8, 16 or 32, got ", N,
+                          " (the generic fast kernel takes any N)"));
 }
 
-bool selective_scan_bwd_fixed(const float* u, const float* delta, const float* A,
-                              const float* Bm, const float* C, const float* D, const float* z,
-                              const float* delta_bias, bool delta_softplus,
-                              const float* chunk_states, const float* dy, const float* dh_last,
-                              float* du, float* ddelta, float* dA, float* dB, float* dC,
-                              float* dD, float* dz, float* ddelta_bias, float* dh0,
-                              int64_t batch, int64_t length, int64_t channels, int64_t states,
-                              int64_t chunk) {
-#define MG_CASE(NS)                                                                          \
-  case NS:                                                                                   \
-    bwd_fixed<NS>(u, delta, A, Bm, C, D, z, delta_bias, delta_softplus, chunk_states, dy,    \
-                  dh_last, du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dh0, batch, length,  \
-                  channels, chunk);                                                          \
-    return true;
-  switch (states) {
-    MG_CASE(4) MG_CASE(8) MG_CASE(16) MG_CASE(32)
-    default: return false;
+void selective_scan_fixed_forward(const ScanArgs<float>& a) {
+  switch (a.N) {
+    case 4: return fwd_fixed<4>(a);
+    case 8: return fwd_fixed<8>(a);
+    case 16: return fwd_fixed<16>(a);
+    case 32: return fwd_fixed<32>(a);
   }
-#undef MG_CASE
+  unsupported(a.N);
+}
+
+void selective_scan_fixed_backward(const ScanArgs<float>& a, const ScanGrads<float>& g) {
+  switch (a.N) {
+    case 4: return bwd_fixed<4>(a, g);
+    case 8: return bwd_fixed<8>(a, g);
+    case 16: return bwd_fixed<16>(a, g);
+    case 32: return bwd_fixed<32>(a, g);
+  }
+  unsupported(a.N);
 }
 
 }  // namespace mg::cpu

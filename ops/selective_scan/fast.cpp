@@ -1,4 +1,4 @@
-// ops/selective_scan_fast.cpp — the fused CPU selective scan (forward and chunked backward).
+// ops/selective_scan/fast.cpp — the fused CPU selective scan (forward and chunked backward).
 //
 // Vectorised over channels: a "block" is W = 64 bytes / sizeof(T) consecutive channels
 // (16 f32 / 8 f64: one AVX-512 register), and every inner loop runs over the W lanes of a
@@ -17,18 +17,17 @@
 // dA, dD, d(delta_bias) are accumulated per b (B*ED*N values) and summed in b order at the
 // end. All sums run in an order fixed by the shapes only: bitwise identical for any thread count.
 //
-// f32 with N in {4, 8, 16, 32} goes to ops/selective_scan_fixed.cpp instead (the same
-// algorithm with N a compile-time constant, so the state lives in registers); this generic
-// code serves every other N and f64.
+// For f32 with N in {4, 8, 16, 32}, choose_scan_kernel (selective_scan.cpp) runs fixed.cpp
+// instead (the same algorithm with N a compile-time constant, so the state lives in
+// registers); this generic code serves every other N and f64.
 #include <algorithm>
 #include <memory>
 #include <new>
-#include <type_traits>
 #include <vector>
 
 #include "core/parallel.h"
-#include "ops/selective_scan_kernels.h"
-#include "ops/selective_scan_math.h"
+#include "ops/selective_scan/kernels.h"
+#include "ops/selective_scan/math.h"
 
 namespace mg::cpu {
 
@@ -122,7 +121,7 @@ inline void scan_step(const StepInputs<T>& s, const T* A_lanes, const T* B_t, co
   for (int j = 0; j < W; ++j) y_acc[j] += y0[j] + y1[j];
 }
 
-// One reverse step for one block over all N states (see ops/selective_scan.h):
+// One reverse step for one block over all N states (see selective_scan.h):
 //   lambda = g_hat C_t[n] + carry;  dC_t[n] += g_hat h_t;  dB_t[n] += lambda dt u;
 //   sum_lB += lambda B_t[n];  ddt += lambda A_n (A_bar h_{t-1});  dA_n += lambda dt (A_bar h_{t-1});
 //   carry = A_bar lambda  (what step t-1 adds to its own lambda).
@@ -190,20 +189,15 @@ constexpr int64_t kParallelWork = 1 << 16;
 
 }  // namespace
 
+// u, delta, z, y: (B, L, ED); Bm, C: (B, L, N); A: (ED, N); D, delta_bias: (ED);
+// h0, h_last: (B, ED, N); chunk_states: (B, ceil(L/T), ED, N).
 template <typename T>
-void selective_scan_fwd(const T* u, const T* delta, const T* A, const T* Bm, const T* C,
-                        const T* D, const T* z, const T* delta_bias, bool delta_softplus,
-                        const T* h0, T* y, T* h_last, T* chunk_states, int64_t batch,
-                        int64_t length, int64_t channels, int64_t states, int64_t chunk) {
-  if constexpr (std::is_same_v<T, float>)
-    if (selective_scan_fwd_fixed(u, delta, A, Bm, C, D, z, delta_bias, delta_softplus, h0, y,
-                                 h_last, chunk_states, batch, length, channels, states, chunk))
-      return;
+void selective_scan_forward(const ScanArgs<T>& a) {
   constexpr int W = kLanes<T>;
-  const int64_t L = length, ED = channels, N = states, T_chunk = chunk;
+  const int64_t L = a.L, ED = a.ED, N = a.N, T_chunk = a.T;
   const int64_t num_blocks = (ED + W - 1) / W, num_chunks = scan_num_chunks(L, T_chunk);
-  const int64_t tasks = batch * num_blocks;
-  const bool small = batch * L * ED * N < kParallelWork;
+  const int64_t tasks = a.B * num_blocks;
+  const bool small = a.B * L * ED * N < kParallelWork;
   parallel_for(tasks, small ? tasks : 0, [&](int64_t task_begin, int64_t task_end) {
     Scratch<T> A_lanes(N * W), h(N * W);
     alignas(64) T bias[W], D_lanes[W], y_acc[W], z_lanes[W];
@@ -211,52 +205,45 @@ void selective_scan_fwd(const T* u, const T* delta, const T* A, const T* Bm, con
     for (int64_t task = task_begin; task < task_end; ++task) {
       const int64_t b = task / num_blocks, d0 = (task % num_blocks) * W;
       const int64_t w = std::min<int64_t>(W, ED - d0);
-      load_A_lanes(A, d0, w, N, A_lanes.p);
-      state_to_lanes(h0 ? h0 + b * ED * N : nullptr, d0, w, N, h.p);
+      load_A_lanes(a.A, d0, w, N, A_lanes.p);
+      state_to_lanes(a.h0 ? a.h0 + b * ED * N : nullptr, d0, w, N, h.p);
       for (int j = 0; j < W; ++j) {
-        bias[j] = (delta_bias && j < w) ? delta_bias[d0 + j] : T(0);
-        D_lanes[j] = (D && j < w) ? D[d0 + j] : T(0);
+        bias[j] = (a.delta_bias && j < w) ? a.delta_bias[d0 + j] : T(0);
+        D_lanes[j] = (a.D && j < w) ? a.D[d0 + j] : T(0);
       }
       for (int64_t t = 0; t < L; ++t) {
-        if (chunk_states && t % T_chunk == 0)  // the state entering chunk t / T
-          lanes_to_state(h.p, d0, w, N, chunk_states + (b * num_chunks + t / T_chunk) * ED * N);
+        if (a.chunk_states && t % T_chunk == 0)  // the state entering chunk t / T
+          lanes_to_state(h.p, d0, w, N, a.chunk_states + (b * num_chunks + t / T_chunk) * ED * N);
         const int64_t row = (b * L + t) * ED + d0;
-        load_step(u + row, delta + row, bias, delta_softplus, w, s);
+        load_step(a.u + row, a.delta + row, bias, a.delta_softplus, w, s);
 #pragma omp simd
         for (int j = 0; j < W; ++j) y_acc[j] = D_lanes[j] * s.u[j];
-        scan_step<false>(s, A_lanes.p, Bm + (b * L + t) * N, C + (b * L + t) * N, N, h.p, h.p,
+        scan_step<false>(s, A_lanes.p, a.Bm + (b * L + t) * N, a.C + (b * L + t) * N, N, h.p, h.p,
                   (T*)nullptr, y_acc);
-        if (z) {
-          load_lanes(z + row, w, z_lanes);
+        if (a.z) {
+          load_lanes(a.z + row, w, z_lanes);
 #pragma omp simd
           for (int j = 0; j < W; ++j) y_acc[j] *= z_lanes[j] * vsigmoid(z_lanes[j]);
         }
-        store_lanes(y_acc, w, y + row);
+        store_lanes(y_acc, w, a.y + row);
       }
-      if (h_last) lanes_to_state(h.p, d0, w, N, h_last + b * ED * N);
+      if (a.h_last) lanes_to_state(h.p, d0, w, N, a.h_last + b * ED * N);
     }
   });
 }
 
+// The forward's layouts; dy, du, ddelta, dz: (B, L, ED); dB, dC: (B, L, N); dA: (ED, N);
+// dD, ddelta_bias: (ED); dh_last, dh0: (B, ED, N).
 template <typename T>
-void selective_scan_bwd(const T* u, const T* delta, const T* A, const T* Bm, const T* C,
-                        const T* D, const T* z, const T* delta_bias, bool delta_softplus,
-                        const T* chunk_states, const T* dy, const T* dh_last, T* du, T* ddelta,
-                        T* dA, T* dB, T* dC, T* dD, T* dz, T* ddelta_bias, T* dh0, int64_t batch,
-                        int64_t length, int64_t channels, int64_t states, int64_t chunk) {
-  if constexpr (std::is_same_v<T, float>)
-    if (selective_scan_bwd_fixed(u, delta, A, Bm, C, D, z, delta_bias, delta_softplus,
-                                 chunk_states, dy, dh_last, du, ddelta, dA, dB, dC, dD, dz,
-                                 ddelta_bias, dh0, batch, length, channels, states, chunk))
-      return;
+void selective_scan_backward(const ScanArgs<T>& a, const ScanGrads<T>& g) {
   constexpr int W = kLanes<T>;
-  const int64_t L = length, ED = channels, N = states, T_chunk = chunk;
+  const int64_t B = a.B, L = a.L, ED = a.ED, N = a.N, T_chunk = a.T;
   const int64_t num_blocks = (ED + W - 1) / W, num_chunks = scan_num_chunks(L, T_chunk);
   const int64_t NW = N * W, EDp = num_blocks * W;  // EDp: channels padded to whole blocks
   // Per-b partial sums of the parameter gradients, in lanes layout, summed in b order below.
-  std::vector<T> dA_part(batch * EDp * N), dD_part(batch * EDp), dbias_part(batch * EDp);
-  const bool small = batch * L * ED * N < kParallelWork;
-  parallel_for(batch, small ? batch : 0, [&](int64_t b_begin, int64_t b_end) {
+  std::vector<T> dA_part(B * EDp * N), dD_part(B * EDp), dbias_part(B * EDp);
+  const bool small = B * L * ED * N < kParallelWork;
+  parallel_for(B, small ? B : 0, [&](int64_t b_begin, int64_t b_end) {
     Scratch<T> A_lanes(num_blocks * NW);        // all blocks' A, transposed once per b range
     Scratch<T> carry(num_blocks * NW);          // A_bar_{t+1} lambda_{t+1}, per block
     Scratch<T> h(std::max<int64_t>(T_chunk, 1) * NW + NW);  // h_{t0-1} .. h_{t0+T-1}
@@ -267,7 +254,7 @@ void selective_scan_bwd(const T* u, const T* delta, const T* A, const T* Bm, con
     alignas(64) T bias[W], D_lanes[W], g_hat[W], zl[W], dyl[W], sum_lB[W], ddt[W], out[W];
     for (int64_t kb = 0; kb < num_blocks; ++kb) {
       const int64_t d0 = kb * W, w = std::min<int64_t>(W, ED - d0);
-      load_A_lanes(A, d0, w, N, A_lanes.p + kb * NW);
+      load_A_lanes(a.A, d0, w, N, A_lanes.p + kb * NW);
     }
     StepInputs<T> s;
     for (int64_t b = b_begin; b < b_end; ++b) {
@@ -275,7 +262,7 @@ void selective_scan_bwd(const T* u, const T* delta, const T* A, const T* Bm, con
       T* dD_b = dD_part.data() + b * EDp;
       T* dbias_b = dbias_part.data() + b * EDp;
       for (int64_t kb = 0; kb < num_blocks; ++kb)
-        state_to_lanes(dh_last ? dh_last + b * ED * N : nullptr, kb * W,
+        state_to_lanes(g.dh_last ? g.dh_last + b * ED * N : nullptr, kb * W,
                        std::min<int64_t>(W, ED - kb * W), N, carry.p + kb * NW);
       for (int64_t c = num_chunks - 1; c >= 0; --c) {
         const int64_t t0 = c * T_chunk, len = std::min(T_chunk, L - t0);
@@ -285,24 +272,24 @@ void selective_scan_bwd(const T* u, const T* delta, const T* A, const T* Bm, con
           const int64_t d0 = kb * W, w = std::min<int64_t>(W, ED - d0);
           const T* A_k = A_lanes.p + kb * NW;
           for (int j = 0; j < W; ++j) {
-            bias[j] = (delta_bias && j < w) ? delta_bias[d0 + j] : T(0);
-            D_lanes[j] = (D && j < w) ? D[d0 + j] : T(0);
+            bias[j] = (a.delta_bias && j < w) ? a.delta_bias[d0 + j] : T(0);
+            D_lanes[j] = (a.D && j < w) ? a.D[d0 + j] : T(0);
           }
           // (1) Replay the chunk's forward from its saved entering state.
-          state_to_lanes(chunk_states + (b * num_chunks + c) * ED * N, d0, w, N, h.p);
+          state_to_lanes(a.chunk_states + (b * num_chunks + c) * ED * N, d0, w, N, h.p);
           for (int64_t i = 0; i < len; ++i) {
             const int64_t t = t0 + i, row = (b * L + t) * ED + d0;
-            load_step(u + row, delta + row, bias, delta_softplus, w, s);
+            load_step(a.u + row, a.delta + row, bias, a.delta_softplus, w, s);
             T* yp = y_pre.p + i * W;
 #pragma omp simd
             for (int j = 0; j < W; ++j) {
               yp[j] = D_lanes[j] * s.u[j];
-              ddt_factor.p[i * W + j] = vdelta_grad(s.raw[j], delta_softplus);
+              ddt_factor.p[i * W + j] = vdelta_grad(s.raw[j], a.delta_softplus);
               dt_chunk.p[i * W + j] = s.dt[j];
               dtu_chunk.p[i * W + j] = s.dtu[j];
               u_chunk.p[i * W + j] = s.u[j];
             }
-            scan_step<true>(s, A_k, Bm + (b * L + t) * N, C + (b * L + t) * N, N, h.p + i * NW,
+            scan_step<true>(s, A_k, a.Bm + (b * L + t) * N, a.C + (b * L + t) * N, N, h.p + i * NW,
                       h.p + (i + 1) * NW, A_bar.p + i * NW, yp);
           }
           // (2) The adjoint recurrence over the chunk, last step first.
@@ -313,23 +300,23 @@ void selective_scan_bwd(const T* u, const T* delta, const T* A, const T* Bm, con
             const T* ul = u_chunk.p + i * W;
             const T* dtl = dt_chunk.p + i * W;
             const T* dtul = dtu_chunk.p + i * W;
-            load_lanes(dy + row, w, dyl);
-            if (z) {  // out = y_pre silu(z): dz, and g_hat = dL/dy_pre
-              load_lanes(z + row, w, zl);
+            load_lanes(g.dy + row, w, dyl);
+            if (a.z) {  // out = y_pre silu(z): dz, and g_hat = dL/dy_pre
+              load_lanes(a.z + row, w, zl);
 #pragma omp simd
               for (int j = 0; j < W; ++j) {
                 const T sg = vsigmoid(zl[j]);
                 out[j] = dyl[j] * y_pre.p[i * W + j] * sg * (T(1) + zl[j] * (T(1) - sg));
                 g_hat[j] = dyl[j] * zl[j] * sg;
               }
-              store_lanes(out, w, dz + row);
+              store_lanes(out, w, g.dz + row);
             } else {
 #pragma omp simd
               for (int j = 0; j < W; ++j) g_hat[j] = dyl[j];
             }
 #pragma omp simd
             for (int j = 0; j < W; ++j) dD_b[d0 + j] = std::fma(g_hat[j], ul[j], dD_b[d0 + j]);
-            adjoint_step(g_hat, dtl, dtul, A_k, Bm + (b * L + t) * N, C + (b * L + t) * N, N,
+            adjoint_step(g_hat, dtl, dtul, A_k, a.Bm + (b * L + t) * N, a.C + (b * L + t) * N, N,
                          h.p + (i + 1) * NW, h.p + i * NW, A_bar.p + i * NW, lam_next,
                          dC_lanes.p + i * NW, dB_lanes.p + i * NW, dA_k, sum_lB, ddt);
 #pragma omp simd
@@ -339,8 +326,8 @@ void selective_scan_bwd(const T* u, const T* delta, const T* A, const T* Bm, con
               ddt[j] = draw;
               dbias_b[d0 + j] += draw;
             }
-            store_lanes(out, w, du + row);
-            store_lanes(ddt, w, ddelta + row);
+            store_lanes(out, w, g.du + row);
+            store_lanes(ddt, w, g.ddelta + row);
           }
         }
         // dB[b, t, n] and dC[b, t, n]: the lanes' sums (padded lanes hold zeros).
@@ -351,14 +338,14 @@ void selective_scan_bwd(const T* u, const T* delta, const T* A, const T* Bm, con
               sb += dB_lanes.p[i * NW + n * W + j];
               sc += dC_lanes.p[i * NW + n * W + j];
             }
-            dB[(b * L + t0 + i) * N + n] = sb;
-            dC[(b * L + t0 + i) * N + n] = sc;
+            g.dB[(b * L + t0 + i) * N + n] = sb;
+            g.dC[(b * L + t0 + i) * N + n] = sc;
           }
       }
-      if (dh0)
+      if (g.dh0)
         for (int64_t kb = 0; kb < num_blocks; ++kb)
           lanes_to_state(carry.p + kb * NW, kb * W, std::min<int64_t>(W, ED - kb * W), N,
-                         dh0 + b * ED * N);
+                         g.dh0 + b * ED * N);
     }
   });
   // Parameter gradients: per-b partials summed in b order (independent of the thread count).
@@ -366,27 +353,22 @@ void selective_scan_bwd(const T* u, const T* delta, const T* A, const T* Bm, con
     const int64_t kb = d / W, j = d % W;
     for (int64_t n = 0; n < N; ++n) {
       T s = 0;
-      for (int64_t b = 0; b < batch; ++b) s += dA_part[b * EDp * N + kb * NW + n * W + j];
-      dA[d * N + n] = s;
+      for (int64_t b = 0; b < B; ++b) s += dA_part[b * EDp * N + kb * NW + n * W + j];
+      g.dA[d * N + n] = s;
     }
     T sD = 0, sbias = 0;
-    for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t b = 0; b < B; ++b) {
       sD += dD_part[b * EDp + d];
       sbias += dbias_part[b * EDp + d];
     }
-    if (dD) dD[d] = sD;
-    if (ddelta_bias) ddelta_bias[d] = sbias;
+    if (g.dD) g.dD[d] = sD;
+    if (g.ddelta_bias) g.ddelta_bias[d] = sbias;
   }
 }
 
-#define MG_INSTANTIATE(T)                                                                     \
-  template void selective_scan_fwd<T>(const T*, const T*, const T*, const T*, const T*,       \
-                                      const T*, const T*, const T*, bool, const T*, T*, T*,   \
-                                      T*, int64_t, int64_t, int64_t, int64_t, int64_t);       \
-  template void selective_scan_bwd<T>(const T*, const T*, const T*, const T*, const T*,       \
-                                      const T*, const T*, const T*, bool, const T*, const T*, \
-                                      const T*, T*, T*, T*, T*, T*, T*, T*, T*, T*, int64_t,  \
-                                      int64_t, int64_t, int64_t, int64_t);
+#define MG_INSTANTIATE(T)                                          \
+  template void selective_scan_forward<T>(const ScanArgs<T>&); \
+  template void selective_scan_backward<T>(const ScanArgs<T>&, const ScanGrads<T>&);
 MG_INSTANTIATE(float)
 MG_INSTANTIATE(double)
 #undef MG_INSTANTIATE

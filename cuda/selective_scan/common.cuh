@@ -1,6 +1,8 @@
-// cuda/selective_scan_common.cuh — device math and helpers shared by the two CUDA scans
-// (cuda/selective_scan.cu: v1 and the dispatch; cuda/selective_scan_v2.cu). CUDA-only.
-// The scalar functions are the sequential CPU spec's (ops/selective_scan_sequential.cpp):
+// cuda/selective_scan/common.cuh — device math and host helpers shared by the CUDA scans
+// (v1.cu, v2.cu; defined in common.cu). CUDA-only. The kernels themselves are declared with
+// their CPU twins in ops/selective_scan/kernels.h; the plan of each version is in its file
+// and in docs/cuda_scan.md.
+// The scalar functions are the sequential CPU spec's (ops/selective_scan/sequential.cpp):
 // softplus linear above 20 in both directions, sigmoid that never overflows, expf/log1pf
 // (full-precision libdevice, no fast-math).
 #pragma once
@@ -9,6 +11,7 @@
 #include <cstdint>
 
 #include "core/tensor.h"
+#include "ops/selective_scan/scan_args.h"
 
 namespace mg::cuda::scan_detail {
 
@@ -39,5 +42,12 @@ Tensor scratch_empty(int64_t n);
 void reduce_param_partials(const float* dA_part, const float* dD_part, const float* dbias_part,
                            float* dA, float* dD, float* dbias, int64_t batch, int64_t ED,
                            int64_t N);
+
+// Empty sizes, called first by every version, with the CPU kernels' results: L = 0 is the
+// identity on the state (h_last = h0, dh0 = dh_last, zeros where absent); the parameter
+// gradients are sums over an empty range (B = 0 or L = 0), so zero. True when the sizes were
+// empty (the outputs are then written and there is nothing to launch).
+bool forward_if_empty(const ScanArgs<float>& a);
+bool backward_if_empty(const ScanArgs<float>& a, const ScanGrads<float>& g);
 
 }  // namespace mg::cuda::scan_detail

@@ -1,4 +1,4 @@
-// ops/selective_scan_math.h — the scan's own helpers on top of core/vmath.h (where the
+// ops/selective_scan/math.h — the scan's own helpers on top of core/vmath.h (where the
 // vectorised exp, log1p, softplus and sigmoid live, with their accuracy).
 //
 //   vdelta(r, sp)       delta_t = softplus(r) (r = delta_raw + delta_bias), or r when !sp

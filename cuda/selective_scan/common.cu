@@ -1,0 +1,77 @@
+// cuda/selective_scan/common.cu — host helpers shared by the CUDA scans (common.cuh): scratch
+// tensors, the fixed-order sum of per-batch parameter partials, and empty sizes.
+#include "cuda/selective_scan/common.cuh"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+
+#include "cuda/check.cuh"
+#include "cuda/runtime.h"
+
+namespace mg::cuda::scan_detail {
+
+Tensor scratch_empty(int64_t n) {
+  int dev = 0;
+  MG_CUDA_CHECK(cudaGetDevice(&dev));
+  return Tensor::empty({std::max<int64_t>(n, 1)}, DType::f32, Device::cuda(dev));
+}
+Tensor scratch_zeros(int64_t n) {
+  int dev = 0;
+  MG_CUDA_CHECK(cudaGetDevice(&dev));
+  return Tensor::zeros({std::max<int64_t>(n, 1)}, DType::f32, Device::cuda(dev));
+}
+
+namespace {
+// out[k] = sum_b part[b * K + k] for k < K, in b order. part: (B, K); out: (K).
+__global__ void sum_over_batch_kernel(const float* __restrict__ part, float* __restrict__ out,
+                                      int64_t batch, int64_t K) {
+  for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < K;
+       k += (int64_t)gridDim.x * blockDim.x) {
+    float s = 0.f;
+    for (int64_t b = 0; b < batch; ++b) s += part[b * K + k];
+    out[k] = s;
+  }
+}
+void sum_over_batch(const float* part, float* out, int64_t batch, int64_t K) {
+  if (!out || K == 0) return;
+  Launch1d l = launch_1d(K);
+  sum_over_batch_kernel<<<l.grid, l.block, 0, cuda_stream()>>>(part, out, batch, K);
+  check_launch("selective_scan backward (parameter sums)");
+}
+
+// dst = src (n floats), or zeros when src is null; nothing when dst is null.
+void copy_or_zero(float* dst, const float* src, int64_t n) {
+  if (!dst || n == 0) return;
+  if (src)
+    MG_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, cuda_stream()));
+  else
+    MG_CUDA_CHECK(cudaMemsetAsync(dst, 0, n * sizeof(float), cuda_stream()));
+}
+}  // namespace
+
+void reduce_param_partials(const float* dA_part, const float* dD_part, const float* dbias_part,
+                           float* dA, float* dD, float* dbias, int64_t batch, int64_t ED,
+                           int64_t N) {
+  sum_over_batch(dA_part, dA, batch, ED * N);
+  sum_over_batch(dD_part, dD, batch, ED);
+  sum_over_batch(dbias_part, dbias, batch, ED);
+}
+
+// (Found in review: the versions returned early on empty sizes and left outputs unwritten.)
+bool forward_if_empty(const ScanArgs<float>& a) {
+  if (a.L != 0) return false;
+  copy_or_zero(a.h_last, a.h0, a.B * a.ED * a.N);
+  return true;
+}
+
+bool backward_if_empty(const ScanArgs<float>& a, const ScanGrads<float>& g) {
+  if (a.B != 0 && a.L != 0) return false;
+  copy_or_zero(g.dA, nullptr, a.ED * a.N);
+  copy_or_zero(g.dD, nullptr, a.ED);
+  copy_or_zero(g.ddelta_bias, nullptr, a.ED);
+  copy_or_zero(g.dh0, g.dh_last, a.B * a.ED * a.N);
+  return true;
+}
+
+}  // namespace mg::cuda::scan_detail

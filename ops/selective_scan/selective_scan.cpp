@@ -1,0 +1,192 @@
+// ops/selective_scan/selective_scan.cpp — the public op: checks -> choose the kernel ->
+// allocate -> run it -> record the backward. The math is in selective_scan.h, the kernels'
+// arguments in scan_args.h, the kernels in kernels.h.
+#include "ops/selective_scan/selective_scan.h"
+
+#include <type_traits>
+
+#include "autograd/tape.h"
+#include "core/dispatch.h"
+#include "core/settings.h"
+#include "ops/selective_scan/kernels.h"
+
+namespace mg {
+
+// ---- the one place that decides which kernel runs ----------------------------------------------
+// CPU tensors: settings().scan_kernel (fast or sequential); "fast" is the N-specialised f32
+// kernel when N allows it, else the generic one. CUDA tensors: settings().cuda_scan. A new
+// kernel is one more line here (and its declaration in kernels.h).
+template <typename T>
+ScanKernelPair<T> choose_scan_kernel(Device device, int64_t N) {
+  const Settings& s = settings();
+  if (device.is_cuda()) {
+    if constexpr (std::is_same_v<T, float> && kHaveCudaScan) {
+      switch (s.cuda_scan) {
+        case CudaScanVersion::v1:
+          return {"cuda v1", cuda::selective_scan_forward_v1, cuda::selective_scan_backward_v1};
+        case CudaScanVersion::v2:
+          return {"cuda v2", cuda::selective_scan_forward_v2, cuda::selective_scan_backward_v2};
+      }
+    }
+    throw Error(detail::cat("selective_scan: no CUDA kernel for ", device.str(), " tensors of ",
+                            sizeof(T) * 8, "-bit floats (CUDA kernels are f32, in a CUDA build)"));
+  }
+  if (s.scan_kernel == ScanKernel::sequential)
+    return {"sequential", cpu::selective_scan_sequential_forward<T, T>,
+            cpu::selective_scan_sequential_backward<T, T>, false};
+  if constexpr (std::is_same_v<T, float>)
+    if (cpu::fixed_kernel_supports(N))
+      return {"fixed", cpu::selective_scan_fixed_forward, cpu::selective_scan_fixed_backward};
+  return {"fast", cpu::selective_scan_forward<T>, cpu::selective_scan_backward<T>};
+}
+template ScanKernelPair<float> choose_scan_kernel<float>(Device, int64_t);
+template ScanKernelPair<double> choose_scan_kernel<double>(Device, int64_t);
+
+namespace {
+
+constexpr const char* kOp = "selective_scan";
+
+// The op's inputs in argument order, as recorded on the tape; optional ones may be undefined.
+enum Input { kU, kDelta, kA, kB, kC, kD, kZ, kDeltaBias, kH0, kNumInputs };
+
+// The shapes every input must have, named in errors: (B, L, ED, N) from u and A.
+struct Dims {
+  int64_t B, L, ED, N;
+};
+
+Dims check_inputs(const std::vector<Tensor>& in) {
+  const Tensor &u = in[kU], &A = in[kA];
+  check_defined(kOp, u, "u");
+  check_defined(kOp, in[kDelta], "delta");
+  check_defined(kOp, A, "A");
+  check_defined(kOp, in[kB], "B");
+  check_defined(kOp, in[kC], "C");
+  check_float(kOp, u, "u");
+  check_dim(kOp, u, 3, "u (B, L, ED)");
+  check_dim(kOp, A, 2, "A (ED, N)");
+  const Dims s{u.size(0), u.size(1), u.size(2), A.size(1)};
+  MG_CHECK(s.L >= 1 && s.ED >= 1 && s.N >= 1, kOp, ": needs L, ED, N >= 1, got u ",
+           shape_str(u.shape()), " and A ", shape_str(A.shape()));
+  check_shape(kOp, in[kDelta], {s.B, s.L, s.ED}, "delta");
+  check_shape(kOp, A, {s.ED, s.N}, "A");
+  check_shape(kOp, in[kB], {s.B, s.L, s.N}, "B");
+  check_shape(kOp, in[kC], {s.B, s.L, s.N}, "C");
+  if (in[kD].defined()) check_shape(kOp, in[kD], {s.ED}, "D");
+  if (in[kZ].defined()) check_shape(kOp, in[kZ], {s.B, s.L, s.ED}, "z");
+  if (in[kDeltaBias].defined()) check_shape(kOp, in[kDeltaBias], {s.ED}, "delta_bias");
+  if (in[kH0].defined()) check_shape(kOp, in[kH0], {s.B, s.ED, s.N}, "h0");
+  for (const Tensor& t : in) {
+    if (!t.defined()) continue;
+    check_same_dtype(kOp, u, t);
+    check_same_device(kOp, u, t);
+  }
+  if (u.device().is_cuda()) check_dtype(kOp, u, DType::f32, "u (CUDA kernels are f32 only)");
+  return s;
+}
+
+// The kernels' inputs from the op's tensors (undefined -> null); outputs are set by the caller.
+template <typename T>
+ScanArgs<T> scan_args(const std::vector<Tensor>& in, const Dims& s, bool delta_softplus,
+                      int64_t T_chunk) {
+  return {.B = s.B, .L = s.L, .ED = s.ED, .N = s.N, .T = T_chunk,
+          .u = in[kU].data<T>(), .delta = in[kDelta].data<T>(), .A = in[kA].data<T>(),
+          .Bm = in[kB].data<T>(), .C = in[kC].data<T>(), .D = in[kD].data_or_null<T>(),
+          .z = in[kZ].data_or_null<T>(), .delta_bias = in[kDeltaBias].data_or_null<T>(),
+          .delta_softplus = delta_softplus, .h0 = in[kH0].data_or_null<T>()};
+}
+
+template <typename T>
+ScanResult run_scan(const std::vector<Tensor>& in, const Dims& s, bool delta_softplus) {
+  const Device dev = in[kU].device();
+  const DType dt = in[kU].dtype();
+  const int64_t T_chunk = settings().scan_chunk;
+  const ScanKernelPair<T> kernel = choose_scan_kernel<T>(dev, s.N);
+  Tensor y = Tensor::empty({s.B, s.L, s.ED}, dt, dev);
+  Tensor h_last = Tensor::empty({s.B, s.ED, s.N}, dt, dev);
+  // The only thing saved besides the inputs: the state entering each chunk of T steps.
+  const bool save = kernel.saves_chunk_states && needs_grad(in);
+  Tensor chunk_states =
+      save ? Tensor::empty({s.B, scan_num_chunks(s.L, T_chunk), s.ED, s.N}, dt, dev) : Tensor();
+  ScanArgs<T> a = scan_args<T>(in, s, delta_softplus, T_chunk);
+  a.y = y.data<T>();
+  a.h_last = h_last.data<T>();
+  a.chunk_states = chunk_states.data_or_null<T>();
+  kernel.forward(a);
+
+  // The backward runs the forward's family (it reads what that forward saved).
+  record(kOp, in, {y, h_last}, [in, s, delta_softplus, T_chunk, kernel, chunk_states](
+                                   const std::vector<Tensor>& d) {
+    std::vector<Tensor> grads(kNumInputs);  // one per defined input, in argument order
+    for (int k = 0; k < kNumInputs; ++k)
+      if (in[k].defined()) grads[k] = Tensor::empty(in[k].shape(), in[k].dtype(), in[k].device());
+    ScanArgs<T> a = scan_args<T>(in, s, delta_softplus, T_chunk);
+    a.chunk_states = chunk_states.data_or_null<T>();
+    const ScanGrads<T> g{.dy = d[0].data<T>(), .dh_last = d[1].data<T>(),
+                         .du = grads[kU].data<T>(), .ddelta = grads[kDelta].data<T>(),
+                         .dA = grads[kA].data<T>(), .dB = grads[kB].data<T>(),
+                         .dC = grads[kC].data<T>(), .dD = grads[kD].data_or_null<T>(),
+                         .dz = grads[kZ].data_or_null<T>(),
+                         .ddelta_bias = grads[kDeltaBias].data_or_null<T>(),
+                         .dh0 = grads[kH0].data_or_null<T>()};
+    kernel.backward(a, g);
+    return grads;
+  });
+  return {y, h_last};
+}
+
+}  // namespace
+
+ScanResult selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
+                          const Tensor& C, const Tensor& D, const Tensor& z,
+                          const Tensor& delta_bias, bool delta_softplus, const Tensor& h0) {
+  const std::vector<Tensor> in{u, delta, A, B, C, D, z, delta_bias, h0};
+  const Dims s = check_inputs(in);
+  ScanResult out;
+  dispatch_device(u.device(), u.dtype(), kOp,
+                  [&] { out = run_scan<float>(in, s, delta_softplus); },
+                  [&]<typename T>() { out = run_scan<T>(in, s, delta_softplus); });
+  return out;
+}
+
+// ---- one token ---------------------------------------------------------------------------------
+Tensor selective_scan_step(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& Bm,
+                           const Tensor& C, const Tensor& D, const Tensor& z,
+                           const Tensor& delta_bias, bool delta_softplus, const Tensor& state) {
+  const char* op = "selective_scan_step";
+  check_float(op, u, "u");
+  check_dim(op, u, 2, "u (B, ED)");
+  check_dim(op, A, 2, "A (ED, N)");
+  const int64_t B = u.size(0), ED = u.size(1), N = A.size(1);
+  check_shape(op, delta, {B, ED}, "delta");
+  check_shape(op, A, {ED, N}, "A");
+  check_shape(op, Bm, {B, N}, "B");
+  check_shape(op, C, {B, N}, "C");
+  if (D.defined()) check_shape(op, D, {ED}, "D");
+  if (z.defined()) check_shape(op, z, {B, ED}, "z");
+  if (delta_bias.defined()) check_shape(op, delta_bias, {ED}, "delta_bias");
+  check_shape(op, state, {B, ED, N}, "state");
+  for (const Tensor* t : {&delta, &A, &Bm, &C, &D, &z, &delta_bias, &state}) {
+    if (!t->defined()) continue;
+    check_same_dtype(op, u, *t);
+    check_same_device(op, u, *t);
+  }
+  MG_CHECK(!needs_grad({u, delta, A, Bm, C, D, z, delta_bias, state}), op,
+           ": inference only (no backward): run it under NoGradGuard or on detached tensors");
+  Tensor y = Tensor::empty({B, ED}, u.dtype(), u.device());
+  auto step_args = [&]<typename T>() -> ScanArgs<T> {
+    return {.B = B, .L = 1, .ED = ED, .N = N, .u = u.data<T>(), .delta = delta.data<T>(),
+            .A = A.data<T>(), .Bm = Bm.data<T>(), .C = C.data<T>(), .D = D.data_or_null<T>(),
+            .z = z.data_or_null<T>(), .delta_bias = delta_bias.data_or_null<T>(),
+            .delta_softplus = delta_softplus, .h0 = state.data<T>(), .y = y.data<T>(),
+            .h_last = state.data<T>()};  // the state updated in place
+  };
+  // A CUDA twin: declare cuda::selective_scan_step_forward in kernels.h and call it here.
+  dispatch_device(u.device(), u.dtype(), op,
+                  [&] { throw Error(detail::cat(op, ": no CUDA kernel yet (decode on the CPU)")); },
+                  [&]<typename T>() {
+                    cpu::selective_scan_step_forward(step_args.template operator()<T>());
+                  });
+  return y;
+}
+
+}  // namespace mg
