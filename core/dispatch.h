@@ -40,14 +40,6 @@ inline constexpr bool kWithCuda = true;
 inline constexpr bool kWithCuda = false;
 #endif
 
-// Transitional, for code not yet moved to the template form above (the selective scan's
-// files): MG_CUDA_ONLY(...) keeps its argument only in a CUDA build. New code does not use it.
-#ifdef MG_WITH_CUDA
-#define MG_CUDA_ONLY(...) __VA_ARGS__
-#else
-#define MG_CUDA_ONLY(...)
-#endif
-
 template <typename F>
 void dispatch_float(DType t, const char* op, F&& f) {
   switch (t) {
@@ -69,12 +61,10 @@ namespace detail {
   throw Error(cat(op, ": a ", d.str(), " tensor in a build without CUDA (configure with "
                   "-DMG_CUDA=ON)"));
 }
-// Runs the CUDA lambda with T = float. A plain (non-template) lambda is the transitional
-// MG_CUDA_ONLY form and is called as it is.
+// Runs the CUDA lambda with T = float.
 template <typename CudaF>
 void run_cuda_float(CudaF& cuda_kernel) {
-  if constexpr (requires { cuda_kernel(); }) cuda_kernel();
-  else cuda_kernel.template operator()<float>();
+  cuda_kernel.template operator()<float>();
 }
 }  // namespace detail
 

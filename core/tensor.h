@@ -92,15 +92,6 @@ class Tensor {
   Tensor cast(DType dtype) const;         // a converted copy, on the CPU (to(x, dtype) records it)
   Tensor copy_to(Device device) const;    // a copy on `device` (to(x, device) records it)
   Tensor clone() const;                   // a deep copy on the same device
-  // TRANSITIONAL, for the selective scan's files only (they move to reshape(x, s) / to(x, ...)
-  // after the scan refactor merges; then these three go): the recorded forms, defined in
-  // ops/convert.cpp. Core itself never calls them.
-  [[deprecated("use reshape(x, shape) from ops/shape.h, or x.view(shape)")]]
-  Tensor reshape(const Shape& shape) const;
-  [[deprecated("use to(x, dtype) from ops/convert.h, or x.cast(dtype)")]]
-  Tensor to(DType dtype) const;
-  [[deprecated("use to(x, device) from ops/convert.h, or x.copy_to(device)")]]
-  Tensor to(Device device) const;
   // This tensor's values become src's (same number of elements; src on any device, any
   // floating dtype: converted on the host), in this tensor's own storage, so every handle to
   // it stays valid (loading weights and optimizer state). Not recorded on the tape.

@@ -208,11 +208,4 @@ void synchronize() {
   MG_CUDA_CHECK(cudaStreamSynchronize(g_stream));
 }
 
-bool deterministic() { return settings().deterministic; }
-void set_deterministic(bool on) {
-  Settings s = settings();
-  s.deterministic = on;
-  set_settings(s);
-}
-
 }  // namespace mg::cuda

@@ -54,11 +54,6 @@ void* stream();
 // Waits for all work queued on stream(); reports any asynchronous kernel error.
 void synchronize();
 
-// Transitional, for the selective scan's files until they read mg::settings() (core/settings.h,
-// where deterministic mode and TF32 now live): the same as settings().deterministic.
-bool deterministic();
-void set_deterministic(bool on);
-
 // Picks the device and creates the stream. Idempotent; throws mg::Error with a clear message
 // when no device is visible. Called lazily through core (allocator_for) — users need not.
 void backend_init();

@@ -21,6 +21,7 @@
 #include "cli.h"
 #include "core/tensor.h"
 #include "ops/arith.h"
+#include "ops/convert.h"
 
 #ifdef MG_WITH_CUDA
 #include "core/settings.h"
@@ -53,10 +54,10 @@ inline Row measure(const Shape4& s, CudaScanVersion v, int repeats, int64_t T) {
   const Device g = Device::cuda();
   Generator gen(1);
   auto dev = [&](const Shape& shape, double scale) {
-    return (Tensor::randn(shape, DType::f32, &gen) * scale).to(g);
+    return to(Tensor::randn(shape, DType::f32, &gen) * scale, g);
   };
   Tensor u = dev({s.B, s.L, s.ED}, 1), delta = dev({s.B, s.L, s.ED}, 0.5), z = dev({s.B, s.L, s.ED}, 1);
-  Tensor A = (Tensor::ones({s.ED, s.N}) * -1.0).to(g), Bm = dev({s.B, s.L, s.N}, 1), C = dev({s.B, s.L, s.N}, 1);
+  Tensor A = to(Tensor::ones({s.ED, s.N}) * -1.0, g), Bm = dev({s.B, s.L, s.N}, 1), C = dev({s.B, s.L, s.N}, 1);
   Tensor D = dev({s.ED}, 1), bias = dev({s.ED}, 0.1) - 4.0, dy = dev({s.B, s.L, s.ED}, 1);
   const int64_t nc = scan_num_chunks(s.L, T);
   auto E = [&](const Shape& shape) { return Tensor::empty(shape, DType::f32, g); };

@@ -225,7 +225,7 @@ Tensor causal_conv1d_step(const Tensor& x, const Tensor& weight, const Tensor& b
   Tensor y = Tensor::empty({B, C}, x.dtype(), x.device());
   // A CUDA twin: declare cuda::causal_conv1d_step_forward in conv1d.h and call it here.
   dispatch_device(x.device(), x.dtype(), op,
-                  [&] { throw Error(detail::cat(op, ": no CUDA kernel yet (decode on the CPU)")); },
+                  [&]<typename T>() { throw Error(detail::cat(op, ": no CUDA kernel yet (decode on the CPU)")); },
                   [&]<typename T>() {
                     cpu::causal_conv1d_step_forward<T>(x.data<T>(), weight.data<T>(),
                                                        bias.data_or_null<T>(), window.data<T>(),
@@ -243,7 +243,7 @@ Tensor causal_conv1d_state(const Tensor& x, int64_t K) {
   Tensor window = Tensor::empty({B, C, K}, x.dtype(), x.device());
   // A CUDA twin: declare cuda::causal_conv1d_state_forward in conv1d.h and call it here.
   dispatch_device(x.device(), x.dtype(), op,
-                  [&] { throw Error(detail::cat(op, ": no CUDA kernel yet (prefill on the CPU)")); },
+                  [&]<typename T>() { throw Error(detail::cat(op, ": no CUDA kernel yet (prefill on the CPU)")); },
                   [&]<typename T>() {
                     cpu::causal_conv1d_state_forward<T>(x.data<T>(), window.data<T>(), B, L, C, K);
                   });

@@ -26,9 +26,5 @@ Tensor to(const Tensor& x, Device device) {
   return y;
 }
 
-// TRANSITIONAL (core/tensor.h): the old member spellings, until the scan's files move over.
-Tensor Tensor::reshape(const Shape& shape) const { return mg::reshape(*this, shape); }
-Tensor Tensor::to(DType dtype) const { return mg::to(*this, dtype); }
-Tensor Tensor::to(Device device) const { return mg::to(*this, device); }
 
 }  // namespace mg

@@ -18,6 +18,7 @@
 #include "core/allocator.h"
 #include "core/settings.h"
 #include "core/tensor.h"
+#include "ops/convert.h"
 #include "ops/arith.h"
 #include "ops/reduce.h"
 #include "cuda/runtime.h"
@@ -68,8 +69,8 @@ Inputs make_inputs(const Case& c, uint64_t seed) {
   return a;
 }
 
-Tensor to_dev(const Tensor& t) { return t.defined() ? t.to(kGpu) : Tensor(); }
-Tensor to_host(const Tensor& t) { return t.defined() ? t.to(Device::cpu()) : Tensor(); }
+Tensor to_dev(const Tensor& t) { return t.defined() ? to(t, kGpu) : Tensor(); }
+Tensor to_host(const Tensor& t) { return t.defined() ? to(t, Device::cpu()) : Tensor(); }
 
 // The kernels the op runs on `where` (CPU: the fast kernels; CUDA: `version`).
 ScanKernelPair<float> kernels(Device where, int64_t N,
@@ -385,15 +386,15 @@ TEST_CASE("cuda selective_scan: batch 0 gives zero parameter gradients; L 0 pass
                              .dB = out, .dC = out, .dD = dD.data<float>(), .dz = out,
                              .ddelta_bias = dbias.data<float>()};
     k.backward(a, g);
-    CHECK(sum(dA.to(Device::cpu())).item() == 0.0);
-    CHECK(sum(dD.to(Device::cpu())).item() == 0.0);
-    CHECK(sum(dbias.to(Device::cpu())).item() == 0.0);
+    CHECK(sum(to(dA, Device::cpu())).item() == 0.0);
+    CHECK(sum(to(dD, Device::cpu())).item() == 0.0);
+    CHECK(sum(to(dbias, Device::cpu())).item() == 0.0);
     // L = 0 (raw kernel API): h_last = h0 and dh0 = dh_last, like the CPU loop.
     Tensor h0 = Tensor::full({2, ED, N}, 0.5, DType::f32, kGpu), h_last = Tensor::zeros({2, ED, N}, DType::f32, kGpu);
     k.forward({.B = 2, .L = 0, .ED = ED, .N = N, .T = 64, .u = nil, .delta = nil,
                .A = A.data<float>(), .Bm = nil, .C = nil, .h0 = h0.data<float>(), .y = out,
                .h_last = h_last.data<float>()});
-    CHECK(sum(h_last.to(Device::cpu())).item() == doctest::Approx(0.5 * 2 * ED * N));
+    CHECK(sum(to(h_last, Device::cpu())).item() == doctest::Approx(0.5 * 2 * ED * N));
   }
 }
 

@@ -9,6 +9,7 @@
 #include "data/byte_tokenizer.h"
 #include "nn/mamba.h"
 #include "nn/sampling.h"
+#include "ops/convert.h"
 #include "ops/arith.h"
 #include "ops/conv1d.h"
 #include "ops/selective_scan/selective_scan.h"
@@ -36,7 +37,7 @@ Tensor random_ids(const Shape& shape, int32_t V, uint64_t seed) {
 
 // max |a - b| / max |b| of two same-shaped tensors.
 double rel_error(const Tensor& a, const Tensor& b) {
-  auto x = a.to(DType::f64).to_vector<double>(), y = b.to(DType::f64).to_vector<double>();
+  auto x = to(a, DType::f64).to_vector<double>(), y = to(b, DType::f64).to_vector<double>();
   REQUIRE(x.size() == y.size());
   double num = 0, den = 0;
   for (size_t i = 0; i < x.size(); ++i) {
@@ -56,10 +57,10 @@ double prefill_then_step_error(const MambaLM& m, const Tensor& ids, int64_t t) {
   CHECK(state.seqlen == t);
   double worst = rel_error(pre, slice(full, 1, 0, t));
   for (int64_t s = t; s < L; ++s) {
-    Tensor tok = slice(ids, 1, s, s + 1).reshape({B});
+    Tensor tok = reshape(slice(ids, 1, s, s + 1), {B});
     Tensor logits = m.step(tok, state);  // (B, V)
     REQUIRE(shape_str(logits.shape()) == shape_str({B, V}));
-    worst = std::max(worst, rel_error(logits, slice(full, 1, s, s + 1).reshape({B, V})));
+    worst = std::max(worst, rel_error(logits, reshape(slice(full, 1, s, s + 1), {B, V})));
   }
   CHECK(state.seqlen == L);
   return worst;
@@ -113,7 +114,7 @@ TEST_CASE("mamba step: prefill state layout and num_last_tokens") {
 
 // ---- the per-token kernels against their parallel forms ------------------------------------
 // Every value in double (exact for f32): == compares the bits up to the sign of zero.
-std::vector<double> values(const Tensor& t) { return t.to(DType::f64).to_vector<double>(); }
+std::vector<double> values(const Tensor& t) { return to(t, DType::f64).to_vector<double>(); }
 
 TEST_CASE("selective_scan_step: token by token == the parallel scan, every optional input") {
   // Against the N-specialised f32 kernel (N 16: the model's case) the step gives the same bits;
@@ -144,7 +145,7 @@ TEST_CASE("selective_scan_step: token by token == the parallel scan, every optio
       ScanResult whole = selective_scan(u, delta, A, Bm, C, D, z, bias, softplus, h0);
       Tensor state = has_h0 ? h0.clone() : Tensor::zeros({B, ED, N}, c.dt);
       auto at = [&](const Tensor& x, int64_t t) {  // (B, L, X) -> step t's (B, X)
-        return x.defined() ? slice(x, 1, t, t + 1).reshape({B, x.size(2)}) : Tensor();
+        return x.defined() ? reshape(slice(x, 1, t, t + 1), {B, x.size(2)}) : Tensor();
       };
       auto same = [&](const Tensor& got, const Tensor& want) {
         return c.bitwise ? values(got) == values(want) : rel_error(got, want) < c.tol;
@@ -190,8 +191,8 @@ TEST_CASE("causal_conv1d_step: token by token == causal_conv1d, with and without
         Tensor y = causal_conv1d(x, w, bias);                       // (B, L, C)
         Tensor window = causal_conv1d_state(slice(x, 1, 0, 2), K);  // after a prefix of 2
         for (int64_t t = 2; t < L; ++t) {
-          Tensor yt = causal_conv1d_step(slice(x, 1, t, t + 1).reshape({B, C}), w, bias, window);
-          CHECK(rel_error(yt, slice(y, 1, t, t + 1).reshape({B, C})) < tol);
+          Tensor yt = causal_conv1d_step(reshape(slice(x, 1, t, t + 1), {B, C}), w, bias, window);
+          CHECK(rel_error(yt, reshape(slice(y, 1, t, t + 1), {B, C})) < tol);
         }
         CHECK(values(window) == values(causal_conv1d_state(x, K)));
       }

@@ -15,6 +15,7 @@
 #include "autograd/tape.h"
 #include "core/allocator.h"
 #include "core/settings.h"
+#include "ops/convert.h"
 #include "ops/arith.h"
 #include "ops/selective_scan/kernels.h"
 #include "ops/selective_scan/selective_scan.h"
@@ -51,7 +52,7 @@ ScanInputs make_args(int64_t B, int64_t L, int64_t ED, int64_t N, Optionals o, D
   std::vector<double> A(ED * N);
   for (int64_t d = 0; d < ED; ++d)
     for (int64_t n = 0; n < N; ++n) A[d * N + n] = -std::exp(std::log(double(n + 1)));
-  a.A = Tensor::from_vector<double>(A, {ED, N}).to(dt);
+  a.A = to(Tensor::from_vector<double>(A, {ED, N}), dt);
   a.B = Tensor::randn({B, L, N}, dt, &g);
   a.C = Tensor::randn({B, L, N}, dt, &g);
   if (o.D) a.D = Tensor::randn({ED}, dt, &g);
@@ -60,9 +61,9 @@ ScanInputs make_args(int64_t B, int64_t L, int64_t ED, int64_t N, Optionals o, D
   if (o.bias && o.softplus) {
     Tensor log_dt = Tensor::uniform({ED}, std::log(1e-3), std::log(0.1), dt, &g);
     std::vector<double> bias(ED);
-    auto v = log_dt.to(DType::f64).to_vector<double>();
+    auto v = to(log_dt, DType::f64).to_vector<double>();
     for (int64_t d = 0; d < ED; ++d) bias[d] = std::exp(v[d]) + std::log(-std::expm1(-std::exp(v[d])));
-    a.bias = Tensor::from_vector<double>(bias, {ED}).to(dt);
+    a.bias = to(Tensor::from_vector<double>(bias, {ED}), dt);
   }
   if (o.h0) a.h0 = Tensor::randn({B, ED, N}, dt, &g) * 0.5;
   return a;
@@ -86,7 +87,7 @@ ScanResult run_reference(const ScanInputs& a) {
 }
 
 // y and h_last as one flat vector, so one gradcheck covers both outputs.
-Tensor flat(const ScanResult& r) { return cat({r.y.reshape({-1}), r.h_last.reshape({-1})}, 0); }
+Tensor flat(const ScanResult& r) { return cat({reshape(r.y, {-1}), reshape(r.h_last, {-1})}, 0); }
 
 // Forward + backward with fixed cotangents; returns y, h_last and every gradient (undefined
 // where the input is absent).
@@ -100,8 +101,8 @@ std::vector<Tensor> fwd_bwd(const ScanInputs& args, const std::function<ScanResu
   Generator g(seed);
   Tensor dy = Tensor::randn(r.y.shape(), r.y.dtype(), &g);
   Tensor dh = Tensor::randn(r.h_last.shape(), r.y.dtype(), &g);
-  Tensor root = cat({r.y.reshape({-1}), r.h_last.reshape({-1})}, 0);
-  backward(root, cat({dy.reshape({-1}), dh.reshape({-1})}, 0));
+  Tensor root = cat({reshape(r.y, {-1}), reshape(r.h_last, {-1})}, 0);
+  backward(root, cat({reshape(dy, {-1}), reshape(dh, {-1})}, 0));
   std::vector<Tensor> out{r.y.detach(), r.h_last.detach()};
   for (const Tensor& t : a.list()) out.push_back(t.defined() ? t.grad() : Tensor());
   return out;
@@ -111,7 +112,7 @@ const std::string kNames[] = {"y", "h_last", "du", "ddelta", "dA", "dB", "dC", "
 // max |a - b| / max |b|: the error relative to the tensor's scale (elementwise relative error
 // is meaningless for entries that are near zero by cancellation).
 double rel_error(const Tensor& a, const Tensor& b) {
-  auto x = a.to(DType::f64).to_vector<double>(), y = b.to(DType::f64).to_vector<double>();
+  auto x = to(a, DType::f64).to_vector<double>(), y = to(b, DType::f64).to_vector<double>();
   double diff = 0, scale = 0;
   for (size_t i = 0; i < x.size(); ++i) {
     diff = std::max(diff, std::abs(x[i] - y[i]));
@@ -217,17 +218,17 @@ TEST_CASE("selective_scan: softplus at -100, -20, 0, 20, 21, 100 in both directi
     for (ScanKernel impl : {ScanKernel::fast, ScanKernel::sequential}) {
       ScanInputs a;
       a.u = Tensor::ones({6, 1, 1}, dt);
-      a.delta = Tensor::from_vector<double>(r, {6, 1, 1}).to(dt);
+      a.delta = to(Tensor::from_vector<double>(r, {6, 1, 1}), dt);
       a.A = Tensor::full({1, 1}, -1.0, dt);
       a.B = Tensor::ones({6, 1, 1}, dt);
       a.C = Tensor::ones({6, 1, 1}, dt);
       auto out = fwd_bwd(a, [impl](const ScanInputs& x) { return run(x, impl); });
-      auto y = out[0].to(DType::f64).to_vector<double>();
+      auto y = to(out[0], DType::f64).to_vector<double>();
       Tensor delta_leaf = a.delta.clone().requires_grad_();
       tape().clear();
       ScanResult res = scan_with(impl, 4, a.u, delta_leaf, a.A, a.B, a.C);
       backward(res.y, Tensor::ones({6, 1, 1}, dt));
-      auto g = delta_leaf.grad().to(DType::f64).to_vector<double>();
+      auto g = to(delta_leaf.grad(), DType::f64).to_vector<double>();
       const double eps = dt == DType::f32 ? 1e-6 : 1e-14;
       for (size_t i = 0; i < r.size(); ++i) {
         CAPTURE(r[i]);
@@ -344,9 +345,9 @@ TEST_CASE("selective_scan: fwd+bwd peak memory is O(B*L*ED), not O(B*L*ED*N)") {
 
 TEST_CASE("selective_scan: bad shapes and dtypes throw errors naming the op") {
   ScanInputs a = make_args(2, 5, 3, 4, Optionals{}, DType::f32, 1);
-  CHECK_THROWS_WITH_AS(selective_scan(a.u, a.delta, a.A, a.C.reshape({2, 4, 5}), a.C),
+  CHECK_THROWS_WITH_AS(selective_scan(a.u, a.delta, a.A, reshape(a.C, {2, 4, 5}), a.C),
                        doctest::Contains("selective_scan"), Error);
-  CHECK_THROWS_AS(selective_scan(a.u, a.delta.to(DType::f64), a.A, a.B, a.C), Error);
+  CHECK_THROWS_AS(selective_scan(a.u, to(a.delta, DType::f64), a.A, a.B, a.C), Error);
   CHECK_THROWS_AS(selective_scan(a.u, a.delta, a.A, a.B, a.C, Tensor::ones({4})), Error);
   CHECK_THROWS_AS(selective_scan(a.u, a.delta, a.A, a.B, a.C, {}, {}, {}, true,
                                  Tensor::zeros({2, 3, 5})),

@@ -37,23 +37,23 @@ ScanResult selective_scan_reference(const Tensor& u, const Tensor& delta, const 
   Tensor r = delta_bias.defined() ? delta + delta_bias : delta;
   Tensor dt = delta_softplus ? softplus(r) : r;
   Tensor ones_N = Tensor::ones({1, N}, u.dtype());
-  Tensor A_bar = exp(matmul(dt.reshape({B, L, ED, 1}), ones_N) * A);
-  Tensor deltaBu = matmul((dt * u).reshape({B, L, ED, 1}), Bm.reshape({B, L, 1, N}));
+  Tensor A_bar = exp(matmul(reshape(dt, {B, L, ED, 1}), ones_N) * A);
+  Tensor deltaBu = matmul(reshape(dt * u, {B, L, ED, 1}), reshape(Bm, {B, L, 1, N}));
 
   const std::vector<int64_t> steps(L, 1);
   std::vector<Tensor> A_bar_t = split(A_bar, steps, 1);  // L tensors (B, 1, ED, N)
   std::vector<Tensor> deltaBu_t = split(deltaBu, steps, 1);
-  Tensor h = h0.defined() ? h0.reshape({B, 1, ED, N}) : Tensor::zeros({B, 1, ED, N}, u.dtype());
+  Tensor h = h0.defined() ? reshape(h0, {B, 1, ED, N}) : Tensor::zeros({B, 1, ED, N}, u.dtype());
   std::vector<Tensor> hs;
   hs.reserve(L);
   for (int64_t t = 0; t < L; ++t) {
     h = A_bar_t[t] * h + deltaBu_t[t];
     hs.push_back(h);
   }
-  Tensor y = matmul(cat(hs, 1), C.reshape({B, L, N, 1})).reshape({B, L, ED});
+  Tensor y = reshape(matmul(cat(hs, 1), reshape(C, {B, L, N, 1})), {B, L, ED});
   if (D.defined()) y = y + u * D;
   if (z.defined()) y = y * silu(z);
-  return {y, h.reshape({B, ED, N})};
+  return {y, reshape(h, {B, ED, N})};
 }
 
 }  // namespace mg

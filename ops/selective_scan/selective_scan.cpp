@@ -143,7 +143,7 @@ ScanResult selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A,
   const Dims s = check_inputs(in);
   ScanResult out;
   dispatch_device(u.device(), u.dtype(), kOp,
-                  [&] { out = run_scan<float>(in, s, delta_softplus); },
+                  [&]<typename T>() { out = run_scan<T>(in, s, delta_softplus); },
                   [&]<typename T>() { out = run_scan<T>(in, s, delta_softplus); });
   return out;
 }
@@ -182,7 +182,7 @@ Tensor selective_scan_step(const Tensor& u, const Tensor& delta, const Tensor& A
   };
   // A CUDA twin: declare cuda::selective_scan_step_forward in kernels.h and call it here.
   dispatch_device(u.device(), u.dtype(), op,
-                  [&] { throw Error(detail::cat(op, ": no CUDA kernel yet (decode on the CPU)")); },
+                  [&]<typename T>() { throw Error(detail::cat(op, ": no CUDA kernel yet (decode on the CPU)")); },
                   [&]<typename T>() {
                     cpu::selective_scan_step_forward(step_args.template operator()<T>());
                   });
