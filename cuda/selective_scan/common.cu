@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "cuda/check.cuh"
+#include "cuda/partial_sums.h"
 #include "cuda/runtime.h"
 
 namespace mg::cuda::scan_detail {
@@ -23,21 +24,11 @@ Tensor scratch_zeros(int64_t n) {
 }
 
 namespace {
-// out[k] = sum_b part[b * K + k] for k < K, in b order. part: (B, K); out: (K).
-__global__ void sum_over_batch_kernel(const float* __restrict__ part, float* __restrict__ out,
-                                      int64_t batch, int64_t K) {
-  for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < K;
-       k += (int64_t)gridDim.x * blockDim.x) {
-    float s = 0.f;
-    for (int64_t b = 0; b < batch; ++b) s += part[b * K + k];
-    out[k] = s;
-  }
-}
+// out[k] = sum_b part[b * K + k] for k < K, in b order (cuda/partial_sums.h). part: (B, K).
 void sum_over_batch(const float* part, float* out, int64_t batch, int64_t K) {
   if (!out || K == 0) return;
-  Launch1d l = launch_1d(K);
-  sum_over_batch_kernel<<<l.grid, l.block, 0, cuda_stream()>>>(part, out, batch, K);
-  check_launch("selective_scan backward (parameter sums)");
+  sum_partials(part, out, PartialsLayout::rows(batch, K), /*accumulate=*/false,
+               "selective_scan backward (parameter sums)");
 }
 
 // dst = src (n floats), or zeros when src is null; nothing when dst is null.

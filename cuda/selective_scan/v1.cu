@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "core/tensor.h"
 #include "cuda/check.cuh"
+#include "cuda/partial_sums.h"
 #include "cuda/runtime.h"
 #include "cuda/selective_scan/common.cuh"
 #include "ops/selective_scan/kernels.h"
@@ -173,27 +174,6 @@ __global__ void __launch_bounds__(kV1Threads)
   dbias_part[bd] += dbias_acc;
 }
 
-// dB[b, t0+i, n] = sum_d S_h[(i+1, n, b*ED+d)], dC[..] = sum_d S_dC[(i, n, b*ED+d)], d in order.
-// S_h: (T+1, N, B*ED); S_dC: (T, N, B*ED); dB, dC: (B, L, N).
-__global__ void v1_sum_channels_kernel(const float* __restrict__ S_h, const float* __restrict__ S_dC,
-                                       float* __restrict__ dB, float* __restrict__ dC, int64_t B,
-                                       int64_t L, int64_t ED, int64_t N, int64_t t0, int64_t len) {
-  const int64_t BD = B * ED, total = B * len * N;
-  for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < total;
-       k += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t n = k % N, i = (k / N) % len, b = k / (N * len);
-    const float* pb = S_h + ((i + 1) * N + n) * BD + b * ED;
-    const float* pc = S_dC + (i * N + n) * BD + b * ED;
-    float sb = 0.f, sc = 0.f;
-    for (int64_t d = 0; d < ED; ++d) {
-      sb += pb[d];
-      sc += pc[d];
-    }
-    dB[(b * L + t0 + i) * N + n] = sb;
-    dC[(b * L + t0 + i) * N + n] = sc;
-  }
-}
-
 int v1_state_slots(int64_t N) {
   MG_CHECK(N >= 1 && N <= 256, "selective_scan (CUDA v1): supports 1 <= N <= 256 states, got ",
            N);
@@ -254,10 +234,15 @@ void selective_scan_backward_v1(const ScanArgs<float>& a, const ScanGrads<float>
     else MG_V1_BWD(256);
 #undef MG_V1_BWD
     check_launch("selective_scan_backward (CUDA v1, chunk)");
-    Launch1d l = launch_1d(B * len * N);
-    v1_sum_channels_kernel<<<l.grid, l.block, 0, s>>>(S_h.data<float>(), S_dC.data<float>(), g.dB,
-                                                       g.dC, B, L, ED, N, c * T, len);
-    check_launch("selective_scan_backward (CUDA v1, dB/dC sums)");
+    // dB[b, t0+i, n] = sum_d S_h[(i+1, n, b*ED+d)], dC[..] = sum_d S_dC[(i, n, b*ED+d)], d in
+    // order (cuda/partial_sums.h). S_h: (T+1, N, B*ED); S_dC: (T, N, B*ED); dB, dC: (B, L, N).
+    const int64_t BD = B * ED, t0 = c * T;
+    const PartialsLayout per_channel{.groups = B, .n = len * N, .parts = ED, .part_group = ED,
+                                     .part_stride = 1, .part_elem = BD, .out_group = L * N};
+    sum_partials(S_h.data<float>() + N * BD, g.dB + t0 * N, per_channel, false,
+                 "selective_scan_backward (CUDA v1, dB sums)");
+    sum_partials(S_dC.data<float>(), g.dC + t0 * N, per_channel, false,
+                 "selective_scan_backward (CUDA v1, dC sums)");
   }
   reduce_param_partials(dA_part, dD_part, dbias_part, g.dA, g.dD, g.ddelta_bias, B, ED, N);
 }

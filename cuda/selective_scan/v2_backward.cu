@@ -7,6 +7,7 @@
 #include "core/settings.h"
 #include "core/tensor.h"
 #include "cuda/check.cuh"
+#include "cuda/partial_sums.h"
 #include "cuda/runtime.h"
 #include "cuda/selective_scan/common.cuh"
 #include "cuda/selective_scan/v2.cuh"
@@ -220,27 +221,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// dB[b, win0 + k, n] = sum_g partB[b, g, k, n] in g order (and dC), k < count.
-// partB, partC: (B, G, win_len, N); dB, dC: (B, L, N).
-__global__ void v2_sum_groups_kernel(const float* __restrict__ partB, const float* __restrict__ partC,
-                                     float* __restrict__ dB, float* __restrict__ dC, int64_t B,
-                                     int64_t G, int64_t L, int64_t N, int64_t win0,
-                                     int64_t win_len, int64_t count) {
-  const int64_t total = B * count * N;
-  for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < total;
-       k += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t n = k % N, s = (k / N) % count, b = k / (N * count);
-    float sb = 0.f, sc = 0.f;
-    for (int64_t g = 0; g < G; ++g) {
-      const int64_t at = ((b * G + g) * win_len + s) * N + n;
-      sb += partB[at];
-      sc += partC[at];
-    }
-    dB[(b * L + win0 + s) * N + n] = sb;
-    dC[(b * L + win0 + s) * N + n] = sc;
-  }
-}
-
 }  // namespace
 
 // The forward's layouts; dy, du, ddelta, dz: (B, L, ED); dB, dC: (B, L, N); dA: (ED, N);
@@ -312,10 +292,15 @@ void selective_scan_backward_v2(const ScanArgs<float>& p, const ScanGrads<float>
       v2_bwd_kernel<<<grid, kThreads, dyn, s>>>(p, o, Kb, tile_begin, tile_end);
       check_launch("selective_scan_backward (CUDA v2)");
       const int64_t count = std::min(L, win0 + win_len) - win0;
-      Launch1d l = launch_1d(B * count * N);
-      v2_sum_groups_kernel<<<l.grid, l.block, 0, s>>>(o.partB, o.partC, g.dB, g.dC, B, G, L, N,
-                                                      win0, win_len, count);
-      check_launch("selective_scan_backward (CUDA v2, dB/dC sums)");
+      // dB[b, win0 + k, n] = sum_g partB[b, g, k, n] in g order (and dC), k < count
+      // (cuda/partial_sums.h). partB, partC: (B, G, win_len, N); dB, dC: (B, L, N).
+      const PartialsLayout per_group{.groups = B, .n = count * N, .parts = G,
+                                     .part_group = G * win_len * N, .part_stride = win_len * N,
+                                     .out_group = L * N};
+      sum_partials(o.partB, g.dB + win0 * N, per_group, false,
+                   "selective_scan_backward (CUDA v2, dB sums)");
+      sum_partials(o.partC, g.dC + win0 * N, per_group, false,
+                   "selective_scan_backward (CUDA v2, dC sums)");
     }
   }
   reduce_param_partials(o.dA_part, o.dD_part, o.dbias_part, g.dA, g.dD, g.ddelta_bias, B, ED,
