@@ -6,9 +6,10 @@
 //   selective_scan_forward(const ScanArgs<T, S>& a)
 //   selective_scan_backward(const ScanArgs<T, S>& a, const ScanGrads<T, S>& g)
 //
-// so the parameter list is written here and nowhere else. The op (ops/selective_scan.cpp)
-// fills one ScanArgs from its tensors, runs the forward with it, and hands the same struct to
-// the backward. Pointers are host or device pointers, as the kernel's device requires.
+// so the parameter list is written here and nowhere else (ops/selective_scan/kernels.h
+// declares the kernels). The op (ops/selective_scan/selective_scan.cpp) fills one ScanArgs
+// from its tensors, runs the forward with it, and fills it again from the same tensors for the
+// backward. Pointers are host or device pointers, as the kernel's device requires.
 //
 // Two element types: T for the activations that stream through the scan (u, delta, z, B, C,
 // y and their gradients), S for the parameters and the state (A, D, delta_bias, h0, h_last,
@@ -28,12 +29,15 @@
 // Optional outputs are nullptr: h_last, chunk_states (forward: nothing is saved), dz (when z
 // is null), dD, ddelta_bias, dh0. The backward reads chunk_states (the forward's output) and
 // h0; every gradient output is written (=), never accumulated into.
+//
+// (In the structs below the element types are spelled Act and State, because the chunk
+// length is the member T: C++ forbids a member named like a template parameter.)
 #pragma once
 #include <cstdint>
 
 namespace mg {
 
-template <typename T, typename S = T>
+template <typename Act, typename State = Act>
 struct ScanArgs {
   // ---- sizes -------------------------------------------------------------------------
   int64_t B = 0;   // batch
@@ -42,38 +46,39 @@ struct ScanArgs {
   int64_t N = 0;   // states per channel (d_state)
   int64_t T = 64;  // chunk: steps between saved states (the backward's recomputation unit)
   // ---- inputs ------------------------------------------------------------------------
-  const T* u = nullptr;           // (B, L, ED)
-  const T* delta = nullptr;       // (B, L, ED) raw: softplus(delta + delta_bias) is the step
-  const S* A = nullptr;           // (ED, N)   (A = -exp(A_log): negative)
-  const T* Bm = nullptr;          // (B, L, N)
-  const T* C = nullptr;           // (B, L, N)
-  const S* D = nullptr;           // (ED)      optional skip
-  const T* z = nullptr;           // (B, L, ED) optional gate: y *= silu(z)
-  const S* delta_bias = nullptr;  // (ED)      optional
+  const Act* u = nullptr;             // (B, L, ED)
+  const Act* delta = nullptr;         // (B, L, ED) raw: softplus(delta + delta_bias) is the step
+  const State* A = nullptr;           // (ED, N)    (A = -exp(A_log): negative)
+  const Act* Bm = nullptr;            // (B, L, N)
+  const Act* C = nullptr;             // (B, L, N)
+  const State* D = nullptr;           // (ED)       optional skip
+  const Act* z = nullptr;             // (B, L, ED) optional gate: y *= silu(z)
+  const State* delta_bias = nullptr;  // (ED)       optional
   bool delta_softplus = true;
-  const S* h0 = nullptr;          // (B, ED, N) optional initial state
+  const State* h0 = nullptr;          // (B, ED, N) optional initial state
   // ---- forward outputs (the backward reads chunk_states) -------------------------------
-  T* y = nullptr;                 // (B, L, ED)
-  S* h_last = nullptr;            // (B, ED, N) optional
-  S* chunk_states = nullptr;      // (B, ceil(L/T), ED, N) optional: saved for the backward
+  Act* y = nullptr;                   // (B, L, ED)
+  State* h_last = nullptr;            // (B, ED, N) optional
+  State* chunk_states = nullptr;      // (B, ceil(L/T), ED, N) optional: saved for the backward
 };
 
-template <typename T, typename S = T>
+template <typename Act, typename State = Act>
 struct ScanGrads {
-  const T* dy = nullptr;          // (B, L, ED)
-  const S* dh_last = nullptr;     // (B, ED, N) optional (0)
-  T* du = nullptr;                // (B, L, ED)
-  T* ddelta = nullptr;            // (B, L, ED) gradient of the RAW delta
-  S* dA = nullptr;                // (ED, N)
-  T* dB = nullptr;                // (B, L, N)
-  T* dC = nullptr;                // (B, L, N)
-  S* dD = nullptr;                // (ED) when D is given
-  T* dz = nullptr;                // (B, L, ED) when z is given
-  S* ddelta_bias = nullptr;       // (ED) when delta_bias is given
-  S* dh0 = nullptr;               // (B, ED, N) when h0 is given
+  const Act* dy = nullptr;            // (B, L, ED)
+  const State* dh_last = nullptr;     // (B, ED, N) optional (0)
+  Act* du = nullptr;                  // (B, L, ED)
+  Act* ddelta = nullptr;              // (B, L, ED) gradient of the RAW delta
+  State* dA = nullptr;                // (ED, N)
+  Act* dB = nullptr;                  // (B, L, N)
+  Act* dC = nullptr;                  // (B, L, N)
+  State* dD = nullptr;                // (ED)       when D is given
+  Act* dz = nullptr;                  // (B, L, ED) when z is given
+  State* ddelta_bias = nullptr;       // (ED)       when delta_bias is given
+  State* dh0 = nullptr;               // (B, ED, N) when h0 is given
 };
 
 // Number of saved chunk states per (b, d): ceil(L / T).
-inline int64_t scan_num_chunks(int64_t L, int64_t T) { return (L + T - 1) / T; }
+// (constexpr: CUDA device code may call it too.)
+constexpr int64_t scan_num_chunks(int64_t L, int64_t T) { return (L + T - 1) / T; }
 
 }  // namespace mg
