@@ -5,7 +5,8 @@
 #
 #   scripts/cuda_resource_report.sh [ARCH]      ARCH: compute capability, default 90
 #
-# It compiles cuda/selective_scan.cu and cuda/selective_scan_v2.cu with the build's flags
+# It compiles cuda/selective_scan.cu, cuda/selective_scan_v2.cu and v3's two files
+# (cuda/selective_scan/v3.cu, v3_backward.cu) with the build's flags
 # (CMakeLists.txt: -O3 -lineinfo --expt-relaxed-constexpr --extended-lambda -std=c++20) plus
 # -Xptxas -v into a temporary directory; nothing in the build tree is touched.
 set -euo pipefail
@@ -15,6 +16,7 @@ NVCC="${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}"
 OUT="$ROOT/docs/cuda_scan_resources.txt"
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
+mkdir -p "$TMP/selective_scan"  # for the v3 files
 FLAGS=(-DMG_WITH_CUDA=1 -I"$ROOT" -isystem=/usr/include/eigen3 -O3 -DNDEBUG
        "--generate-code=arch=compute_${ARCH},code=[compute_${ARCH},sm_${ARCH}]" -lineinfo
        --expt-relaxed-constexpr --extended-lambda -std=c++20 -Xptxas -v)
@@ -23,7 +25,7 @@ FLAGS=(-DMG_WITH_CUDA=1 -I"$ROOT" -isystem=/usr/include/eigen3 -O3 -DNDEBUG
   echo "# regenerate: scripts/cuda_resource_report.sh ${ARCH}"
   echo "# $("$NVCC" --version | tail -1)"
   echo "# kernel names demangled; one block per kernel: registers, spill stores/loads, smem"
-  for f in selective_scan.cu selective_scan_v2.cu; do
+  for f in selective_scan.cu selective_scan_v2.cu selective_scan/v3.cu selective_scan/v3_backward.cu; do
     echo
     echo "## cuda/$f"
     start=$(date +%s.%N)
@@ -42,7 +44,7 @@ FLAGS=(-DMG_WITH_CUDA=1 -I"$ROOT" -isystem=/usr/include/eigen3 -O3 -DNDEBUG
   done
 } > "$OUT"
 # The check: no spills in any v2 kernel.
-v2_spills=$(awk '/^## cuda\/selective_scan_v2.cu/{v2=1} v2 && /spill stores/' "$OUT" \
+v2_spills=$(awk '/^## /{v2 = /selective_scan_v2/} v2 && /spill stores/' "$OUT" \
             | grep -Ev "0 bytes spill stores, 0 bytes spill loads" || true)
 if [[ -n "$v2_spills" ]]; then
   echo "CHECK FAILED: a v2 kernel spills:" | tee -a "$OUT"
@@ -50,4 +52,13 @@ if [[ -n "$v2_spills" ]]; then
   exit 1
 fi
 echo "CHECK: no spills in v2 (every v2 kernel: 0 bytes spill stores, 0 bytes spill loads)" >> "$OUT"
+# The same check for v3.
+v3_spills=$(awk '/^## /{v3 = /v3/} v3 && /spill stores/' "$OUT" \
+            | grep -Ev "0 bytes spill stores, 0 bytes spill loads" || true)
+if [[ -n "$v3_spills" ]]; then
+  echo "CHECK FAILED: a v3 kernel spills:" | tee -a "$OUT"
+  echo "$v3_spills" | tee -a "$OUT"
+  exit 1
+fi
+echo "CHECK: no spills in v3 (every v3 kernel: 0 bytes spill stores, 0 bytes spill loads)" >> "$OUT"
 echo "wrote $OUT"

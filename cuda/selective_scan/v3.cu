@@ -248,6 +248,7 @@ using namespace v3;
 // Forward: walk<kLocal> -> combine -> walk<kForward> (v3.cuh).
 void selective_scan_forward_v3(const ScanArgs<float>& a) {
   check_args(a, "forward");
+  MG_CHECK(a.y || a.B * a.L * a.ED == 0, "selective_scan (CUDA v3 forward): y is required");
   if (a.B == 0 || a.ED == 0) return;  // every output is empty
   if (a.L == 0) {                      // the identity on the state, as the CPU loop
     copy_or_zero(a.h_last, a.h0, a.B * a.ED * a.N);
