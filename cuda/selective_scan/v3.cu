@@ -26,10 +26,16 @@ namespace {
 // Block: kWalkThreads consecutive channels d of one (b, segment s); blockIdx.x =
 // (b * nseg + s) * ndblk + dblk. Thread d walks t = ts .. te-1 with the kNG states of a group
 // in registers (groups in turn). B (and C) are staged kWin rows at a time in shared memory
-// and read as broadcast float4s; u, delta, z are read per step, 4 steps' loads issued before
-// their updates.
+// and read as broadcast float4s; u, delta (kForward: delta_t from walk_local), z are read per
+// step, 4 steps' loads issued before their updates.
+// Resident blocks per SM asked of the compiler (registers <= 65536 / (128 x blocks)): the
+// unbounded heuristics spilled walk<kLocal> at 72 registers; these bounds give no spills.
+constexpr int walk_min_blocks(WalkMode m) {
+  return m == WalkMode::kLocal ? 7 : m == WalkMode::kForward ? 4 : 5;
+}
+
 template <WalkMode kMode>
-__global__ void __launch_bounds__(kWalkThreads) v3_walk_kernel(WalkArgs w) {
+__global__ void __launch_bounds__(kWalkThreads, walk_min_blocks(kMode)) v3_walk_kernel(WalkArgs w) {
   constexpr bool kY = kMode == WalkMode::kForward;  // y, C, z, h_last
   __shared__ __align__(16) float sB[kWin * kNG];
   __shared__ __align__(16) float sC[kY ? kWin * kNG : 4];
@@ -76,7 +82,7 @@ __global__ void __launch_bounds__(kWalkThreads) v3_walk_kernel(WalkArgs w) {
           const bool ok = tt0 + k < wl;
           const int64_t i = i0 + (int64_t)(tt0 + k) * ED;
           uu[k] = ok ? __ldg(a.u + i) : 0.f;
-          dd[k] = ok ? __ldg(a.delta + i) : 0.f;
+          dd[k] = ok ? __ldg((kY ? w.dt : a.delta) + i) : 0.f;  // kForward: delta_t itself
           zz[k] = (kY && ok && a.z) ? __ldg(a.z + i) : 0.f;
         }
         const int nk = min(4, wl - tt0);
@@ -93,7 +99,8 @@ __global__ void __launch_bounds__(kWalkThreads) v3_walk_kernel(WalkArgs w) {
             }
             next_state += w.T_out;
           }
-          const float dt = delta_of(dd[0] + bias, a.delta_softplus);
+          const float dt = kY ? dd[0] : delta_of(dd[0] + bias, a.delta_softplus);
+          if (kMode == WalkMode::kLocal && ng == 0) w.dt[i0 + (int64_t)tt * ED] = dt;
           const float dtu = dt * uu[0];
           sum_dt += dt;
           const float4* B4 = reinterpret_cast<const float4*>(sB + tt * kNG);
@@ -256,18 +263,21 @@ void selective_scan_forward_v3(const ScanArgs<float>& a) {
   }
   const Plan p = v3_plan(a.B, a.L, a.ED, a.N, a.T);
   Tensor hloc = scratch(a.B * p.nseg * a.ED * a.N), sdt = scratch(a.B * p.nseg * a.ED);
+  Tensor dt = scratch(a.B * a.L * a.ED);
   WalkArgs loc;
   loc.a = a;
   loc.S = p.S;
   loc.nseg = p.nseg;
   loc.hloc = hloc.data<float>();
   loc.sdt = sdt.data<float>();
+  loc.dt = dt.data<float>();
   launch_walk(WalkMode::kLocal, loc);
   launch_combine(false, hloc.data<float>(), sdt.data<float>(), a.A, a.h0, nullptr, a.B, p.nseg,
                  a.ED, a.N);  // hloc now holds the state entering each segment
   WalkArgs fwd;
   fwd.a = a;
   fwd.hin = hloc.data<float>();
+  fwd.dt = dt.data<float>();
   fwd.S = p.S;
   fwd.nseg = p.nseg;
   fwd.y = a.y;

@@ -208,7 +208,8 @@ __device__ __forceinline__ void stage_rows(const float* __restrict__ X, float* s
 // ---- launchers (v3.cu) --------------------------------------------------------------------
 enum class WalkMode { kLocal, kForward, kRederive };
 
-// walk<kLocal>: hloc/sdt out. walk<kForward>: from hin; y, h_last, states (chunk_states).
+// walk<kLocal>: hloc, sdt, dt out. walk<kForward>: from hin and dt; y, h_last, states
+// (chunk_states).
 // walk<kRederive>: from hin = the saved chunk starts (segments = chunks of T); states out.
 struct WalkArgs {
   ScanArgs<float> a;
@@ -216,6 +217,8 @@ struct WalkArgs {
   int64_t S = 0, nseg = 0;     // segment length, count
   float* hloc = nullptr;       // kLocal: (B, nseg, ED, N) state at the segment end from 0
   float* sdt = nullptr;        // kLocal: (B, nseg, ED) sum of delta over the segment
+  float* dt = nullptr;         // (B, L, ED) delta_t = softplus(delta + bias): kLocal writes it,
+                               // kForward reads it (one softplus per step, not two)
   float* y = nullptr;          // kForward
   float* h_last = nullptr;     // kForward
   float* states = nullptr;     // kForward / kRederive: state at t % T_out == 0, may be null

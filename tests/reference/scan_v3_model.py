@@ -250,6 +250,8 @@ def walk(a, p, hin, S, nseg_in, with_y, states_out, T_out):
                         t = w0 + tt
                         if states_out is not None and t % T_out == 0:
                             states_out[b, t // T_out, :, ng * NG: n1] = h[:, : n1 - ng * NG]
+                        # (walk<kForward> reads this delta_t from the (B, L, ED) scratch that
+                        # walk_local wrote: the same function of the same inputs)
                         dt = delta_of(delta[b, t] + bias, a["sp"])
                         dtu = dt * u[b, t]
                         h = ex2(dt[:, None] * a2) * h + dtu[:, None] * sB[tt][None, :]
