@@ -1,11 +1,13 @@
-// cuda/selective_scan/v3.cu — v3's walk and combine kernels, the forward entry point and the
-// occupancy report. The design is in cuda/selective_scan/v3.cuh; the backward in
-// v3_backward.cu; the math in ops/selective_scan.h.
+// cuda/selective_scan/v3.cu — the entry points of the CUDA scan v3 (forward: walk_local ->
+// combine -> walk; backward: [re-derivation] -> bwd_local -> combine -> bwd_tile -> sums), the
+// argument checks and the occupancy report. The kernels are in v3_walks.cu and v3_tile.cu; the
+// design in cuda/selective_scan/v3.cuh; the math in ops/selective_scan.h.
 #include "cuda/selective_scan/v3.h"
 
 #include <cuda_runtime.h>
 
 #include "core/error.h"
+#include "core/settings.h"
 #include "core/tensor.h"
 #include "cuda/check.cuh"
 #include "cuda/runtime.h"
@@ -18,208 +20,6 @@ Tensor scratch(int64_t n) {
   int dev = 0;
   MG_CUDA_CHECK(cudaGetDevice(&dev));
   return Tensor::empty({std::max<int64_t>(n, 1)}, DType::f32, Device::cuda(dev));
-}
-
-namespace {
-
-// ---- the walks ----------------------------------------------------------------------------
-// Block: kWalkThreads consecutive channels d of one (b, segment s); blockIdx.x =
-// (b * nseg + s) * ndblk + dblk. Thread d walks t = ts .. te-1 with the kNG states of a group
-// in registers (groups in turn). B (and C) are staged kWin rows at a time in shared memory
-// and read as broadcast float4s; u, delta (kForward: delta_t from walk_local), z are read per
-// step, 4 steps' loads issued before their updates.
-// Resident blocks per SM asked of the compiler (registers <= 65536 / (128 x blocks)): the
-// unbounded heuristics spilled walk<kLocal> at 72 registers; these bounds give no spills.
-constexpr int walk_min_blocks(WalkMode m) {
-  return m == WalkMode::kLocal ? 7 : m == WalkMode::kForward ? 4 : 5;
-}
-
-template <WalkMode kMode>
-__global__ void __launch_bounds__(kWalkThreads, walk_min_blocks(kMode)) v3_walk_kernel(WalkArgs w) {
-  constexpr bool kY = kMode == WalkMode::kForward;  // y, C, z, h_last
-  __shared__ __align__(16) float sB[kWin * kNG];
-  __shared__ __align__(16) float sC[kY ? kWin * kNG : 4];
-  const ScanArgs<float>& a = w.a;
-  const int64_t L = a.L, ED = a.ED, N = a.N;
-  const int64_t ndblk = cdiv(ED, kWalkThreads);
-  int64_t blk = blockIdx.x;
-  const int64_t dblk = blk % ndblk;
-  blk /= ndblk;
-  const int64_t s = blk % w.nseg, b = blk / w.nseg;
-  const int64_t d = dblk * kWalkThreads + threadIdx.x;
-  const bool active = d < ED;
-  const int64_t ts = s * w.S, te = min(ts + w.S, L);
-  const float bias = (active && a.delta_bias) ? a.delta_bias[d] : 0.f;
-  const float Dd = (active && a.D) ? a.D[d] : 0.f;
-  const int64_t ngroups = cdiv(N, kNG);
-
-  for (int64_t ng = 0; ng < ngroups; ++ng) {
-    const int64_t n0 = ng * kNG;
-    float h[kNG], a2[kNG];  // lanes n >= N: A = 0, h = 0, B = C = 0: they stay 0
-#pragma unroll
-    for (int j = 0; j < kNG; ++j) {
-      const bool ok = active && n0 + j < N;
-      a2[j] = ok ? a.A[d * N + n0 + j] * kLog2e : 0.f;
-      h[j] = (ok && kMode != WalkMode::kLocal) ? w.hin[((b * w.nseg + s) * ED + d) * N + n0 + j] : 0.f;
-    }
-    float sum_dt = 0.f;
-    int64_t next_state = cdiv(ts, w.T_out) * w.T_out;  // the first t >= ts with t % T_out == 0
-    for (int64_t w0 = ts; w0 < te; w0 += kWin) {
-      const int wl = (int)min((int64_t)kWin, te - w0);
-      __syncthreads();  // the previous window's readers of sB, sC are done
-      stage_rows(a.Bm, sB, b, w0, wl, n0, L, N);
-      if (kY) stage_rows(a.C, sC, b, w0, wl, n0, L, N);
-      __syncthreads();
-      if (!active) continue;  // (no barrier below until the next window)
-      const int64_t i0 = (b * L + w0) * ED + d;
-      for (int tt0 = 0; tt0 < wl; tt0 += 4) {
-        // The loads of 4 steps are issued together (memory-level parallelism); the steps then
-        // run one at a time (unroll 1: the 16 states already give each step ILP 16, and
-        // interleaving steps would only raise the register count), shifting the batch down.
-        float uu[4], dd[4], zz[4];
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          const bool ok = tt0 + k < wl;
-          const int64_t i = i0 + (int64_t)(tt0 + k) * ED;
-          uu[k] = ok ? __ldg(a.u + i) : 0.f;
-          dd[k] = ok ? __ldg((kY ? w.dt : a.delta) + i) : 0.f;  // kForward: delta_t itself
-          zz[k] = (kY && ok && a.z) ? __ldg(a.z + i) : 0.f;
-        }
-        const int nk = min(4, wl - tt0);
-#pragma unroll 1
-        for (int k = 0; k < nk; ++k) {
-          const int tt = tt0 + k;
-          const int64_t t = w0 + tt;
-          if (kMode != WalkMode::kLocal && t == next_state) {  // the state entering step t
-            if (w.states) {
-              float* o = w.states + ((b * w.nc_out + t / w.T_out) * ED + d) * N + n0;
-#pragma unroll
-              for (int j = 0; j < kNG; ++j)
-                if (n0 + j < N) o[j] = h[j];
-            }
-            next_state += w.T_out;
-          }
-          const float dt = kY ? dd[0] : delta_of(dd[0] + bias, a.delta_softplus);
-          if (kMode == WalkMode::kLocal && ng == 0) w.dt[i0 + (int64_t)tt * ED] = dt;
-          const float dtu = dt * uu[0];
-          sum_dt += dt;
-          const float4* B4 = reinterpret_cast<const float4*>(sB + tt * kNG);
-          const float4* C4 = reinterpret_cast<const float4*>(sC + (kY ? tt * kNG : 0));
-          float yv = 0.f;
-#pragma unroll
-          for (int q = 0; q < kNG / 4; ++q) {
-            const float4 bq = B4[q];
-            const float bj[4] = {bq.x, bq.y, bq.z, bq.w};
-            float cj[4] = {0.f, 0.f, 0.f, 0.f};
-            if (kY) {
-              const float4 cq = C4[q];
-              cj[0] = cq.x, cj[1] = cq.y, cj[2] = cq.z, cj[3] = cq.w;
-            }
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const int j = 4 * q + e;
-              h[j] = fmaf(ex2(dt * a2[j]), h[j], dtu * bj[e]);  // h_t = A_bar h_{t-1} + delta u B
-              if (kY) yv = fmaf(cj[e], h[j], yv);              // <C_t, h_t>
-            }
-          }
-          if (kY) {
-            const int64_t i = i0 + (int64_t)tt * ED;
-            if (ng == 0) {
-              if (a.D) yv = fmaf(Dd, uu[0], yv);  // + D u
-            } else {
-              yv = w.y[i] + yv;  // the earlier groups' partial sum (written by this thread)
-            }
-            if (ng == ngroups - 1 && a.z) yv *= zz[0] * sigmoidf_(zz[0]);  // * silu(z)
-            if (w.y) w.y[i] = yv;
-          }
-#pragma unroll
-          for (int q = 0; q < 3; ++q) uu[q] = uu[q + 1], dd[q] = dd[q + 1], zz[q] = zz[q + 1];
-        }
-      }
-    }
-    if (!active) continue;
-    if (kMode == WalkMode::kLocal) {
-      float* o = w.hloc + ((b * w.nseg + s) * ED + d) * N + n0;
-#pragma unroll
-      for (int j = 0; j < kNG; ++j)
-        if (n0 + j < N) o[j] = h[j];
-      if (ng == 0) w.sdt[(b * w.nseg + s) * ED + d] = sum_dt;
-    }
-    if (kY && w.h_last && te == L) {
-      float* o = w.h_last + (b * ED + d) * N + n0;
-#pragma unroll
-      for (int j = 0; j < kNG; ++j)
-        if (n0 + j < N) o[j] = h[j];
-    }
-  }
-}
-
-// ---- the combine --------------------------------------------------------------------------
-// Thread (b, d, n), sequentially over the segments (reverse: last first). The 8 loads of a
-// batch are issued before the chain that uses them.
-template <bool kReverse>
-__global__ void v3_combine_kernel(float* __restrict__ agg, const float* __restrict__ sdt,
-                                  const float* __restrict__ A, const float* __restrict__ seed,
-                                  float* __restrict__ final_out, int64_t B, int64_t nseg,
-                                  int64_t ED, int64_t N) {
-  const int64_t total = B * ED * N;
-  for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < total;
-       k += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t n = k % N, d = (k / N) % ED, b = k / (N * ED);
-    const float a2 = A[d * N + n] * kLog2e;
-    float h = seed ? seed[k] : 0.f;  // seed, final_out: (B, ED, N), index k
-    for (int64_t j0 = 0; j0 < nseg; j0 += 8) {
-      float hl[8], sd[8];
-#pragma unroll
-      for (int q = 0; q < 8; ++q) {
-        const int64_t j = j0 + q, s = kReverse ? nseg - 1 - j : j;
-        hl[q] = j < nseg ? agg[((b * nseg + s) * ED + d) * N + n] : 0.f;
-        sd[q] = j < nseg ? sdt[(b * nseg + s) * ED + d] : 0.f;
-      }
-#pragma unroll
-      for (int q = 0; q < 8; ++q) {
-        const int64_t j = j0 + q, s = kReverse ? nseg - 1 - j : j;
-        if (j < nseg) {
-          agg[((b * nseg + s) * ED + d) * N + n] = h;  // entering segment s
-          h = fmaf(ex2(a2 * sd[q]), h, hl[q]);      // prod of A_bar over s = exp(A sum delta)
-        }
-      }
-    }
-    if (final_out) final_out[k] = h;
-  }
-}
-
-constexpr int kCombineThreads = 256;
-
-}  // namespace
-
-void launch_walk(WalkMode mode, const WalkArgs& w) {
-  const int64_t blocks = w.a.B * w.nseg * cdiv(w.a.ED, kWalkThreads);
-  MG_CHECK(blocks <= INT32_MAX, "selective_scan (CUDA v3): ", blocks, " walk blocks exceed the grid");
-  const unsigned grid = (unsigned)blocks;
-  cudaStream_t s = cuda_stream();
-  switch (mode) {
-    case WalkMode::kLocal:
-      v3_walk_kernel<WalkMode::kLocal><<<grid, kWalkThreads, 0, s>>>(w);
-      break;
-    case WalkMode::kForward:
-      v3_walk_kernel<WalkMode::kForward><<<grid, kWalkThreads, 0, s>>>(w);
-      break;
-    case WalkMode::kRederive:
-      v3_walk_kernel<WalkMode::kRederive><<<grid, kWalkThreads, 0, s>>>(w);
-      break;
-  }
-  check_launch("selective_scan (CUDA v3, walk)");
-}
-
-void launch_combine(bool reverse, float* agg, const float* sdt, const float* A, const float* seed,
-                    float* final_out, int64_t B, int64_t nseg, int64_t ED, int64_t N) {
-  Launch1d l = launch_1d(B * ED * N, kCombineThreads);
-  if (reverse)
-    v3_combine_kernel<true><<<l.grid, l.block, 0, cuda_stream()>>>(agg, sdt, A, seed, final_out, B, nseg, ED, N);
-  else
-    v3_combine_kernel<false><<<l.grid, l.block, 0, cuda_stream()>>>(agg, sdt, A, seed, final_out, B, nseg, ED, N);
-  check_launch("selective_scan (CUDA v3, combine)");
 }
 
 void check_args(const ScanArgs<float>& a, const char* pass) {
@@ -238,14 +38,6 @@ void copy_or_zero(float* dst, const float* src, int64_t n) {
     MG_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, cuda_stream()));
   else
     MG_CUDA_CHECK(cudaMemsetAsync(dst, 0, n * sizeof(float), cuda_stream()));
-}
-
-void append_forward_occupancy(std::vector<KernelOccupancy>& out) {
-  out.push_back(occupancy_of("v3_walk_kernel<kLocal>", v3_walk_kernel<WalkMode::kLocal>, kWalkThreads, 0));
-  out.push_back(occupancy_of("v3_walk_kernel<kForward>", v3_walk_kernel<WalkMode::kForward>, kWalkThreads, 0));
-  out.push_back(occupancy_of("v3_walk_kernel<kRederive>", v3_walk_kernel<WalkMode::kRederive>, kWalkThreads, 0));
-  out.push_back(occupancy_of("v3_combine_kernel<forward>", v3_combine_kernel<false>, kCombineThreads, 0));
-  out.push_back(occupancy_of("v3_combine_kernel<reverse>", v3_combine_kernel<true>, kCombineThreads, 0));
 }
 
 }  // namespace v3
@@ -288,11 +80,97 @@ void selective_scan_forward_v3(const ScanArgs<float>& a) {
   launch_walk(WalkMode::kForward, fwd);
 }
 
+// Backward: [walk<kRederive>] -> bwd_local -> combine<reverse> -> bwd_tile -> sums (v3.cuh).
+void selective_scan_backward_v3(const ScanArgs<float>& a, const ScanGrads<float>& g) {
+  check_args(a, "backward");
+  const int64_t B = a.B, L = a.L, ED = a.ED, N = a.N;
+  if (B * L * ED > 0) {
+    MG_CHECK(a.chunk_states, "selective_scan (CUDA v3 backward): chunk_states (the forward's saved "
+             "states) are required");
+    MG_CHECK(g.dy && g.du && g.ddelta && g.dB && g.dC && g.dA, "selective_scan (CUDA v3 backward): "
+             "dy, du, ddelta, dA, dB and dC are required");
+    MG_CHECK(!a.z || g.dz, "selective_scan (CUDA v3 backward): dz is required when z is given");
+  }
+  if (B == 0 || L == 0) {  // sums over an empty range; the state passes through
+    copy_or_zero(g.dA, nullptr, ED * N);
+    copy_or_zero(g.dD, nullptr, ED);
+    copy_or_zero(g.ddelta_bias, nullptr, ED);
+    copy_or_zero(g.dh0, g.dh_last, B * ED * N);
+    return;
+  }
+  if (ED == 0) {  // no channel contributes to dB, dC
+    copy_or_zero(g.dB, nullptr, B * L * N);
+    copy_or_zero(g.dC, nullptr, B * L * N);
+    return;
+  }
+  const Plan p = v3_plan(B, L, ED, N, a.T);
+
+  // The states at the tile starts: the saved ones, or re-derived every Kt = 256 steps.
+  const float* st = a.chunk_states;
+  int64_t T_s = a.T, nc_s = p.nc;
+  Tensor rederived;
+  if (p.rederive) {
+    rederived = scratch(B * p.ntiles * ED * N);
+    WalkArgs r;
+    r.a = a;
+    r.hin = a.chunk_states;
+    r.S = a.T;
+    r.nseg = p.nc;
+    r.states = rederived.data<float>();
+    r.T_out = p.Kt;
+    r.nc_out = p.ntiles;
+    launch_walk(WalkMode::kRederive, r);
+    st = rederived.data<float>();
+    T_s = p.Kt;
+    nc_s = p.ntiles;
+  }
+
+  // The adjoint at every sub-segment's end (and dh0).
+  Tensor mloc = scratch(B * p.nseg_a * ED * N), sdt = scratch(B * p.nseg_a * ED);
+  launch_bwd_local(LocalArgs{a, g.dy, p.Kt, p.m, p.sa, p.nseg_a, mloc.data<float>(), sdt.data<float>()});
+  launch_combine(true, mloc.data<float>(), sdt.data<float>(), a.A, g.dh_last, g.dh0, B, p.nseg_a, ED, N);
+
+  // The tiles.
+  Tensor parts = scratch(B * p.ntiles * ED * (N + 2));
+  TileArgs t;
+  t.a = a;
+  t.g = g;
+  t.pl = p;
+  t.st = st;
+  t.T_s = T_s;
+  t.nc_s = nc_s;
+  t.mend = mloc.data<float>();
+  t.part_A = parts.data<float>();
+  t.part_D = t.part_A + B * p.ntiles * ED * N;
+  t.part_bias = t.part_D + B * p.ntiles * ED;
+  t.vec4 = ED % 4 == 0 && aligned16(a.u) && aligned16(a.delta) && aligned16(a.z) && aligned16(g.dy) &&
+           aligned16(g.du) && aligned16(g.ddelta) && aligned16(g.dz);
+  const int64_t BLN = B * L * N;
+  Tensor partials;
+  t.atomic = false;
+  t.out_stride = 0;
+  t.outB = g.dB;
+  t.outC = g.dC;
+  if (p.G > 1 && !settings().deterministic) {  // float atomics across groups
+    copy_or_zero(g.dB, nullptr, BLN);
+    copy_or_zero(g.dC, nullptr, BLN);
+    t.atomic = true;
+  } else if (p.G > 1) {  // per-group partials, summed in group order below
+    partials = scratch(2 * p.G * BLN);
+    t.outB = partials.data<float>();
+    t.outC = t.outB + p.G * BLN;
+    t.out_stride = BLN;
+  }
+  launch_bwd_tile(t);
+  if (partials.defined()) launch_sum_groups(t.outB, t.outC, g.dB, g.dC, p.G, BLN);
+  launch_param_sums(t, g.dA, g.dD, g.ddelta_bias);
+}
+
 std::vector<KernelOccupancy> scan_v3_occupancy() {
   backend_init();
   std::vector<KernelOccupancy> out;
-  append_forward_occupancy(out);
-  append_backward_occupancy(out);
+  append_walk_occupancy(out);
+  append_tile_occupancy(out);
   return out;
 }
 

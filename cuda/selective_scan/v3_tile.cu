@@ -1,126 +1,15 @@
-// cuda/selective_scan/v3_backward.cu — v3's backward: bwd_local (the adjoint of each
-// sub-segment from zero), bwd_tile (replay + adjoint + every gradient, per tile and channel
-// group), the ordered sums, and the entry point. Design in cuda/selective_scan/v3.cuh; math in
-// ops/selective_scan.h.
+// cuda/selective_scan/v3_tile.cu — v3's bwd_tile (replay + adjoint + every gradient, per tile
+// and channel group) and the ordered sums of the backward. The design is in
+// cuda/selective_scan/v3.cuh; the math in ops/selective_scan.h.
 #include <cuda_runtime.h>
 
 #include "core/error.h"
-#include "core/tensor.h"
-#include "core/settings.h"
 #include "cuda/check.cuh"
 #include "cuda/runtime.h"
 #include "cuda/selective_scan/v3.cuh"
-#include "cuda/selective_scan/v3.h"
 
-namespace mg::cuda {
-namespace v3 {
+namespace mg::cuda::v3 {
 namespace {
-
-// ---- bwd_local ----------------------------------------------------------------------------
-// Block: kWalkThreads channels of one (b, sub-segment sg); blockIdx.x = (b * nseg_a + sg) *
-// ndblk + dblk. Sub-segment sg = (tile tau, part j) covers [tau Kt + j sa, tau Kt +
-// min((j+1) sa, Kt)) clipped to L (possibly empty). Walking t backwards from mu = 0:
-// lambda = g_t C_t + mu, mu = A_bar_t lambda; the final mu is mloc. C is staged kWin rows at
-// a time, windows last first.
-struct LocalArgs {
-  ScanArgs<float> a;
-  const float* dy;
-  int64_t Kt, m, sa, nseg_a;
-  float *mloc, *sdt;
-};
-
-__global__ void __launch_bounds__(kWalkThreads) v3_bwd_local_kernel(LocalArgs p) {
-  __shared__ __align__(16) float sC[kWin * kNG];
-  const ScanArgs<float>& a = p.a;
-  const int64_t L = a.L, ED = a.ED, N = a.N;
-  const int64_t ndblk = cdiv(ED, kWalkThreads);
-  int64_t blk = blockIdx.x;
-  const int64_t dblk = blk % ndblk;
-  blk /= ndblk;
-  const int64_t sg = blk % p.nseg_a, b = blk / p.nseg_a;
-  const int64_t d = dblk * kWalkThreads + threadIdx.x;
-  const bool active = d < ED;
-  const int64_t tau = sg / p.m, part = sg % p.m;
-  const int64_t ts = min(tau * p.Kt + min(part * p.sa, p.Kt), L);
-  const int64_t te = min(tau * p.Kt + min((part + 1) * p.sa, p.Kt), L);
-  const float bias = (active && a.delta_bias) ? a.delta_bias[d] : 0.f;
-  const int64_t ngroups = cdiv(N, kNG);
-
-  for (int64_t ng = 0; ng < ngroups; ++ng) {
-    const int64_t n0 = ng * kNG;
-    float mu[kNG], a2[kNG];
-#pragma unroll
-    for (int j = 0; j < kNG; ++j) {
-      mu[j] = 0.f;
-      a2[j] = (active && n0 + j < N) ? a.A[d * N + n0 + j] * kLog2e : 0.f;
-    }
-    float sum_dt = 0.f;
-    int64_t we = te;
-    while (we > ts) {  // windows [w0, we), last first
-      const int64_t w0 = max(ts, we - kWin);
-      const int wl = (int)(we - w0);
-      __syncthreads();  // the previous window's readers of sC are done
-      stage_rows(a.C, sC, b, w0, wl, n0, L, N);
-      __syncthreads();
-      if (active) {
-        const int64_t i0 = (b * L + w0) * ED + d;
-        for (int tt0 = wl - 1; tt0 >= 0; tt0 -= 4) {
-          float gy[4], dd[4], zz[4];
-#pragma unroll
-          for (int k = 0; k < 4; ++k) {
-            const bool ok = tt0 - k >= 0;
-            const int64_t i = i0 + (int64_t)(tt0 - k) * ED;
-            gy[k] = ok ? __ldg(p.dy + i) : 0.f;
-            dd[k] = ok ? __ldg(a.delta + i) : 0.f;
-            zz[k] = (ok && a.z) ? __ldg(a.z + i) : 0.f;
-          }
-#pragma unroll
-          for (int k = 0; k < 4; ++k) {
-            const int tt = tt0 - k;
-            if (tt < 0) break;
-            const float dt = delta_of(dd[k] + bias, a.delta_softplus);
-            const float g = a.z ? gy[k] * (zz[k] * sigmoidf_(zz[k])) : gy[k];  // dL/dy_pre
-            sum_dt += dt;
-            const float4* C4 = reinterpret_cast<const float4*>(sC + tt * kNG);
-#pragma unroll
-            for (int q = 0; q < kNG / 4; ++q) {
-              const float4 cq = C4[q];
-              const float cj[4] = {cq.x, cq.y, cq.z, cq.w};
-#pragma unroll
-              for (int e = 0; e < 4; ++e) {
-                const int j = 4 * q + e;
-                const float lam = fmaf(g, cj[e], mu[j]);  // lambda_t = g_t C_t + mu_{t+1}
-                mu[j] = ex2(dt * a2[j]) * lam;           // mu_t = A_bar_t lambda_t
-              }
-            }
-          }
-        }
-      }
-      we = w0;
-    }
-    if (!active) continue;
-    float* o = p.mloc + ((b * p.nseg_a + sg) * ED + d) * N + n0;
-#pragma unroll
-    for (int j = 0; j < kNG; ++j)
-      if (n0 + j < N) o[j] = mu[j];
-    if (ng == 0) p.sdt[(b * p.nseg_a + sg) * ED + d] = sum_dt;
-  }
-}
-
-// ---- bwd_tile -----------------------------------------------------------------------------
-struct TileArgs {
-  ScanArgs<float> a;
-  ScanGrads<float> g;
-  Plan pl;
-  const float* st;       // states at the tile starts: st[b][t0 / T_s][d][n]
-  int64_t T_s, nc_s;
-  const float* mend;     // mu at each sub-segment's end: mend[b][sg][d][n]
-  float *part_A, *part_D, *part_bias;  // (B, ntiles, ED, N), (B, ntiles, ED) x 2
-  float *outB, *outC;    // dB/dC (G == 1), the partials (B, L, N) per group, or atomic targets
-  int64_t out_stride;    // between groups' partials (0 when G == 1 or atomic)
-  bool atomic;
-  bool vec4;             // ED % 4 == 0 and every (B, L, ED) pointer 16-byte aligned
-};
 
 // Position of tile step tt in a shared-memory row: 4 floats of padding after every 32, so a
 // warp's 16-byte reads of its lanes' 8 consecutive steps hit distinct banks.
@@ -464,120 +353,34 @@ __global__ void v3_sum_groups_kernel(const float* __restrict__ partB, const floa
 
 }  // namespace
 
-void append_backward_occupancy(std::vector<KernelOccupancy>& out) {
-  out.push_back(occupancy_of("v3_bwd_local_kernel", v3_bwd_local_kernel, kWalkThreads, 0));
+void launch_bwd_tile(const TileArgs& t) {
+  const int64_t blocks = t.a.B * t.pl.ntiles * t.pl.G;
+  MG_CHECK(blocks <= INT32_MAX, "selective_scan (CUDA v3 backward): ", blocks, " blocks exceed the grid");
+  MG_CUDA_CHECK(cudaFuncSetAttribute(v3_bwd_tile_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     (int)kTileSmemBytes));
+  v3_bwd_tile_kernel<<<(unsigned)blocks, kTileThreads, kTileSmemBytes, cuda_stream()>>>(t);
+  check_launch("selective_scan backward (CUDA v3, bwd_tile)");
+}
+
+void launch_sum_groups(const float* partB, const float* partC, float* dB, float* dC, int64_t G,
+                       int64_t BLN) {
+  Launch1d l = launch_1d(BLN);
+  v3_sum_groups_kernel<<<l.grid, l.block, 0, cuda_stream()>>>(partB, partC, dB, dC, G, BLN);
+  check_launch("selective_scan backward (CUDA v3, dB/dC sums)");
+}
+
+void launch_param_sums(const TileArgs& t, float* dA, float* dD, float* dbias) {
+  const int64_t ED = t.a.ED, N = t.a.N;
+  Launch1d l = launch_1d(ED * N);
+  v3_param_sums_kernel<<<l.grid, l.block, 0, cuda_stream()>>>(t.part_A, t.part_D, t.part_bias, dA, dD,
+                                                              dbias, t.a.B * t.pl.ntiles, ED, N);
+  check_launch("selective_scan backward (CUDA v3, parameter sums)");
+}
+
+void append_tile_occupancy(std::vector<KernelOccupancy>& out) {
   out.push_back(occupancy_of("v3_bwd_tile_kernel", v3_bwd_tile_kernel, kTileThreads, kTileSmemBytes));
   out.push_back(occupancy_of("v3_param_sums_kernel", v3_param_sums_kernel, kBlock1d, 0));
   out.push_back(occupancy_of("v3_sum_groups_kernel", v3_sum_groups_kernel, kBlock1d, 0));
 }
 
-}  // namespace v3
-
-using namespace v3;
-
-// Backward: [walk<kRederive>] -> bwd_local -> combine<reverse> -> bwd_tile -> sums (v3.cuh).
-void selective_scan_backward_v3(const ScanArgs<float>& a, const ScanGrads<float>& g) {
-  check_args(a, "backward");
-  const int64_t B = a.B, L = a.L, ED = a.ED, N = a.N;
-  if (B * L * ED > 0) {
-    MG_CHECK(a.chunk_states, "selective_scan (CUDA v3 backward): chunk_states (the forward's saved "
-             "states) are required");
-    MG_CHECK(g.dy && g.du && g.ddelta && g.dB && g.dC && g.dA, "selective_scan (CUDA v3 backward): "
-             "dy, du, ddelta, dA, dB and dC are required");
-    MG_CHECK(!a.z || g.dz, "selective_scan (CUDA v3 backward): dz is required when z is given");
-  }
-  if (B == 0 || L == 0) {  // sums over an empty range; the state passes through
-    copy_or_zero(g.dA, nullptr, ED * N);
-    copy_or_zero(g.dD, nullptr, ED);
-    copy_or_zero(g.ddelta_bias, nullptr, ED);
-    copy_or_zero(g.dh0, g.dh_last, B * ED * N);
-    return;
-  }
-  if (ED == 0) {  // no channel contributes to dB, dC
-    copy_or_zero(g.dB, nullptr, B * L * N);
-    copy_or_zero(g.dC, nullptr, B * L * N);
-    return;
-  }
-  const Plan p = v3_plan(B, L, ED, N, a.T);
-  cudaStream_t stream = cuda_stream();
-
-  // The states at the tile starts: the saved ones, or re-derived every Kt = 256 steps.
-  const float* st = a.chunk_states;
-  int64_t T_s = a.T, nc_s = p.nc;
-  Tensor rederived;
-  if (p.rederive) {
-    rederived = scratch(B * p.ntiles * ED * N);
-    WalkArgs r;
-    r.a = a;
-    r.hin = a.chunk_states;
-    r.S = a.T;
-    r.nseg = p.nc;
-    r.states = rederived.data<float>();
-    r.T_out = p.Kt;
-    r.nc_out = p.ntiles;
-    launch_walk(WalkMode::kRederive, r);
-    st = rederived.data<float>();
-    T_s = p.Kt;
-    nc_s = p.ntiles;
-  }
-
-  // The adjoint at every sub-segment's end (and dh0).
-  Tensor mloc = scratch(B * p.nseg_a * ED * N), sdt = scratch(B * p.nseg_a * ED);
-  {
-    LocalArgs l{a, g.dy, p.Kt, p.m, p.sa, p.nseg_a, mloc.data<float>(), sdt.data<float>()};
-    const int64_t blocks = B * p.nseg_a * cdiv(ED, kWalkThreads);
-    MG_CHECK(blocks <= INT32_MAX, "selective_scan (CUDA v3 backward): ", blocks, " blocks exceed the grid");
-    v3_bwd_local_kernel<<<(unsigned)blocks, kWalkThreads, 0, stream>>>(l);
-    check_launch("selective_scan backward (CUDA v3, bwd_local)");
-  }
-  launch_combine(true, mloc.data<float>(), sdt.data<float>(), a.A, g.dh_last, g.dh0, B, p.nseg_a, ED, N);
-
-  // The tiles.
-  Tensor parts = scratch(B * p.ntiles * ED * (N + 2));
-  TileArgs t;
-  t.a = a;
-  t.g = g;
-  t.pl = p;
-  t.st = st;
-  t.T_s = T_s;
-  t.nc_s = nc_s;
-  t.mend = mloc.data<float>();
-  t.part_A = parts.data<float>();
-  t.part_D = t.part_A + B * p.ntiles * ED * N;
-  t.part_bias = t.part_D + B * p.ntiles * ED;
-  t.vec4 = ED % 4 == 0 && aligned16(a.u) && aligned16(a.delta) && aligned16(a.z) && aligned16(g.dy) &&
-           aligned16(g.du) && aligned16(g.ddelta) && aligned16(g.dz);
-  const int64_t BLN = B * L * N;
-  Tensor partials;
-  t.atomic = false;
-  t.out_stride = 0;
-  t.outB = g.dB;
-  t.outC = g.dC;
-  if (p.G > 1 && !settings().deterministic) {  // float atomics across groups
-    copy_or_zero(g.dB, nullptr, BLN);
-    copy_or_zero(g.dC, nullptr, BLN);
-    t.atomic = true;
-  } else if (p.G > 1) {  // per-group partials, summed in group order below
-    partials = scratch(2 * p.G * BLN);
-    t.outB = partials.data<float>();
-    t.outC = t.outB + p.G * BLN;
-    t.out_stride = BLN;
-  }
-  const int64_t blocks = B * p.ntiles * p.G;
-  MG_CHECK(blocks <= INT32_MAX, "selective_scan (CUDA v3 backward): ", blocks, " blocks exceed the grid");
-  MG_CUDA_CHECK(cudaFuncSetAttribute(v3_bwd_tile_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     (int)kTileSmemBytes));
-  v3_bwd_tile_kernel<<<(unsigned)blocks, kTileThreads, kTileSmemBytes, stream>>>(t);
-  check_launch("selective_scan backward (CUDA v3, bwd_tile)");
-  if (partials.defined()) {
-    Launch1d l = launch_1d(BLN);
-    v3_sum_groups_kernel<<<l.grid, l.block, 0, stream>>>(t.outB, t.outC, g.dB, g.dC, p.G, BLN);
-    check_launch("selective_scan backward (CUDA v3, dB/dC sums)");
-  }
-  Launch1d l = launch_1d(ED * N);
-  v3_param_sums_kernel<<<l.grid, l.block, 0, stream>>>(t.part_A, t.part_D, t.part_bias, g.dA, g.dD,
-                                                       g.ddelta_bias, B * p.ntiles, ED, N);
-  check_launch("selective_scan backward (CUDA v3, parameter sums)");
-}
-
-}  // namespace mg::cuda
+}  // namespace mg::cuda::v3
