@@ -5,8 +5,8 @@
 #
 #   scripts/cuda_resource_report.sh [ARCH]      ARCH: compute capability, default 90
 #
-# It compiles cuda/selective_scan.cu, cuda/selective_scan_v2.cu and v3's three files
-# (cuda/selective_scan/v3.cu, v3_walks.cu, v3_tile.cu) with the build's flags
+# It compiles cuda/selective_scan.cu, cuda/selective_scan_v2.cu and v3's kernel files
+# (cuda/selective_scan/v3_walks.cu, v3_tile.cu: v3.cu has no kernels) with the build's flags
 # (CMakeLists.txt: -O3 -lineinfo --expt-relaxed-constexpr --extended-lambda -std=c++20) plus
 # -Xptxas -v into a temporary directory; nothing in the build tree is touched.
 set -euo pipefail
@@ -25,7 +25,7 @@ FLAGS=(-DMG_WITH_CUDA=1 -I"$ROOT" -isystem=/usr/include/eigen3 -O3 -DNDEBUG
   echo "# regenerate: scripts/cuda_resource_report.sh ${ARCH}"
   echo "# $("$NVCC" --version | tail -1)"
   echo "# kernel names demangled; one block per kernel: registers, spill stores/loads, smem"
-  for f in selective_scan.cu selective_scan_v2.cu selective_scan/v3.cu selective_scan/v3_walks.cu selective_scan/v3_tile.cu; do
+  for f in selective_scan.cu selective_scan_v2.cu selective_scan/v3_walks.cu selective_scan/v3_tile.cu; do
     echo
     echo "## cuda/$f"
     start=$(date +%s.%N)
