@@ -7,7 +7,7 @@ ever ran on a device.
     /usr/bin/python3 tests/reference/scan_v3_model.py [--quick]
 
 The model follows the kernels step for step: the same plan (segment lengths, tiles, channel
-groups, computed by the same formulas as v3_plan() in cuda/selective_scan/v3.cuh), the same
+groups, computed by the same formulas as v3_plan() in cuda/selective_scan/v3_plan.h), the same
 kernels (walk_local, combine, walk, bwd_local, bwd_combine, bwd_tile, the sums), the same
 thread / lane / item indexing, the same zero-filled state groups of 16, the same
 chunk-boundary writes, the same Kogge-Stone warp scans (shuffle up / down, 5 levels) and the
@@ -38,7 +38,7 @@ def cdiv(a, b):
     return (a + b - 1) // b
 
 
-# ---- the plan (the same formulas as v3_plan in cuda/selective_scan/v3.cuh) ----------------
+# ---- the plan (the same formulas as v3_plan in cuda/selective_scan/v3_plan.h) -------------
 def seg_len(L, lanes, N, min_seg=None):
     smin = max(64, 4 * N) if min_seg is None else min_seg
     want = max(1, cdiv(TARGET_WALK_THREADS, lanes))
@@ -59,7 +59,7 @@ def plan(B, L, ED, N, T, min_seg=None, tile_blocks=None):
         p["Kt"], p["rederive"] = TILE, True
     p["ntiles"] = cdiv(L, p["Kt"])
     sa_want = seg_len(L, lanes, N, min_seg)
-    p["m"] = min(max(cdiv(p["Kt"], sa_want), 1), p["Kt"])
+    p["m"] = min(max(cdiv(min(p["Kt"], L), sa_want), 1), p["Kt"])
     p["sa"] = cdiv(p["Kt"], p["m"])
     p["nseg_a"] = p["ntiles"] * p["m"]
     p["nsb"] = cdiv(ED, W)
