@@ -163,7 +163,9 @@ void selective_scan_backward_v3(const ScanArgs<float>& a, const ScanGrads<float>
   }
   launch_bwd_tile(t);
   if (partials.defined()) launch_sum_groups(t.outB, t.outC, g.dB, g.dC, p.G, BLN);
-  launch_param_sums(t, g.dA, g.dD, g.ddelta_bias);
+  // dD is a sum over D's uses: zero without D (as the CPU loop); the partials exist only with D.
+  if (!a.D) copy_or_zero(g.dD, nullptr, ED);
+  launch_param_sums(t, g.dA, a.D ? g.dD : nullptr, g.ddelta_bias);
 }
 
 std::vector<KernelOccupancy> scan_v3_occupancy() {

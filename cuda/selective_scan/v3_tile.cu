@@ -141,7 +141,7 @@ __global__ void __launch_bounds__(kTileThreads, 2) v3_bwd_tile_kernel(TileArgs p
           ddt_r[i] = 0.f;
           gu = fmaf(g_r[i], u_r[i], gu);
         }
-        if (ng == 0 && gr.dD && active) {  // dD partial: sum over the tile of g u
+        if (ng == 0 && a.D && gr.dD && active) {  // dD partial: sum over the tile of g u
           gu = warp_sum(gu);
           if (lane == 0) p.part_D[pbt * ED + d] = gu;
         }
