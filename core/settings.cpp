@@ -24,6 +24,7 @@ const char* cuda_scan_name(CudaScanVersion v) {
   switch (v) {
     case CudaScanVersion::v1: return "v1";
     case CudaScanVersion::v2: return "v2";
+    case CudaScanVersion::v3: return "v3";
   }
   return "?";
 }
@@ -37,7 +38,8 @@ ScanKernel parse_scan_kernel(const std::string& name) {
 CudaScanVersion parse_cuda_scan(const std::string& name) {
   if (name == "v1") return CudaScanVersion::v1;
   if (name == "v2") return CudaScanVersion::v2;
-  throw Error("settings: unknown CUDA scan version '" + name + "' (expected v1 or v2)");
+  if (name == "v3") return CudaScanVersion::v3;
+  throw Error("settings: unknown CUDA scan version '" + name + "' (expected v1, v2 or v3)");
 }
 
 std::string describe_settings(const Settings& s) {

@@ -20,8 +20,9 @@ namespace mg {
 
 // The CPU selective scan: the fused kernel with chunked recomputation, or the plain loop.
 enum class ScanKernel { fast, sequential };
-// The CUDA selective scan kernel (docs/cuda_scan.md): v1 the teaching port, v2 the warp scan.
-enum class CudaScanVersion { v1, v2 };
+// The CUDA selective scan kernel (docs/cuda_scan.md): v1 the teaching port, v2 the warp scan,
+// v3 the L-split walks and tiles (cuda/selective_scan/v3.cuh).
+enum class CudaScanVersion { v1, v2, v3 };
 
 constexpr int64_t kDefaultScanChunk = 64;  // T: see docs/selective_scan.md for the choice
 
@@ -56,7 +57,7 @@ class SettingsGuard {
 std::string describe_settings(const Settings& s = settings());
 const char* scan_kernel_name(ScanKernel k);
 const char* cuda_scan_name(CudaScanVersion v);
-// Parse "fast" / "sequential" and "v1" / "v2"; an mg::Error lists the accepted names.
+// Parse "fast" / "sequential" and "v1" / "v2" / "v3"; an mg::Error lists the accepted names.
 ScanKernel parse_scan_kernel(const std::string& name);
 CudaScanVersion parse_cuda_scan(const std::string& name);
 

@@ -2,6 +2,8 @@
 // programs print.
 #include <doctest/doctest.h>
 
+#include <string>
+
 #include "core/error.h"
 #include "core/settings.h"
 
@@ -27,5 +29,7 @@ TEST_CASE("settings: defaults, the guard restores, bad values are refused by nam
   CHECK(describe_settings() == before);  // a refused value changes nothing
   CHECK(parse_scan_kernel("sequential") == ScanKernel::sequential);
   CHECK(parse_cuda_scan("v1") == CudaScanVersion::v1);
-  CHECK_THROWS_WITH_AS(parse_cuda_scan("v9"), doctest::Contains("expected v1 or v2"), Error);
+  CHECK(parse_cuda_scan("v3") == CudaScanVersion::v3);
+  CHECK(std::string(cuda_scan_name(CudaScanVersion::v3)) == "v3");
+  CHECK_THROWS_WITH_AS(parse_cuda_scan("v9"), doctest::Contains("expected v1, v2 or v3"), Error);
 }

@@ -1,0 +1,386 @@
+// cuda/selective_scan/v3_tile.cu — v3's bwd_tile (replay + adjoint + every gradient, per tile
+// and channel group) and the ordered sums of the backward. The design is in
+// cuda/selective_scan/v3.cuh; the math in ops/selective_scan.h.
+#include <cuda_runtime.h>
+
+#include "core/error.h"
+#include "cuda/check.cuh"
+#include "cuda/runtime.h"
+#include "cuda/selective_scan/v3.cuh"
+
+namespace mg::cuda::v3 {
+namespace {
+
+// Position of tile step tt in a shared-memory row: 4 floats of padding after every 32, so a
+// warp's 16-byte reads of its lanes' 8 consecutive steps hit distinct banks.
+__device__ __forceinline__ int pos(int tt) { return tt + ((tt >> 5) << 2); }
+
+__device__ __forceinline__ void row_to_regs(const float* row, int lane, float (&r)[kK]) {
+  const float4* q = reinterpret_cast<const float4*>(row + pos(lane * kK));
+  const float4 x = q[0], y = q[1];
+  r[0] = x.x, r[1] = x.y, r[2] = x.z, r[3] = x.w, r[4] = y.x, r[5] = y.y, r[6] = y.z, r[7] = y.w;
+}
+__device__ __forceinline__ void regs_to_row(float* row, int lane, const float (&r)[kK]) {
+  float4* q = reinterpret_cast<float4*>(row + pos(lane * kK));
+  q[0] = make_float4(r[0], r[1], r[2], r[3]);
+  q[1] = make_float4(r[4], r[5], r[6], r[7]);
+}
+
+// Steps [t0, t0 + tl) x channels [c0, c0 + kW) of a (B, L, ED) tensor -> s[w * kRow +
+// pos(tt)] (0 outside), by the whole block. vec4: 16-byte loads of 4 channels (2 per step).
+// Plain loads: du, ddelta, dz are read back after this block wrote them.
+__device__ void load_tile(const float* src, int64_t b, int64_t L, int64_t ED, int64_t t0, int tl,
+                          int64_t c0, bool vec4, float* s) {
+  if (vec4) {
+    for (int k = threadIdx.x; k < 2 * kTile; k += kTileThreads) {
+      const int tt = k >> 1, half = k & 1;
+      const int64_t c = c0 + 4 * half;
+      float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (tt < tl && c < ED) v = *reinterpret_cast<const float4*>(src + (b * L + t0 + tt) * ED + c);
+      float* r = s + 4 * half * kRow + pos(tt);
+      r[0] = v.x, r[kRow] = v.y, r[2 * kRow] = v.z, r[3 * kRow] = v.w;
+    }
+  } else {
+    for (int k = threadIdx.x; k < kW * kTile; k += kTileThreads) {
+      const int tt = k >> 3, w = k & 7;
+      const int64_t c = c0 + w;
+      s[w * kRow + pos(tt)] = (tt < tl && c < ED) ? src[(b * L + t0 + tt) * ED + c] : 0.f;
+    }
+  }
+}
+// The reverse: s -> dst at valid steps and channels only.
+__device__ void store_tile(const float* s, int64_t b, int64_t L, int64_t ED, int64_t t0, int tl,
+                           int64_t c0, bool vec4, float* dst) {
+  if (vec4) {
+    for (int k = threadIdx.x; k < 2 * kTile; k += kTileThreads) {
+      const int tt = k >> 1, half = k & 1;
+      const int64_t c = c0 + 4 * half;
+      if (tt >= tl || c >= ED) continue;
+      const float* r = s + 4 * half * kRow + pos(tt);
+      *reinterpret_cast<float4*>(dst + (b * L + t0 + tt) * ED + c) =
+          make_float4(r[0], r[kRow], r[2 * kRow], r[3 * kRow]);
+    }
+  } else {
+    for (int k = threadIdx.x; k < kW * kTile; k += kTileThreads) {
+      const int tt = k >> 3, w = k & 7;
+      const int64_t c = c0 + w;
+      if (tt < tl && c < ED) dst[(b * L + t0 + tt) * ED + c] = s[w * kRow + pos(tt)];
+    }
+  }
+}
+
+// Block (b, tile tau, channel group grp): blockIdx.x = (b * ntiles + tau) * G + grp. Warp w
+// takes channel sb * kW + w of each sub-batch sb of the group in turn; lane l owns tile steps
+// 8l .. 8l+7. Every __syncthreads below is reached by all threads: the loops over groups ng,
+// sub-batches sb and states nn have block-uniform bounds (n >= N breaks for all), and only
+// work without barriers sits under `active` (warp-uniform) or per-lane validity.
+__global__ void __launch_bounds__(kTileThreads, 2) v3_bwd_tile_kernel(TileArgs p) {
+  extern __shared__ __align__(16) float smem[];
+  float* const sB = smem;                    // [kNG][kRow]: B of the tile, this group's states
+  float* const sC = sB + kNG * kRow;         // [kNG][kRow]
+  float* const sAccB = sC + kNG * kRow;      // [kNG][kAccRow]: dB summed over the group's channels
+  float* const sAccC = sAccB + kNG * kAccRow;
+  float* const sX = sAccC + kNG * kAccRow;   // 4 x [kW][kRow]: tiles, or contributions
+  const ScanArgs<float>& a = p.a;
+  const ScanGrads<float>& gr = p.g;
+  const Plan& pl = p.pl;
+  const int64_t L = a.L, ED = a.ED, N = a.N;
+  const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31;
+  int64_t blk = blockIdx.x;
+  const int64_t grp = blk % pl.G;
+  blk /= pl.G;
+  const int64_t tau = blk % pl.ntiles, b = blk / pl.ntiles;
+  const int64_t t0 = tau * pl.Kt;
+  const int tl = (int)min(pl.Kt, L - t0);  // valid steps of the tile
+  const int64_t sb0 = grp * pl.spg, sb1 = min(sb0 + pl.spg, pl.nsb);
+  const bool has_z = a.z != nullptr;
+  const int64_t pbt = b * pl.ntiles + tau;  // the (b, tile) row of the parameter partials
+
+  for (int64_t ng = 0; ng < pl.ngroups; ++ng) {
+    const int64_t n0 = ng * kNG;
+    const bool last = ng == pl.ngroups - 1;
+    __syncthreads();  // the previous group's readers of sB, sC, sAcc are done
+    for (int k = tid; k < kTile * kNG; k += kTileThreads) {
+      const int tt = k >> 4, j = k & 15;
+      const bool ok = tt < tl && n0 + j < N;
+      const int64_t at = (b * L + t0 + tt) * N + n0 + j;
+      sB[j * kRow + pos(tt)] = ok ? __ldg(a.Bm + at) : 0.f;
+      sC[j * kRow + pos(tt)] = ok ? __ldg(a.C + at) : 0.f;
+    }
+    for (int64_t sb = sb0; sb < sb1; ++sb) {
+      const int64_t c0 = sb * kW, d = c0 + w;
+      const bool active = d < ED;  // warp-uniform
+      const float bias = (active && a.delta_bias) ? a.delta_bias[d] : 0.f;
+      const float Dd = (active && a.D) ? a.D[d] : 0.f;
+      float* const my0 = sX + w * kRow;  // this warp's row of tile q: my0 + q * kW * kRow
+      __syncthreads();  // sB, sC staged; the previous readers of sX are done
+      load_tile(a.u, b, L, ED, t0, tl, c0, p.vec4, sX);
+      load_tile(a.delta, b, L, ED, t0, tl, c0, p.vec4, sX + kW * kRow);
+      load_tile(gr.dy, b, L, ED, t0, tl, c0, p.vec4, sX + 2 * kW * kRow);
+      if (has_z) load_tile(a.z, b, L, ED, t0, tl, c0, p.vec4, sX + 3 * kW * kRow);
+      __syncthreads();
+      // Per lane item i (step t0 + 8 lane + i), kept through the states: delta_t (0 past the
+      // tile: identity maps), delta_t u_t, g = dL/dy_pre, y_pre (from D u) and the sums over
+      // states slB = <lambda, B>, ddt = sum lambda A A_bar h_prev. (u, the dz factor and the
+      // softplus slope are recomputed from reloaded tiles at the end: fewer registers.)
+      float dt_r[kK], dtu_r[kK], g_r[kK], yp_r[kK], slB_r[kK], ddt_r[kK];
+      {
+        float u_r[kK], z_r[kK];
+        row_to_regs(my0, lane, u_r);
+        row_to_regs(my0 + kW * kRow, lane, dt_r);
+        row_to_regs(my0 + 2 * kW * kRow, lane, g_r);
+        if (has_z) row_to_regs(my0 + 3 * kW * kRow, lane, z_r);
+        float gu = 0.f;
+#pragma unroll
+        for (int i = 0; i < kK; ++i) {
+          dt_r[i] = lane * kK + i < tl ? delta_of(dt_r[i] + bias, a.delta_softplus) : 0.f;
+          dtu_r[i] = dt_r[i] * u_r[i];
+          if (has_z) g_r[i] = g_r[i] * (z_r[i] * sigmoidf_(z_r[i]));  // g = dy silu(z)
+          yp_r[i] = Dd * u_r[i];
+          slB_r[i] = 0.f;
+          ddt_r[i] = 0.f;
+          gu = fmaf(g_r[i], u_r[i], gu);
+        }
+        if (ng == 0 && a.D && gr.dD && active) {  // dD partial: sum over the tile of g u
+          gu = warp_sum(gu);
+          if (lane == 0) p.part_D[pbt * ED + d] = gu;
+        }
+      }
+      if (ng > 0) {  // the earlier groups' sums, kept in du, ddelta, dz by this block
+        __syncthreads();  // every lane has read its items of the input tiles
+        load_tile(gr.du, b, L, ED, t0, tl, c0, p.vec4, sX);
+        load_tile(gr.ddelta, b, L, ED, t0, tl, c0, p.vec4, sX + kW * kRow);
+        if (has_z) load_tile(gr.dz, b, L, ED, t0, tl, c0, p.vec4, sX + 2 * kW * kRow);
+        __syncthreads();
+        row_to_regs(my0, lane, slB_r);
+        row_to_regs(my0 + kW * kRow, lane, ddt_r);
+        if (has_z) row_to_regs(my0 + 2 * kW * kRow, lane, yp_r);
+      }
+      __syncthreads();  // every lane has its items: sX now holds the contributions
+      // This channel's rows (pointers; dereferenced only when active).
+      const int64_t dd = active ? d : 0;
+      const float* const A_row = a.A + dd * N;
+      const float* const st_row = p.st + ((b * p.nc_s + t0 / p.T_s) * ED + dd) * N;
+      const float* const me_row = p.mend + ((b * pl.nseg_a + tau * pl.m + pl.m - 1) * ED + dd) * N;
+      float* const pA_row = p.part_A + (pbt * ED + dd) * N;
+
+#pragma unroll 1
+      for (int nn = 0; nn < kNG; ++nn) {
+        const int64_t n = n0 + nn;
+        if (n >= N) break;  // block-uniform
+        const int par = nn & 1;  // double buffer: one barrier per state
+        float* const rowB = sX + (2 * par) * kW * kRow + w * kRow;
+        float* const rowC = sX + (2 * par + 1) * kW * kRow + w * kRow;
+        const float* const Brow = sB + nn * kRow;
+        const float* const Crow = sC + nn * kRow;
+        if (active) {
+          const float An = A_row[n], a2 = An * kLog2e;
+          float Ab[kK], hp[kK];
+          {  // (1) replay h_t = A_bar_t h_{t-1} + delta_t u_t B_t from the saved state at t0
+            float x[kK], v[kK];
+            row_to_regs(Brow, lane, x);
+            Aff F{1.f, 0.f};
+#pragma unroll
+            for (int i = 0; i < kK; ++i) {
+              Ab[i] = ex2(dt_r[i] * a2);
+              F = compose(F, Aff{Ab[i], dtu_r[i] * x[i]});
+            }
+            const Aff pre = warp_excl_fwd(F, lane);
+            float h = fmaf(pre.a, st_row[n], pre.b);  // the state entering this lane's first step
+            row_to_regs(Crow, lane, v);
+#pragma unroll
+            for (int i = 0; i < kK; ++i) {
+              hp[i] = h;
+              h = fmaf(Ab[i], h, dtu_r[i] * x[i]);
+              yp_r[i] = fmaf(v[i], h, yp_r[i]);
+              v[i] = lane * kK + i < tl ? g_r[i] * h : 0.f;  // dC contribution
+            }
+            regs_to_row(rowC, lane, v);
+          }
+          {  // (2) the adjoint mu_t = A_bar_t (g_t C_t + mu_{t+1}) from mu at the tile's end
+            float x[kK], v[kK];
+            row_to_regs(Crow, lane, v);
+#pragma unroll
+            for (int i = 0; i < kK; ++i) v[i] *= g_r[i];  // g_t C_t
+            Aff R{1.f, 0.f};
+#pragma unroll
+            for (int i = kK - 1; i >= 0; --i) R = compose(R, Aff{Ab[i], Ab[i] * v[i]});
+            const Aff suf = warp_excl_rev(R, lane);
+            float mu = fmaf(suf.a, me_row[n], suf.b);  // mu_{t+1} for this lane's last step
+            float dA_l = 0.f;
+            row_to_regs(Brow, lane, x);
+#pragma unroll
+            for (int i = kK - 1; i >= 0; --i) {
+              const float lam = v[i] + mu;              // dL/dh_t = g_t C_t + mu_{t+1}
+              const float lAh = lam * (Ab[i] * hp[i]);  // lambda A_bar h_{t-1}
+              slB_r[i] = fmaf(lam, x[i], slB_r[i]);
+              ddt_r[i] = fmaf(lAh, An, ddt_r[i]);
+              dA_l = fmaf(lAh, dt_r[i], dA_l);
+              mu = Ab[i] * lam;
+              v[i] = lane * kK + i < tl ? lam * dtu_r[i] : 0.f;  // dB contribution
+            }
+            regs_to_row(rowB, lane, v);
+            dA_l = warp_sum(dA_l);
+            if (lane == 0) pA_row[n] = dA_l;
+          }
+        } else {
+          const float zero[kK] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+          regs_to_row(rowB, lane, zero);
+          regs_to_row(rowC, lane, zero);
+        }
+        __syncthreads();
+        {  // thread tt: the kW warps' contributions at step tt, in warp order, into sAcc
+          const int tt = tid;
+          const float* cB = sX + (2 * par) * kW * kRow + pos(tt);
+          const float* cC = sX + (2 * par + 1) * kW * kRow + pos(tt);
+          float vb = cB[0], vc = cC[0];
+#pragma unroll
+          for (int k = 1; k < kW; ++k) {
+            vb += cB[k * kRow];
+            vc += cC[k * kRow];
+          }
+          float* aB = sAccB + nn * kAccRow + tt;
+          float* aC = sAccC + nn * kAccRow + tt;
+          if (sb == sb0) {
+            *aB = vb, *aC = vc;
+          } else {
+            *aB += vb, *aC += vc;
+          }
+        }
+      }
+
+      // This sub-batch's du, ddelta, dz (or, before the last group, the running sums).
+      __syncthreads();  // the sum pass's reads of sX are done
+      if (last) {  // u, raw delta, dy, z again (L2): the softplus slope and the dz factor
+        load_tile(a.u, b, L, ED, t0, tl, c0, p.vec4, sX);
+        load_tile(a.delta, b, L, ED, t0, tl, c0, p.vec4, sX + kW * kRow);
+        if (has_z) {
+          load_tile(gr.dy, b, L, ED, t0, tl, c0, p.vec4, sX + 2 * kW * kRow);
+          load_tile(a.z, b, L, ED, t0, tl, c0, p.vec4, sX + 3 * kW * kRow);
+        }
+        __syncthreads();
+        // Item by item, in place in this warp's rows (each lane touches only its own items):
+        // tile 0 <- du, tile 1 <- d(delta_raw), tile 2 <- dz.
+        float dbias = 0.f;
+#pragma unroll
+        for (int i = 0; i < kK; ++i) {
+          const int at = pos(lane * kK + i);
+          const float uv = my0[at], rv = my0[kW * kRow + at];
+          const float slope = delta_grad_of(rv + bias, a.delta_softplus);
+          const float draw = lane * kK + i < tl ? fmaf(uv, slB_r[i], ddt_r[i]) * slope : 0.f;
+          my0[at] = fmaf(dt_r[i], slB_r[i], Dd * g_r[i]);  // du = D g + delta <lambda, B>
+          my0[kW * kRow + at] = draw;
+          if (has_z) {  // dz = dy y_pre s (1 + z (1 - s))
+            const float dyv = my0[2 * kW * kRow + at], zv = my0[3 * kW * kRow + at];
+            const float sz = sigmoidf_(zv);
+            my0[2 * kW * kRow + at] = yp_r[i] * (dyv * sz * (1.f + zv * (1.f - sz)));
+          }
+          dbias += draw;
+        }
+        if (gr.ddelta_bias && active) {
+          dbias = warp_sum(dbias);
+          if (lane == 0) p.part_bias[pbt * ED + d] = dbias;
+        }
+      } else {
+        regs_to_row(my0, lane, slB_r);
+        regs_to_row(my0 + kW * kRow, lane, ddt_r);
+        if (has_z) regs_to_row(my0 + 2 * kW * kRow, lane, yp_r);
+      }
+      __syncthreads();
+      store_tile(sX, b, L, ED, t0, tl, c0, p.vec4, gr.du);
+      store_tile(sX + kW * kRow, b, L, ED, t0, tl, c0, p.vec4, gr.ddelta);
+      if (has_z) store_tile(sX + 2 * kW * kRow, b, L, ED, t0, tl, c0, p.vec4, gr.dz);
+    }
+
+    // dB, dC of this group's states: every sum pass is behind the barriers above.
+    for (int k = tid; k < kTile * kNG; k += kTileThreads) {
+      const int tt = k >> 4, nn = k & 15;
+      if (tt >= tl || n0 + nn >= N) continue;
+      const int64_t at = (b * L + t0 + tt) * N + n0 + nn;
+      const float vb = sAccB[nn * kAccRow + tt], vc = sAccC[nn * kAccRow + tt];
+      if (p.atomic) {
+        atomicAdd(p.outB + at, vb);
+        atomicAdd(p.outC + at, vc);
+      } else {
+        p.outB[grp * p.out_stride + at] = vb;
+        p.outC[grp * p.out_stride + at] = vc;
+      }
+    }
+  }
+}
+
+// ---- the ordered sums ---------------------------------------------------------------------
+// dA[k] = sum over (b, tile) of part_A in order; dD, dbias likewise (k < ED).
+__global__ void v3_param_sums_kernel(const float* __restrict__ part_A, const float* __restrict__ part_D,
+                                     const float* __restrict__ part_bias, float* __restrict__ dA,
+                                     float* __restrict__ dD, float* __restrict__ dbias, int64_t BT,
+                                     int64_t ED, int64_t N) {
+  for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < ED * N;
+       k += (int64_t)gridDim.x * blockDim.x) {
+    float s = 0.f;
+#pragma unroll 8
+    for (int64_t bt = 0; bt < BT; ++bt) s += part_A[bt * ED * N + k];
+    dA[k] = s;
+    if (k < ED && dD) {
+      float sd = 0.f;
+#pragma unroll 8
+      for (int64_t bt = 0; bt < BT; ++bt) sd += part_D[bt * ED + k];
+      dD[k] = sd;
+    }
+    if (k < ED && dbias) {
+      float sb = 0.f;
+#pragma unroll 8
+      for (int64_t bt = 0; bt < BT; ++bt) sb += part_bias[bt * ED + k];
+      dbias[k] = sb;
+    }
+  }
+}
+// dB[k] = sum over groups g of partB[g][k] in g order (and dC).
+__global__ void v3_sum_groups_kernel(const float* __restrict__ partB, const float* __restrict__ partC,
+                                     float* __restrict__ dB, float* __restrict__ dC, int64_t G,
+                                     int64_t BLN) {
+  for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < BLN;
+       k += (int64_t)gridDim.x * blockDim.x) {
+    float sb = 0.f, sc = 0.f;
+    for (int64_t g = 0; g < G; ++g) {
+      sb += partB[g * BLN + k];
+      sc += partC[g * BLN + k];
+    }
+    dB[k] = sb;
+    dC[k] = sc;
+  }
+}
+
+}  // namespace
+
+void launch_bwd_tile(const TileArgs& t) {
+  const int64_t blocks = t.a.B * t.pl.ntiles * t.pl.G;
+  MG_CHECK(blocks <= INT32_MAX, "selective_scan (CUDA v3 backward): ", blocks, " blocks exceed the grid");
+  MG_CUDA_CHECK(cudaFuncSetAttribute(v3_bwd_tile_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     (int)kTileSmemBytes));
+  v3_bwd_tile_kernel<<<(unsigned)blocks, kTileThreads, kTileSmemBytes, cuda_stream()>>>(t);
+  check_launch("selective_scan backward (CUDA v3, bwd_tile)");
+}
+
+void launch_sum_groups(const float* partB, const float* partC, float* dB, float* dC, int64_t G,
+                       int64_t BLN) {
+  Launch1d l = launch_1d(BLN);
+  v3_sum_groups_kernel<<<l.grid, l.block, 0, cuda_stream()>>>(partB, partC, dB, dC, G, BLN);
+  check_launch("selective_scan backward (CUDA v3, dB/dC sums)");
+}
+
+void launch_param_sums(const TileArgs& t, float* dA, float* dD, float* dbias) {
+  const int64_t ED = t.a.ED, N = t.a.N;
+  Launch1d l = launch_1d(ED * N);
+  v3_param_sums_kernel<<<l.grid, l.block, 0, cuda_stream()>>>(t.part_A, t.part_D, t.part_bias, dA, dD,
+                                                              dbias, t.a.B * t.pl.ntiles, ED, N);
+  check_launch("selective_scan backward (CUDA v3, parameter sums)");
+}
+
+void append_tile_occupancy(std::vector<KernelOccupancy>& out) {
+  out.push_back(occupancy_of("v3_bwd_tile_kernel", v3_bwd_tile_kernel, kTileThreads, kTileSmemBytes));
+  out.push_back(occupancy_of("v3_param_sums_kernel", v3_param_sums_kernel, kBlock1d, 0));
+  out.push_back(occupancy_of("v3_sum_groups_kernel", v3_sum_groups_kernel, kBlock1d, 0));
+}
+
+}  // namespace mg::cuda::v3
