@@ -1,5 +1,5 @@
 // examples/bench_scan_cuda.h — `bench_scan --device cuda`: the CUDA selective scan
-// (cuda/selective_scan/), v2 by default and any of v1, v2 side by side with --versions:
+// (cuda/selective_scan/), v2 and v3 by default and any of v1, v2, v3 side by side with --versions:
 // forward and forward+backward medians (cudaEvent timing on the backend's stream, after one
 // warm-up) and the achieved GB/s against the bytes the op must move (scan_bytes_moved in
 // ops/selective_scan/kernels.h: every input read once, every output written once), next to
@@ -9,7 +9,7 @@
 // the training shape batch 8, ED 1536, N 16, L 2048. D, z and delta_bias are present (as in
 // Mamba), h0 is not; deterministic mode as set by --deterministic (default on).
 //
-//   bench_scan --device cuda [--max-log2-len 17] [--repeats 10] [--versions v2] [--json]
+//   bench_scan --device cuda [--max-log2-len 17] [--repeats 10] [--versions v2,v3] [--json]
 //
 // Included by examples/bench_scan.cpp only (one program, two devices); bench_scan hands over
 // its arguments without "--device cuda".
@@ -27,6 +27,7 @@
 #include "core/settings.h"
 #include "cuda/bench.h"
 #include "cuda/runtime.h"
+#include "cuda/selective_scan/v3.h"
 #include "ops/selective_scan/kernels.h"
 #endif
 
@@ -89,22 +90,35 @@ inline Row measure(const Shape4& s, CudaScanVersion v, int repeats, int64_t T) {
 
 inline int run(int argc, char** argv) {
   examples::Cli cli("bench_scan --device cuda",
-                    "CUDA selective scan, v1 and v2: forward and forward+backward medians and GB/s\n"
+                    "CUDA selective scan, v2 and v3 (v1 on request): forward and forward+backward\n"
+                    "medians and GB/s (and % of the memcpy bound)\n"
                     "against the bytes the op must move, next to measured D2D memcpy bandwidth.\n"
                     "Shapes: batch 1, ED 1024, N 16, L = 2^9 .. 2^max-log2-len; batch 8, ED 1536,\n"
                     "N 16, L 2048.");
   int64_t max_log2 = 17, repeats = 10, chunk = 64;
-  // v2 alone by default: the whole default run finishes in well under 30 s on an H200 (v1
-  // walks each channel's sequence with one thread and took over 90 s to L 2^17 there).
-  std::string versions = "v2";
+  // v2 and v3 by default: v2 took ~1 s in all to L 2^17 on an H200 and v3 is predicted to be
+  // faster, so the default run stays well under 30 s (v1 walks each channel's sequence with
+  // one thread and took over 90 s to L 2^17 there: ask for it).
+  std::string versions = "v2,v3";
   bool json = false, nondeterministic = false;
   cli.add("--max-log2-len", &max_log2, "longest L of the batch-1 sweep, as log2 (9..17)");
   cli.add("--repeats", &repeats, "timed runs per measurement (the median is reported)");
   cli.add("--chunk", &chunk, "T: steps between saved states (the op's default is 64)");
-  cli.add("--versions", &versions, "comma-separated list of v1, v2 (v1 is slow: ask for it)");
+  cli.add("--versions", &versions, "comma-separated list of v1, v2, v3 (v1 is slow: ask for it)");
   cli.add("--nondeterministic", &nondeterministic, "allow float atomics in the backward");
   cli.add("--json", &json, "print one JSON object instead of the table");
   if (!cli.parse(argc, argv)) return cli.exit_code();
+  std::vector<CudaScanVersion> vs;
+  for (size_t at = 0; at <= versions.size();) {
+    const size_t comma = std::min(versions.find(',', at), versions.size());
+    try {
+      vs.push_back(parse_cuda_scan(versions.substr(at, comma - at)));
+    } catch (const Error& e) {
+      std::fprintf(stderr, "bench_scan --device cuda: --versions: %s\n", e.what());
+      return 2;
+    }
+    at = comma + 1;
+  }
   if (!cuda::available()) {
     std::fprintf(stderr, "bench_scan --device cuda: no CUDA device is visible (%s); nothing to measure.\n",
                  cuda::no_device_reason().c_str());
@@ -114,9 +128,6 @@ inline int run(int argc, char** argv) {
   Settings run_settings = settings();
   run_settings.deterministic = !nondeterministic;
   SettingsGuard guard(run_settings);
-  std::vector<CudaScanVersion> vs;
-  if (versions.find("v1") != std::string::npos) vs.push_back(CudaScanVersion::v1);
-  if (versions.find("v2") != std::string::npos) vs.push_back(CudaScanVersion::v2);
   std::vector<Shape4> shapes;
   for (int64_t k = 9; k <= std::min<int64_t>(max_log2, 17); ++k) shapes.push_back({1, int64_t(1) << k, 1024, 16});
   shapes.push_back({8, 2048, 1536, 16});
@@ -130,9 +141,11 @@ inline int run(int argc, char** argv) {
       rows.push_back(measure(s, v, (int)repeats, chunk));
       if (!json) {
         const Row& r = rows.back();
-        std::printf("B %-2lld L %-7lld ED %-5lld N %-3lld %s  fwd %9.3f ms %7.1f GB/s   fwd+bwd %9.3f ms %7.1f GB/s\n",
+        std::printf("B %-2lld L %-7lld ED %-5lld N %-3lld %s  fwd %9.3f ms %7.1f GB/s (%4.1f%%)   "
+                    "fwd+bwd %9.3f ms %7.1f GB/s (%4.1f%%)\n",
                     (long long)s.B, (long long)s.L, (long long)s.ED, (long long)s.N, r.version.c_str(),
-                    r.fwd_ms, r.fwd_gbs, r.fwdbwd_ms, r.fwdbwd_gbs);
+                    r.fwd_ms, r.fwd_gbs, 100 * r.fwd_gbs / copy_gbs, r.fwdbwd_ms, r.fwdbwd_gbs,
+                    100 * r.fwdbwd_gbs / copy_gbs);
         std::fflush(stdout);
       }
     }
@@ -151,6 +164,14 @@ inline int run(int argc, char** argv) {
     std::printf("device-to-device memcpy: %.1f GB/s (%lld MiB copied, reads + writes counted)\n", copy_gbs,
                 (long long)(copy_bytes >> 20));
     std::printf("%s\n", cuda::describe().c_str());
+    // The occupancy the driver gives v3's kernels (issue 12's resource report; the compiler's
+    // side is docs/cuda_scan_resources.txt).
+    std::printf("v3 occupancy (cudaOccupancyMaxActiveBlocksPerMultiprocessor):\n");
+    for (const cuda::KernelOccupancy& k : cuda::scan_v3_occupancy())
+      std::printf("  %-28s %4d threads %4d regs %6d B smem (+%6d dynamic) %3d B local  "
+                  "%2d blocks = %2d warps / SM\n",
+                  k.kernel.c_str(), k.threads, k.registers, k.static_smem, k.dynamic_smem,
+                  k.local_bytes, k.blocks_per_sm, k.warps_per_sm);
   }
   return 0;
 }

@@ -1,5 +1,5 @@
 // cuda/selective_scan/v3.cuh — v3's plan, device helpers and launchers, shared by
-// cuda/selective_scan/v3.cu (forward, entry points) and v3_backward.cu. CUDA-only.
+// cuda/selective_scan/v3.cu (entry points), v3_walks.cu and v3_tile.cu (kernels). CUDA-only.
 //
 // ==== Design (issue #12; the full bytes model and table are in docs/cuda_scan.md, "v3") =====
 // The two numbers at B 1, ED 1024, N 16, L 2^15 (T 64; D, z, bias present, as bench_scan):
@@ -148,7 +148,8 @@ __device__ __forceinline__ float warp_sum(float v) {
 
 // Rows [t0, t0 + nrows) x states [n0, n0 + kNG) of B or C (B, L, N) -> s[tt * kNG + j]
 // (0 past nrows or N), by a block of kWalkThreads threads. Row-major: with N = 16 the block
-// reads one contiguous run. Rows are 64 bytes: 16-byte aligned for the float4 reads.
+// reads one contiguous run. Rows are 64 bytes, 16-byte aligned: the walks read them from shared
+// memory as float4 (the global loads here are scalar; a warp still reads whole 128-byte lines).
 __device__ __forceinline__ void stage_rows(const float* __restrict__ X, float* s, int64_t b,
                                            int64_t t0, int nrows, int64_t n0, int64_t L,
                                            int64_t N) {

@@ -1,5 +1,5 @@
-// cuda/selective_scan/v3.h — the CUDA selective scan v3 (issue #12): entry points and the
-// occupancy report. A plain C++ header (no CUDA types), so tests and benchmarks can include it
+// cuda/selective_scan/v3.h — the CUDA selective scan v3 (issue #12): its occupancy report (the
+// entry points are declared with the other versions in ops/selective_scan/kernels.h). A plain C++ header (no CUDA types), so tests and benchmarks can include it
 // under `#ifdef MG_WITH_CUDA`. The design, the bytes model and the predicted times are in
 // cuda/selective_scan/v3.cuh and docs/cuda_scan.md ("v3").
 //
@@ -11,12 +11,9 @@
 #include <string>
 #include <vector>
 
-#include "ops/selective_scan/scan_args.h"
+#include "ops/selective_scan/kernels.h"
 
 namespace mg::cuda {
-
-void selective_scan_forward_v3(const ScanArgs<float>& a);
-void selective_scan_backward_v3(const ScanArgs<float>& a, const ScanGrads<float>& g);
 
 // What cudaOccupancyMaxActiveBlocksPerMultiprocessor gives for each v3 kernel at the block size
 // and dynamic shared memory v3 launches it with, on the current device; with the compiler's

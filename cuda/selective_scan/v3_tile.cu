@@ -356,6 +356,14 @@ __global__ void v3_sum_groups_kernel(const float* __restrict__ partB, const floa
 void launch_bwd_tile(const TileArgs& t) {
   const int64_t blocks = t.a.B * t.pl.ntiles * t.pl.G;
   MG_CHECK(blocks <= INT32_MAX, "selective_scan (CUDA v3 backward): ", blocks, " blocks exceed the grid");
+  // bwd_tile's 107.6 KB of shared memory fit sm_80 (163 KB a block) and sm_90 (227 KB), not
+  // sm_86/89 (99 KB) or sm_75 (64 KB): say so instead of a bare CUDA error (found in review).
+  int device = 0, smem_optin = 0;
+  MG_CUDA_CHECK(cudaGetDevice(&device));
+  MG_CUDA_CHECK(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  MG_CHECK(smem_optin >= (int)kTileSmemBytes, "selective_scan (CUDA v3 backward): needs ",
+           kTileSmemBytes, " bytes of shared memory per block, this GPU allows ", smem_optin,
+           "; use the v2 scan on it (Settings::cuda_scan = CudaScanVersion::v2)");
   MG_CUDA_CHECK(cudaFuncSetAttribute(v3_bwd_tile_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      (int)kTileSmemBytes));
   v3_bwd_tile_kernel<<<(unsigned)blocks, kTileThreads, kTileSmemBytes, cuda_stream()>>>(t);

@@ -57,7 +57,10 @@ void selective_scan_step_forward(const ScanArgs<T, S>& a);
 //   v1 (v1.cu): the teaching port of the CPU loop, one thread per (b, d).
 //   v2 (v2.cuh, v2_forward.cu, v2_backward.cu): parallel along L, one warp per channel,
 //      warp scans over 256-step tiles.
-// Both accept empty sizes (B = 0 or L = 0) with the CPU kernels' results.
+//   v3 (v3.cuh, v3.cu, v3_walks.cu, v3_tile.cu): L split into segments walked by one thread
+//      per channel and combined per state, a tiled warp-scan backward (issue 12; compiled, not
+//      yet run on a GPU).
+// All accept empty sizes (B = 0 or L = 0) with the CPU kernels' results.
 #ifdef MG_WITH_CUDA
 inline constexpr bool kHaveCudaScan = true;  // the kernels below are defined in this build
 #else
@@ -68,6 +71,8 @@ void selective_scan_forward_v1(const ScanArgs<float>& a);
 void selective_scan_backward_v1(const ScanArgs<float>& a, const ScanGrads<float>& g);
 void selective_scan_forward_v2(const ScanArgs<float>& a);
 void selective_scan_backward_v2(const ScanArgs<float>& a, const ScanGrads<float>& g);
+void selective_scan_forward_v3(const ScanArgs<float>& a);
+void selective_scan_backward_v3(const ScanArgs<float>& a, const ScanGrads<float>& g);
 }  // namespace cuda
 
 // ---- the choice -------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ ScanKernelPair<T> choose_scan_kernel(Device device, int64_t N) {
           return {"cuda v1", cuda::selective_scan_forward_v1, cuda::selective_scan_backward_v1};
         case CudaScanVersion::v2:
           return {"cuda v2", cuda::selective_scan_forward_v2, cuda::selective_scan_backward_v2};
+        case CudaScanVersion::v3:
+          return {"cuda v3", cuda::selective_scan_forward_v3, cuda::selective_scan_backward_v3};
       }
     }
     throw Error(detail::cat("selective_scan: no CUDA kernel for ", device.str(), " tensors of ",
