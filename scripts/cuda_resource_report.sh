@@ -5,7 +5,7 @@
 #
 #   scripts/cuda_resource_report.sh [ARCH]      ARCH: compute capability, default 90
 #
-# It compiles every kernel file of cuda/selective_scan/ (v1, v2's forward and backward, common,
+# It compiles every kernel file of cuda/selective_scan/ (v1, v2's forward and backward,
 # v3's walks and tile; v3.cu has no kernels) with the build's flags
 # (CMakeLists.txt: -O3 -lineinfo --expt-relaxed-constexpr --extended-lambda -std=c++20) plus
 # -Xptxas -v into a temporary directory; nothing in the build tree is touched.
@@ -25,7 +25,7 @@ FLAGS=(-DMG_WITH_CUDA=1 -I"$ROOT" -isystem=/usr/include/eigen3 -O3 -DNDEBUG
   echo "# regenerate: scripts/cuda_resource_report.sh ${ARCH}"
   echo "# $("$NVCC" --version | tail -1)"
   echo "# kernel names demangled; one block per kernel: registers, spill stores/loads, smem"
-  for f in v1.cu v2_forward.cu v2_backward.cu common.cu v3_walks.cu v3_tile.cu; do
+  for f in v1.cu v2_forward.cu v2_backward.cu v3_walks.cu v3_tile.cu; do
     echo
     echo "## cuda/selective_scan/$f"
     start=$(date +%s.%N)
