@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "cuda/check.cuh"
+#include "cuda/partial_sums.h"
 #include "cuda/runtime.h"
 #include "cuda/selective_scan/v3.cuh"
 
@@ -310,47 +311,6 @@ __global__ void __launch_bounds__(kTileThreads, 2) v3_bwd_tile_kernel(TileArgs p
 }
 
 // ---- the ordered sums ---------------------------------------------------------------------
-// dA[k] = sum over (b, tile) of part_A in order; dD, dbias likewise (k < ED).
-__global__ void v3_param_sums_kernel(const float* __restrict__ part_A, const float* __restrict__ part_D,
-                                     const float* __restrict__ part_bias, float* __restrict__ dA,
-                                     float* __restrict__ dD, float* __restrict__ dbias, int64_t BT,
-                                     int64_t ED, int64_t N) {
-  for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < ED * N;
-       k += (int64_t)gridDim.x * blockDim.x) {
-    float s = 0.f;
-#pragma unroll 8
-    for (int64_t bt = 0; bt < BT; ++bt) s += part_A[bt * ED * N + k];
-    dA[k] = s;
-    if (k < ED && dD) {
-      float sd = 0.f;
-#pragma unroll 8
-      for (int64_t bt = 0; bt < BT; ++bt) sd += part_D[bt * ED + k];
-      dD[k] = sd;
-    }
-    if (k < ED && dbias) {
-      float sb = 0.f;
-#pragma unroll 8
-      for (int64_t bt = 0; bt < BT; ++bt) sb += part_bias[bt * ED + k];
-      dbias[k] = sb;
-    }
-  }
-}
-// dB[k] = sum over groups g of partB[g][k] in g order (and dC).
-__global__ void v3_sum_groups_kernel(const float* __restrict__ partB, const float* __restrict__ partC,
-                                     float* __restrict__ dB, float* __restrict__ dC, int64_t G,
-                                     int64_t BLN) {
-  for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < BLN;
-       k += (int64_t)gridDim.x * blockDim.x) {
-    float sb = 0.f, sc = 0.f;
-    for (int64_t g = 0; g < G; ++g) {
-      sb += partB[g * BLN + k];
-      sc += partC[g * BLN + k];
-    }
-    dB[k] = sb;
-    dC[k] = sc;
-  }
-}
-
 }  // namespace
 
 void launch_bwd_tile(const TileArgs& t) {
@@ -370,25 +330,25 @@ void launch_bwd_tile(const TileArgs& t) {
   check_launch("selective_scan backward (CUDA v3, bwd_tile)");
 }
 
+// dB[k] = sum over groups g of partB[g][k] in g order (and dC): cuda/partial_sums.h.
 void launch_sum_groups(const float* partB, const float* partC, float* dB, float* dC, int64_t G,
                        int64_t BLN) {
-  Launch1d l = launch_1d(BLN);
-  v3_sum_groups_kernel<<<l.grid, l.block, 0, cuda_stream()>>>(partB, partC, dB, dC, G, BLN);
-  check_launch("selective_scan backward (CUDA v3, dB/dC sums)");
+  const PartialsLayout by_group = PartialsLayout::rows(G, BLN);
+  sum_partials(partB, dB, by_group, false, "selective_scan backward (CUDA v3, dB sums)");
+  sum_partials(partC, dC, by_group, false, "selective_scan backward (CUDA v3, dC sums)");
 }
 
+// dA, dD, d(delta_bias): the per-(b, tile) partials summed in (b, tile) order.
 void launch_param_sums(const TileArgs& t, float* dA, float* dD, float* dbias) {
-  const int64_t ED = t.a.ED, N = t.a.N;
-  Launch1d l = launch_1d(ED * N);
-  v3_param_sums_kernel<<<l.grid, l.block, 0, cuda_stream()>>>(t.part_A, t.part_D, t.part_bias, dA, dD,
-                                                              dbias, t.a.B * t.pl.ntiles, ED, N);
-  check_launch("selective_scan backward (CUDA v3, parameter sums)");
+  const int64_t ED = t.a.ED, N = t.a.N, BT = t.a.B * t.pl.ntiles;
+  const char* op = "selective_scan backward (CUDA v3, parameter sums)";
+  sum_partials(t.part_A, dA, PartialsLayout::rows(BT, ED * N), false, op);
+  if (dD) sum_partials(t.part_D, dD, PartialsLayout::rows(BT, ED), false, op);
+  if (dbias) sum_partials(t.part_bias, dbias, PartialsLayout::rows(BT, ED), false, op);
 }
 
 void append_tile_occupancy(std::vector<KernelOccupancy>& out) {
   out.push_back(occupancy_of("v3_bwd_tile_kernel", v3_bwd_tile_kernel, kTileThreads, kTileSmemBytes));
-  out.push_back(occupancy_of("v3_param_sums_kernel", v3_param_sums_kernel, kBlock1d, 0));
-  out.push_back(occupancy_of("v3_sum_groups_kernel", v3_sum_groups_kernel, kBlock1d, 0));
 }
 
 }  // namespace mg::cuda::v3
