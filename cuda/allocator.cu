@@ -18,6 +18,9 @@
 // allocator's: core/block_cache.h, with this file's raw memory and bucket sizes.
 #include <cuda_runtime.h>
 
+#include <utility>
+#include <vector>
+
 #include "core/allocator.h"
 #include "core/block_cache.h"
 #include "core/error.h"
@@ -47,6 +50,11 @@ struct DeviceMemory {
   static void sync() { MG_CUDA_CHECK(cudaStreamSynchronize(cuda_stream())); }
 };
 
+// Blocks freed while a CUDA graph was being captured (cuda/graph.cu): the graph's kernels
+// read and write them on every replay, so they must not be handed out again until the graph
+// is destroyed (PyTorch keeps a private pool per graph for the same reason).
+using GraphPool = std::vector<std::pair<void*, size_t>>;
+
 class CudaCachingAllocator final : public DeviceAllocator {
  public:
   static constexpr size_t kSmallLimit = size_t(1) << 20;  // 1 MiB
@@ -63,7 +71,19 @@ class CudaCachingAllocator final : public DeviceAllocator {
     }
     return p;
   }
-  void deallocate(void* p, size_t nbytes) override { cache_.deallocate(p, nbytes); }
+  void deallocate(void* p, size_t nbytes) override {
+    if (graph_pool_) {  // capturing a graph: its replays may still write here (graph.cu)
+      graph_pool_->push_back({p, nbytes});
+      return;
+    }
+    cache_.deallocate(p, nbytes);
+  }
+  // While a pool is set, freed blocks go to it instead of the cache.
+  void set_graph_pool(GraphPool* pool) { graph_pool_ = pool; }
+  void release_graph_pool(GraphPool& pool) {
+    for (auto [p, n] : pool) cache_.deallocate(p, n);
+    pool.clear();
+  }
   MemoryStats stats() const override { return cache_.stats(); }
   void reset_peak() override { cache_.reset_peak(); }
 
@@ -101,6 +121,7 @@ class CudaCachingAllocator final : public DeviceAllocator {
  private:
   // Every block is cached (cache_min 0).
   BlockCache<DeviceMemory> cache_{BucketRule{kSmallLimit, kSmallStep, 0}};
+  GraphPool* graph_pool_ = nullptr;
 };
 
 // Never destroyed: tensors in static storage may be freed after main returns, and cudaFree
@@ -113,6 +134,21 @@ CudaCachingAllocator& the_allocator() {
 }  // namespace
 
 DeviceAllocator& caching_allocator() { return the_allocator(); }
+
+void* graph_pool_begin() {
+  auto* pool = new GraphPool();
+  the_allocator().set_graph_pool(pool);
+  return pool;
+}
+
+void graph_pool_end() { the_allocator().set_graph_pool(nullptr); }
+
+void graph_pool_release(void* pool) {
+  if (!pool) return;
+  auto* p = static_cast<GraphPool*>(pool);
+  the_allocator().release_graph_pool(*p);
+  delete p;
+}
 
 void empty_cache() {
   if (!available()) return;

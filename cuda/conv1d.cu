@@ -14,6 +14,11 @@
 //           its rows in double and adds its 8 row-thread partials in a fixed order;
 //   pass 2: sum_partials (cuda/partial_sums.h) adds the chunk partials in chunk order.
 // Accumulation in double, as on the CPU.
+//
+// Recurrent inference (one token; the CPU references are cpu::causal_conv1d_step_forward and
+// cpu::causal_conv1d_state_forward in ops/conv1d.cpp): one thread per (b, c), its K-tap window
+// row read once, shifted in registers and written back; the taps summed in the CPU's order with
+// the same explicit roundings, so a step equals the CPU step to the bit.
 #include "ops/conv1d.h"
 
 #include <cuda_runtime.h>
@@ -94,7 +99,54 @@ __global__ void conv_dw_partial_kernel(const float* __restrict__ x, const float*
   }
 }
 
+// One token. x, y (B, C); w (C, 1, K); bias (C) or null; window (B, C, K) in place:
+// window[b,c,:] shifted left, window[b,c,K-1] = x[b,c]; y[b,c] = bias[c] + sum_k w[c,k] win[k].
+// One thread per (b, c), c fastest (coalesced x, y; the window row is K contiguous floats).
+__global__ void conv_step_kernel(const float* __restrict__ x, const float* __restrict__ w,
+                                 const float* __restrict__ bias, float* __restrict__ window,
+                                 float* __restrict__ y, int64_t B, int64_t C, int64_t K) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < B * C;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t c = i % C;
+    float* win = window + i * K;
+    for (int64_t k = 0; k + 1 < K; ++k) win[k] = win[k + 1];
+    win[K - 1] = x[i];
+    float acc = bias ? bias[c] : 0.f;
+    for (int64_t k = 0; k < K; ++k) acc = __fadd_rn(acc, __fmul_rn(w[c * K + k], win[k]));
+    y[i] = acc;
+  }
+}
+
+// x (B, L, C) -> window (B, C, K): window[b,c,k] = x[b, L-K+k, c], 0 where L-K+k < 0.
+// One thread per window element (b, c, k), k fastest (the window's layout).
+__global__ void conv_state_kernel(const float* __restrict__ x, float* __restrict__ window,
+                                  int64_t B, int64_t L, int64_t C, int64_t K) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < B * C * K;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t k = i % K, bc = i / K, c = bc % C, b = bc / C;
+    const int64_t t = L - K + k;  // slot K-1 holds the newest step, L-1
+    window[i] = t >= 0 ? x[(b * L + t) * C + c] : 0.f;
+  }
+}
+
 }  // namespace
+
+// x, y (B, C); w (C, 1, K); bias (C) or null; window (B, C, K) updated in place.
+void causal_conv1d_step_forward(const float* x, const float* w, const float* bias, float* window,
+                                float* y, int64_t B, int64_t C, int64_t K) {
+  if (B * C == 0) return;
+  conv_step_kernel<<<grid_for(B * C, 256), 256, 0, cuda_stream()>>>(x, w, bias, window, y, B, C,
+                                                                      K);
+  check_launch("causal_conv1d_step_forward");
+}
+
+// x (B, L, C) -> window (B, C, K).
+void causal_conv1d_state_forward(const float* x, float* window, int64_t B, int64_t L, int64_t C,
+                                 int64_t K) {
+  if (B * C * K == 0) return;
+  conv_state_kernel<<<grid_for(B * C * K, 256), 256, 0, cuda_stream()>>>(x, window, B, L, C, K);
+  check_launch("causal_conv1d_state_forward");
+}
 
 // x (B, L, C), w (C, 1, K), bias (C) or null -> y (B, L, C).
 void causal_conv1d_forward(const float* x, const float* w, const float* bias, float* y, int64_t B,

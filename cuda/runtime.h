@@ -65,6 +65,14 @@ DeviceAllocator& caching_allocator();
 // Returns the caching allocator's free blocks to the driver (cudaFree). Waits for the stream.
 void empty_cache();
 
+// The caching allocator's pool for a CUDA graph being captured (cuda/graph.cu): between
+// graph_pool_begin() and graph_pool_end() every freed block is kept in the returned pool
+// instead of the cache (the graph's replays keep using it); graph_pool_release gives the
+// pool's blocks back to the cache once the graph is destroyed (stream order makes that safe).
+void* graph_pool_begin();
+void graph_pool_end();
+void graph_pool_release(void* pool);
+
 // The messages of a failed checked call (MG_CUDA_CHECK / MG_CUBLAS_CHECK in cuda/check.cuh):
 //   "CUDA error: cudaMalloc(&p, size) failed at cuda/allocator.cu:112: cudaErrorMemoryAllocation
 //    (out of memory)"

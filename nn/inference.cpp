@@ -7,6 +7,7 @@
 #include "nn/mamba.h"
 #include "ops/arith.h"
 #include "ops/conv1d.h"
+#include "ops/embedding.h"
 #include "ops/matmul.h"
 #include "ops/selective_scan/selective_scan.h"
 #include "ops/shape.h"
@@ -18,7 +19,6 @@ namespace mg::nn {
 Tensor MambaMixer::step(const Tensor& h, LayerState& state) const {
   const char* op = "MambaMixer::step";
   check_dim(op, h, 2, "h");
-  check_cpu(op, h);
   const int64_t B = h.size(0), ED = d_inner, N = d_state, R = dt_rank, K = d_conv;
   check_shape(op, state.conv_state, {B, ED, K}, "state.conv_state");
   check_shape(op, state.ssm_state, {B, ED, N}, "state.ssm_state");
@@ -72,16 +72,25 @@ Tensor MambaLM::prefill(const Tensor& ids, InferenceState& state, int64_t num_la
 }
 
 Tensor MambaLM::step(const Tensor& ids, InferenceState& state) const {
-  NoGradGuard no_grad;
   check_ids("MambaLM::step", ids, 1);
+  Tensor logits = step_trusted(ids, state);
+  ++state.seqlen;
+  return logits;
+}
+
+// The step without the id range check (which reads the ids on the host: a sync on CUDA) and
+// without touching host-side counters, so that a CUDA graph can capture it (ops/graph.h).
+Tensor MambaLM::step_trusted(const Tensor& ids, InferenceState& state) const {
+  NoGradGuard no_grad;
+  MG_CHECK(ids.dtype() == DType::i32 && ids.dim() == 1, "MambaLM::step: ids must be (B) i32, got ",
+           dtype_name(ids.dtype()), " ", shape_str(ids.shape()));
   MG_CHECK(state.layers.size() == layers.size(), "MambaLM::step: the state has ",
            state.layers.size(), " layers, the model ", layers.size(),
            " (call prefill or new_state first)");
   MG_CHECK(state.batch() == ids.size(0), "MambaLM::step: ids ", shape_str(ids.shape()),
            " for a state of batch ", state.batch());
-  Tensor h = embeddings.forward(ids);                   // (B, D)
+  Tensor h = embedding(ids, embeddings.weight, /*check_ids=*/false);  // (B, D)
   for (size_t i = 0; i < layers.size(); ++i) h = layers[i].step(h, state.layers[i]);
-  ++state.seqlen;
   return linear(norm_f.forward(h), lm_head_weight());   // (B, V_pad)
 }
 

@@ -136,6 +136,9 @@ class MambaLM : public Module {
   Tensor prefill(const Tensor& ids, InferenceState& state, int64_t num_last_tokens = 0) const;
   // One token per sequence: ids (B) i32 -> logits (B, V_pad); O(1) in the length so far.
   Tensor step(const Tensor& ids, InferenceState& state) const;
+  // step() without the id range check and without advancing state.seqlen: for ids a sampler
+  // produced (always in range), so that a CUDA graph can capture it (nn/decoder.h).
+  Tensor step_trusted(const Tensor& ids, InferenceState& state) const;
 
   void visit(ParamVisitor& v) override;
 

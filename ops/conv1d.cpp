@@ -223,9 +223,12 @@ Tensor causal_conv1d_step(const Tensor& x, const Tensor& weight, const Tensor& b
   MG_CHECK(!needs_grad({x, weight, bias, window}), op,
            ": inference only (no backward): run it under NoGradGuard or on detached tensors");
   Tensor y = Tensor::empty({B, C}, x.dtype(), x.device());
-  // A CUDA twin: declare cuda::causal_conv1d_step_forward in conv1d.h and call it here.
   dispatch_device(x.device(), x.dtype(), op,
-                  [&]<typename T>() { throw Error(detail::cat(op, ": no CUDA kernel yet (decode on the CPU)")); },
+                  [&]<typename T>() {
+                    cuda::causal_conv1d_step_forward(x.data<T>(), weight.data<T>(),
+                                                     bias.data_or_null<T>(), window.data<T>(),
+                                                     y.data<T>(), B, C, K);
+                  },
                   [&]<typename T>() {
                     cpu::causal_conv1d_step_forward<T>(x.data<T>(), weight.data<T>(),
                                                        bias.data_or_null<T>(), window.data<T>(),
@@ -241,9 +244,10 @@ Tensor causal_conv1d_state(const Tensor& x, int64_t K) {
   MG_CHECK(K >= 1, op, ": K (taps) must be >= 1, got ", K);
   const int64_t B = x.size(0), L = x.size(1), C = x.size(2);
   Tensor window = Tensor::empty({B, C, K}, x.dtype(), x.device());
-  // A CUDA twin: declare cuda::causal_conv1d_state_forward in conv1d.h and call it here.
   dispatch_device(x.device(), x.dtype(), op,
-                  [&]<typename T>() { throw Error(detail::cat(op, ": no CUDA kernel yet (prefill on the CPU)")); },
+                  [&]<typename T>() {
+                    cuda::causal_conv1d_state_forward(x.data<T>(), window.data<T>(), B, L, C, K);
+                  },
                   [&]<typename T>() {
                     cpu::causal_conv1d_state_forward<T>(x.data<T>(), window.data<T>(), B, L, C, K);
                   });

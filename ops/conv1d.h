@@ -73,6 +73,16 @@ void causal_conv1d_state_forward(const T* x, T* window, int64_t B, int64_t L, in
                                  int64_t K);
 }  // namespace cpu
 
+// The CUDA twins (cuda/conv1d.cu): the same arguments, f32, device pointers, on the stream.
+namespace cuda {
+// x, y (B, C); w (C, 1, K); bias (C) or null; window (B, C, K) shifted and x appended in place.
+void causal_conv1d_step_forward(const float* x, const float* w, const float* bias, float* window,
+                                float* y, int64_t B, int64_t C, int64_t K);
+// x (B, L, C) -> window (B, C, K): its last K steps.
+void causal_conv1d_state_forward(const float* x, float* window, int64_t B, int64_t L, int64_t C,
+                                 int64_t K);
+}  // namespace cuda
+
 // One token: x (B, C) is appended to `window` (B, C, K, updated in place) and y (B, C) is
 // causal_conv1d's output at x's position of the sequence the window has seen.
 Tensor causal_conv1d_step(const Tensor& x, const Tensor& weight, const Tensor& bias,

@@ -48,7 +48,7 @@ MG_INSTANTIATE(double)
 
 }  // namespace cpu
 
-Tensor embedding(const Tensor& ids, const Tensor& weight) {
+Tensor embedding(const Tensor& ids, const Tensor& weight, bool check_ids) {
   const char* op = "embedding";
   check_dtype(op, ids, DType::i32, "ids");
   check_float(op, weight, "weight");
@@ -60,7 +60,7 @@ Tensor embedding(const Tensor& ids, const Tensor& weight) {
     throw Error(detail::cat(op, ": id ", value, " at flat position ", n, " of ids ",
                             shape_str(ids.shape()), " is outside [0, V) with V = ", V));
   };
-  dispatch_device(weight.device(), op,
+  if (check_ids) dispatch_device(weight.device(), op,
       [&]<typename>() {
         int32_t bad = 0;
         int64_t n = cuda::first_invalid_id(id, n_ids, V, &bad);  // reads back one integer

@@ -44,6 +44,9 @@ void embedding_backward(const int32_t* ids, const float* dy, float* dweight, int
 }  // namespace cuda
 
 // ids (i32, any shape), weight (V, D) f32/f64 -> ids.shape + (D).
-Tensor embedding(const Tensor& ids, const Tensor& weight);
+// check_ids = false skips the range check, for ids the caller knows are in [0, V) (a sampler's
+// output): on CUDA the check reads one integer back (a host sync), which a CUDA graph capture
+// (ops/graph.h) cannot contain. An out-of-range id is then undefined behaviour.
+Tensor embedding(const Tensor& ids, const Tensor& weight, bool check_ids = true);
 
 }  // namespace mg

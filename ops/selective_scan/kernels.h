@@ -73,6 +73,9 @@ void selective_scan_forward_v2(const ScanArgs<float>& a);
 void selective_scan_backward_v2(const ScanArgs<float>& a, const ScanGrads<float>& g);
 void selective_scan_forward_v3(const ScanArgs<float>& a);
 void selective_scan_backward_v3(const ScanArgs<float>& a, const ScanGrads<float>& g);
+// One token (step.cu), the twin of cpu::selective_scan_step_forward: a.L == 1, a.h0 (may be
+// null) and a.h_last (required) the state before and after, possibly the same buffer.
+void selective_scan_step_forward(const ScanArgs<float>& a);
 }  // namespace cuda
 
 // ---- the choice -------------------------------------------------------------------------------

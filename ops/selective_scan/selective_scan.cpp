@@ -182,9 +182,10 @@ Tensor selective_scan_step(const Tensor& u, const Tensor& delta, const Tensor& A
             .delta_softplus = delta_softplus, .h0 = state.data<T>(), .y = y.data<T>(),
             .h_last = state.data<T>()};  // the state updated in place
   };
-  // A CUDA twin: declare cuda::selective_scan_step_forward in kernels.h and call it here.
   dispatch_device(u.device(), u.dtype(), op,
-                  [&]<typename T>() { throw Error(detail::cat(op, ": no CUDA kernel yet (decode on the CPU)")); },
+                  [&]<typename T>() {
+                    cuda::selective_scan_step_forward(step_args.template operator()<T>());
+                  },
                   [&]<typename T>() {
                     cpu::selective_scan_step_forward(step_args.template operator()<T>());
                   });
