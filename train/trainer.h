@@ -3,7 +3,7 @@
 //
 // What "exact resume" means here: a run of 2N steps and a run of N steps, stopped, resumed
 // from its checkpoint and run N more, produce bitwise-identical losses and weights (same
-// machine, same thread count). A checkpoint therefore holds everything the next step reads:
+// machine; the thread count may differ: no CPU result depends on it). A checkpoint therefore holds everything the next step reads:
 // the weights, AdamW's moments and step count, the step (the schedule is a pure function of
 // it), and the task's own state (data cursor, generator offsets) as integers.
 //
