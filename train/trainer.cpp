@@ -59,6 +59,22 @@ std::string fmt(double v) {
 
 }  // namespace
 
+// The checkpoint cfg.resume names ("" for a fresh run).
+static std::string resume_dir_of(const TrainConfig& cfg) {
+  if (cfg.resume.empty()) return "";
+  std::string dir = cfg.resume == "latest" ? latest_checkpoint(cfg.run_dir) : cfg.resume;
+  MG_CHECK(!dir.empty(), "train: --resume latest, but '", cfg.run_dir, "' has no checkpoint");
+  MG_CHECK(fs::exists(fs::path(dir) / "trainer.safetensors"), "train: --resume ", cfg.resume,
+           ": '", dir, "' is not a checkpoint directory (no trainer.safetensors)");
+  return dir;
+}
+
+void check_run_dir(const TrainConfig& cfg) {
+  const std::string dir = resume_dir_of(cfg);
+  if (!cfg.run_dir.empty() && !cfg.overwrite)
+    claim_run_dir(cfg.run_dir, !dir.empty(), dir.empty() ? "" : checkpoint_run_id(dir), false);
+}
+
 TrainResult train(nn::MambaLM& model, const TrainConfig& cfg, TrainTask& task) {
   MG_CHECK(cfg.grad_accum >= 1, "train: grad_accum must be >= 1, got ", cfg.grad_accum);
   MG_CHECK(task.micro_batch_loss != nullptr, "train: the task has no micro_batch_loss");
@@ -70,13 +86,8 @@ TrainResult train(nn::MambaLM& model, const TrainConfig& cfg, TrainTask& task) {
   // Which run this is, and whether it may use the directory: before any work or any write.
   TrainResult res;
   int64_t step = 0;
-  std::string resume_dir;
-  if (!cfg.resume.empty()) {
-    resume_dir = cfg.resume == "latest" ? latest_checkpoint(cfg.run_dir) : cfg.resume;
-    MG_CHECK(!resume_dir.empty(), "train: --resume latest, but '", cfg.run_dir,
-             "' has no checkpoint");
-    res.run_id = checkpoint_run_id(resume_dir);
-  }
+  const std::string resume_dir = resume_dir_of(cfg);
+  if (!resume_dir.empty()) res.run_id = checkpoint_run_id(resume_dir);
   std::vector<std::string> replaced;  // --overwrite: deleted after our first checkpoint
   if (has_dir) replaced = claim_run_dir(cfg.run_dir, !cfg.resume.empty(), res.run_id, cfg.overwrite);
   if (res.run_id.empty()) res.run_id = new_run_id();

@@ -90,6 +90,11 @@ struct TrainResult {
 
 TrainResult train(nn::MambaLM& model, const TrainConfig& cfg, TrainTask& task);
 
+// The checks train() starts with, alone and without side effects, for programs to run before
+// they read any data: the checkpoint to resume exists, and cfg.run_dir does not hold another
+// run (unless cfg.overwrite). Throws mg::Error saying what to do (train/run_dir.h).
+void check_run_dir(const TrainConfig& cfg);
+
 // Checkpoint helpers (also used by the examples): the newest complete checkpoint of a run
 // directory, or "" when there is none.
 std::string latest_checkpoint(const std::string& run_dir);
