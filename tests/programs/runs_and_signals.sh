@@ -17,14 +17,17 @@ check 0 "--overwrite: deleted the earlier run's ckpt-000004" "$B/train_lm" "${TI
   { echo "FAIL: after --overwrite: $(ls "$R")"; failures=$((failures + 1)); }
 [ -f "$R/loss_curve.svg" ] || { echo "FAIL: no loss_curve.svg next to log.jsonl"; failures=$((failures + 1)); }
 
-# A signal during training: wait for the first step in the log, then send it.
+# A signal during training: wait until this process has logged a step, then send it.
+steps_logged() { grep -c '^{"step": ' "$1/log.jsonl" 2> /dev/null || true; }
 interrupt() {  # interrupt SIGNAL RUN_DIR EXTRA_ARGS...
   local sig=$1 dir=$2
   shift 2
+  local before
+  before=$(steps_logged "$dir")
   "$B/train_lm" "${TINY[@]}" --steps 1000000 --log-every 1 --run-dir "$dir" "$@" > "$T/sig.out" 2>&1 &
   local pid=$!
-  for _ in $(seq 1 200); do
-    grep -q '"step": ' "$dir/log.jsonl" 2> /dev/null && break
+  for _ in $(seq 1 400); do
+    [ "$(steps_logged "$dir")" -gt "${before:-0}" ] && break
     sleep 0.05
   done
   kill -s "$sig" "$pid"
