@@ -326,8 +326,10 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
     header += ":{\"dtype\":\"";
     header += file_dtype_name(t.dtype());
     header += "\",\"shape\":[";
-    for (size_t i = 0; i < t.shape().size(); ++i)
-      header += (i ? "," : "") + std::to_string(t.shape()[i]);
+    for (size_t i = 0; i < t.shape().size(); ++i) {
+      if (i) header += ',';
+      header += std::to_string(t.shape()[i]);
+    }
     header += "],\"data_offsets\":[" + std::to_string(offset) + "," + std::to_string(offset + t.nbytes()) + "]}";
     offset += t.nbytes();
   }

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdint>
@@ -116,7 +117,10 @@ void Logger::step(const StepRecord& r, double elapsed_s) {
     double frac = r.total_steps > 0 ? (double)r.step / r.total_steps : 1.0;
     double eta = frac > 0 ? elapsed_s * (1 - frac) / frac : 0;
     int filled = (int)(frac * 20);
-    std::string bar = "[" + std::string(filled, '#') + std::string(20 - filled, '.') + "]";
+    std::string bar(22, '.');  // "[####......]"
+    bar.front() = '[';
+    bar.back() = ']';
+    std::fill(bar.begin() + 1, bar.begin() + 1 + std::clamp(filled, 0, 20), '#');
     std::printf("\r%s %s ETA %02d:%02d\033[K", line, bar.c_str(), (int)eta / 60, (int)eta % 60);
     bar_open_ = true;
     if (r.step % log_every_ == 0 || last || r.skipped) end_bar();
