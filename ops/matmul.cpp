@@ -35,9 +35,12 @@ using RowMajorMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::R
 // Tiles start as the whole of C; the longer side (rows first on a tie: row tiles of a row-major
 // A and C are contiguous) is halved, rounded up to a multiple of 16, while a tile keeps at
 // least kMinSide on that side and kMinTileFlops of work and there are fewer than kMaxTiles.
-// The packing cost of a tile is (tm + tn) K against 2 tm tn K flops: under 4% at the minimum.
+// The packing cost of a tile is (tm + tn) K against 2 tm tn K flops: under 1% at the minimum.
+// Sizes measured with bench_train --config tiny at one thread (where tiling only costs): with
+// 16 tiles of at least 128 x 128 a step takes what Eigen's untiled GEMM took (~117 ms); 64
+// tiles of 32 x 32 were ~14% slower (the dW GEMMs, K = 4096, became 32 x 32 tiles).
 GemmTiling gemm_tiling(int64_t M, int64_t N, int64_t K) {
-  constexpr int64_t kMinSide = 32, kMaxTiles = 64, kMinTileFlops = int64_t(1) << 18;
+  constexpr int64_t kMinSide = 128, kMaxTiles = 16, kMinTileFlops = int64_t(1) << 22;
   auto halve = [](int64_t t) { return (((t + 1) / 2) + 15) / 16 * 16; };
   GemmTiling g;
   g.tm = M;
@@ -63,17 +66,34 @@ GemmTiling gemm_tiling(int64_t M, int64_t N, int64_t K) {
   return g;
 }
 
+// Eigen's cache blocking with fixed sizes: kc (the depth of a packed panel), mc and nc (the
+// rows / columns of the packed blocks, in Eigen's column-major terms). Eigen's own heuristic
+// (computeProductBlockingSizes) has cliffs: a 128 x 128 tile with K = 384..1024 and a packed
+// row stride of 128 floats ran at ~18 GFLOP/s instead of ~140 (one EPYC core); kc = 256 ran
+// every tile shape tried at 129..153 GFLOP/s (bench: docs/benchmarks.md, "GEMM tiles").
+template <typename T>
+struct FixedBlocking : Eigen::internal::level3_blocking<T, T> {
+  FixedBlocking(Eigen::Index mc, Eigen::Index nc, Eigen::Index kc) {
+    this->m_mc = mc;
+    this->m_nc = nc;
+    this->m_kc = kc;
+  }
+};
+
 // C (m, n; row stride ldc) += alpha op(A) op(B) on raw pointers, single-threaded: Eigen's
-// sequential GEMM kernel (what its own product calls for one thread), with its blocking
-// computed for one thread. op(A) is (m, k): A row-major with stride lda, or A^T (then A is
-// read column-major with that stride); op(B) likewise.
+// sequential GEMM kernel (what its own product calls for one thread) with FixedBlocking (its
+// packing buffers are allocated by the kernel). op(A) is (m, k): A row-major with stride lda,
+// or A^T (then A is read column-major with that stride); op(B) likewise.
 template <typename T>
 void gemm_kernel(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha,
                  const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc) {
   namespace ei = Eigen::internal;
   using Index = Eigen::Index;
-  constexpr int R = Eigen::RowMajor, Cm = Eigen::ColMajor, Dyn = Eigen::Dynamic;
-  ei::gemm_blocking_space<R, T, T, Dyn, Dyn, Dyn> blocking(m, n, k, /*num_threads=*/1, true);
+  constexpr int R = Eigen::RowMajor, Cm = Eigen::ColMajor;
+  // A row-major C is computed as the column-major C^T = op(B)^T op(A)^T: Eigen's "rows" are
+  // our n, its "columns" our m.
+  FixedBlocking<T> blocking(std::min<int64_t>(n, 512), std::min<int64_t>(m, 2048),
+                            std::min<int64_t>(k, 256));
   auto run = [&]<int OrderA, int OrderB>() {
     ei::general_matrix_matrix_product<Index, T, OrderA, false, T, OrderB, false, R, 1>::run(
         m, n, k, A, lda, B, ldb, C, 1, ldc, alpha, blocking);
