@@ -126,6 +126,7 @@ int main(int argc, char** argv) {
                                              {"train_len", std::to_string(train_len)},
                                              {"vocab", std::to_string(vocab)}},
                                             /*one_answer=*/true);
+    if (!examples::lead_rank()) return 0;  // [data parallel] rank 0 scores and prints
     examples::EvalResult at_train = examples::score_batches(model, run.eval_set);
 
     // Length generalisation with the recurrent state.

@@ -75,6 +75,7 @@ int main(int argc, char** argv) {
         cli, T, {{"task", "selective_copying"}, {"region_len", std::to_string(region_len)},
                  {"num_data", std::to_string(num_data)}, {"vocab", std::to_string(vocab)}},
         /*one_answer=*/false);
+    if (!examples::lead_rank()) return 0;  // [data parallel] rank 0 scores and prints
 
     // Final score on a larger held-out set (stream 3), disjoint from the periodic one.
     Generator final_gen = run.stream(3);

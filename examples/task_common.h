@@ -26,6 +26,8 @@
 #include "data/synthetic.h"
 #include "examples/cli.h"
 #include "nn/mamba.h"
+#include "train/data_parallel.h"
+#include "train/distributed.h"
 #include "train/trainer.h"
 
 namespace mg::examples {
@@ -180,15 +182,21 @@ inline std::string fmt_duration(double s) {
 }
 
 // Runs a program's body; an mg::Error becomes "<program>: <message>" on stderr and exit code 1.
+// Under mpirun (docs/distributed.md): only rank 0 prints, and an error ends the whole job.
 template <typename F>
 int run_main(const char* program, F&& body) {
   try {
+    dist::init_program();
     return body();
   } catch (const Error& e) {
     std::fprintf(stderr, "%s: %s\n", program, e.what());
+    dist::abort_job_on_error();
     return 1;
   }
 }
+
+// False on every rank but 0 of a data-parallel run: the programs score and summarise there only.
+inline bool lead_rank() { return dist::world().rank() == 0; }
 
 // Draws a batch of `n` sequences of the task from `gen`.
 using MakeBatch = std::function<data::SyntheticBatch(int64_t n, Generator& gen)>;
@@ -236,9 +244,14 @@ class SyntheticRun {
                                   std::map<std::string, std::string> extra, bool one_answer) {
     train::TrainTask task;
     task.tokens_per_micro_batch = f_.batch * seq_len;
+    task.sequences_per_micro_batch = f_.batch;
     task.micro_batch_loss = [this](const nn::MambaLM& m) {
-      data::SyntheticBatch b = make_(f_.batch, train_gen_);
-      return m.loss(b.inputs, b.targets, -100);  // CE over the answer positions only
+      // Every rank draws the global micro-batch (batch x world sequences, the stream of one
+      // process with that batch) and keeps its rows; every sequence has the same answer count.
+      const int rank = dist::world().rank(), world = dist::world().size();
+      data::SyntheticBatch b = make_(f_.batch * world, train_gen_);
+      return m.loss(train::shard_rows(b.inputs, rank, world), train::shard_rows(b.targets, rank, world),
+                    -100);  // CE over the answer positions only
     };
     task.evaluate = [this, one_answer](const nn::MambaLM& m) {
       auto metrics = eval_metrics(score_batches(m, eval_set));

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/setup.sh — install what mambagrad needs from Debian packages (and nothing else).
 #
-#   scripts/setup.sh            build tools + libraries (CMake, Ninja, g++, Eigen, doctest)
+#   scripts/setup.sh            build tools + libraries (CMake, Ninja, g++, Eigen, doctest,
+#                               Open MPI for data-parallel training and its tests)
 #   scripts/setup.sh --data     ... plus the default training text (Debian's `fortunes`)
 #   scripts/setup.sh --torch    ... plus python3-torch/numpy/OpenBLAS for the reference scripts
 #
@@ -9,7 +10,7 @@
 # command to run and stops.
 set -euo pipefail
 
-pkgs=(cmake ninja-build g++ libeigen3-dev doctest-dev)
+pkgs=(cmake ninja-build g++ libeigen3-dev doctest-dev libopenmpi-dev openmpi-bin)
 for arg in "$@"; do
   case "$arg" in
     --data) pkgs+=(fortunes) ;;

@@ -60,6 +60,7 @@ std::string save_run_checkpoint(const std::string& run_dir, const nn::MambaLM& m
   std::map<std::string, std::string> meta = {{"format", "mambagrad-trainer-1"},
                                              {"step", std::to_string(st.step)}};
   for (auto& [k, v] : st.task_state) meta["task." + k] = std::to_string(v);
+  for (auto& [k, v] : st.dist_state) meta["dist." + k] = std::to_string(v);
   save_safetensors((tmp_dir / "trainer.safetensors").string(), opt.state(), meta);
 
   fs::remove_all(final_dir);  // a stale one from an earlier, longer run
@@ -97,6 +98,7 @@ RunState load_run_checkpoint(const std::string& ckpt_dir, nn::MambaLM& model, Ad
     try {
       if (k == "step") st.step = std::stoll(v);
       else if (k.rfind("task.", 0) == 0) st.task_state[k.substr(5)] = std::stoull(v);
+      else if (k.rfind("dist.", 0) == 0) st.dist_state[k.substr(5)] = std::stoull(v);
     } catch (const std::exception&) {
       throw Error(detail::cat("checkpoint: bad value '", v, "' for '", k, "' in ", ckpt_dir));
     }

@@ -13,6 +13,9 @@ namespace mg::train {
 struct RunState {
   int64_t step = 0;
   std::map<std::string, uint64_t> task_state;
+  // Data-parallel runs (train/data_parallel.h): world_size, tokens_per_step and every rank's
+  // task state as rank<r>.<key>; saved as metadata "dist.<key>". Empty for one process.
+  std::map<std::string, uint64_t> dist_state;
 };
 
 // Writes <run_dir>/ckpt-<step>/ atomically, points `latest` at it, keeps the newest keep_last.

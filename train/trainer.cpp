@@ -9,6 +9,7 @@
 #include "autograd/tape.h"
 #include "ops/arith.h"
 #include "core/allocator.h"
+#include "train/data_parallel.h"
 #include "train/grad_utils.h"
 #include "train/logger.h"
 #include "train/optimizer.h"
@@ -49,28 +50,53 @@ TrainResult train(nn::MambaLM& model, const TrainConfig& cfg, TrainTask& task) {
   MG_CHECK(cfg.grad_accum >= 1, "train: grad_accum must be >= 1, got ", cfg.grad_accum);
   MG_CHECK(task.micro_batch_loss != nullptr, "train: the task has no micro_batch_loss");
   const bool has_dir = !cfg.run_dir.empty();
-  if (has_dir) std::filesystem::create_directories(cfg.run_dir);
   auto params = model.named_parameters();
   AdamW opt(params, cfg.beta1, cfg.beta2, cfg.adam_eps, cfg.weight_decay);
-  Logger log(has_dir ? (std::filesystem::path(cfg.run_dir) / "log.jsonl").string() : "",
+  // [data parallel] Inactive in a plain single process (nothing below changes). With several
+  // ranks only rank 0 logs and writes; see train/data_parallel.h for each call.
+  DataParallel dp(cfg.comm ? *cfg.comm : dist::world(), params);
+  const int64_t tokens_per_step =
+      task.tokens_per_micro_batch * cfg.grad_accum * (dp.active() ? dp.world_size() : 1);
+  const bool writes = has_dir && dp.lead();
+  if (writes) std::filesystem::create_directories(cfg.run_dir);
+  Logger log(writes ? (std::filesystem::path(cfg.run_dir) / "log.jsonl").string() : "",
              cfg.quiet ? INT64_MAX : cfg.log_every);
+  if (dp.active()) {
+    std::string line = dp.start(task.tokens_per_micro_batch, task.sequences_per_micro_batch, cfg.grad_accum);
+    if (!cfg.quiet) log.message(line);
+  }
 
   TrainResult res;
   int64_t step = 0;
   if (!cfg.resume.empty()) {  // weights, moments, step and the task's state
-    std::string dir = cfg.resume == "latest" ? latest_checkpoint(cfg.run_dir) : cfg.resume;
-    MG_CHECK(!dir.empty(), "train: --resume latest, but '", cfg.run_dir, "' has no checkpoint");
-    RunState st = load_run_checkpoint(dir, model, opt);
+    std::string dir;
+    RunState st;
+    dp.on_lead([&] {  // [data parallel] rank 0 reads the checkpoint, dp.resume sends it on
+      dir = cfg.resume == "latest" ? latest_checkpoint(cfg.run_dir) : cfg.resume;
+      MG_CHECK(!dir.empty(), "train: --resume latest, but '", cfg.run_dir, "' has no checkpoint");
+      st = load_run_checkpoint(dir, model, opt);
+    }, "loading the checkpoint");
+    if (dp.active()) {
+      auto r = dp.resume(opt, &st.step, st.task_state, st.dist_state, tokens_per_step);
+      st.task_state = r.task_state;
+      if (!r.note.empty()) log.message(r.note);
+    }
     step = st.step;
     if (task.load_state) task.load_state(st.task_state);
-    if (!cfg.quiet) log.message("resumed from " + dir + " at step " + std::to_string(step));
+    if (!cfg.quiet && dp.lead()) log.message("resumed from " + dir + " at step " + std::to_string(step));
   }
   res.first_step = step;
   auto save = [&] {
     if (!has_dir) return;
-    RunState st{step, task.save_state ? task.save_state() : std::map<std::string, uint64_t>{}};
-    std::string dir = save_run_checkpoint(cfg.run_dir, model, opt, st, cfg.keep_last);
-    if (!cfg.quiet) log.message("checkpoint: " + dir);
+    RunState st{step, task.save_state ? task.save_state() : std::map<std::string, uint64_t>{}, {}};
+    if (dp.active()) {  // [data parallel] every rank's data state; the replicas still agree
+      st.dist_state = dp.checkpoint_state(st.task_state, tokens_per_step);
+      dp.check_identical("at the checkpoint of step " + std::to_string(step));
+    }
+    std::string dir;
+    dp.on_lead([&] { dir = save_run_checkpoint(cfg.run_dir, model, opt, st, cfg.keep_last); },
+               "writing a checkpoint");
+    if (!cfg.quiet && dp.lead()) log.message("checkpoint: " + dir);
   };
   auto evaluate = [&] {
     if (!task.evaluate) return;
@@ -86,6 +112,7 @@ TrainResult train(nn::MambaLM& model, const TrainConfig& cfg, TrainTask& task) {
   shown["max_grad_norm"] = std::to_string(cfg.max_grad_norm);
   shown["weight_decay"] = std::to_string(cfg.weight_decay);
   shown["schedule"] = cfg.schedule.describe();
+  if (dp.active()) shown["world_size"] = std::to_string(dp.world_size());
   log.start(cfg.command_line, shown);
   if (!cfg.quiet) log.message(opt.describe_groups());
 
@@ -112,6 +139,12 @@ TrainResult train(nn::MambaLM& model, const TrainConfig& cfg, TrainTask& task) {
       backward(cfg.grad_accum == 1 ? loss : mul(loss, 1.0 / cfg.grad_accum));
     }
     drop_nodes_outside_the_loss(tape_before, log);
+    bool interrupted = g_interrupted.load();
+    if (dp.active()) {  // [data parallel] mean loss and gradients over the ranks; one Ctrl-C for all
+      DataParallel::StepSync sync = dp.synchronize(loss_sum, interrupted, step + 1);
+      loss_sum = sync.loss_sum;
+      interrupted = sync.interrupted;
+    }
     double loss = loss_sum / cfg.grad_accum;
     double lr = cfg.schedule.lr_at(step);
     double norm = global_grad_norm(params);
@@ -142,12 +175,12 @@ TrainResult train(nn::MambaLM& model, const TrainConfig& cfg, TrainTask& task) {
     model.zero_grad();
     ++step;
     rec.ms = seconds_since(t_step) * 1e3;
-    rec.tokens_per_s = task.tokens_per_micro_batch * cfg.grad_accum / (rec.ms / 1e3);
+    rec.tokens_per_s = tokens_per_step / (rec.ms / 1e3);  // every rank's tokens
     rec.peak_bytes = memory_stats(dev).peak_bytes;
     res.losses.push_back(rec.skipped ? NAN : loss);
     log.step(rec, seconds_since(t_start));
 
-    if (g_interrupted.load()) {
+    if (dp.active() ? interrupted : g_interrupted.load()) {
       log.message("interrupted: saving a checkpoint at step " + std::to_string(step));
       save();
       res.interrupted = true;
@@ -155,7 +188,7 @@ TrainResult train(nn::MambaLM& model, const TrainConfig& cfg, TrainTask& task) {
     }
     if (cfg.eval_every > 0 && step % cfg.eval_every == 0 && step < cfg.steps) {
       evaluate();
-      if (task.should_stop && task.should_stop(res.last_eval)) {
+      if (task.should_stop && dp.from_lead(task.should_stop(res.last_eval), "the early-stop decision")) {
         log.message("stopping early at step " + std::to_string(step) + " (the task's should_stop)");
         res.stopped_early = true;
         break;
