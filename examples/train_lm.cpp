@@ -65,7 +65,7 @@ int main(int argc, char** argv) {
   cli.add("--weight-decay", &weight_decay, "AdamW weight decay (not on A_log, D, biases, norms)");
   cli.add("--grad-clip", &grad_clip, "global gradient-norm clip (0: off)");
   cli.add("--eval-every", &eval_every, "steps between validation runs (0: only at the end)");
-  cli.add("--eval-batches", &eval_batches, "validation batches per evaluation (0: the whole split)");
+  cli.add("--eval-batches", &eval_batches, "validation batches (of --batch x ranks sequences) per evaluation (0: the whole split)");
   cli.add("--ckpt-every", &ckpt_every, "steps between checkpoints (0: only at the end and on Ctrl-C)");
   cli.add("--keep-last", &keep_last, "checkpoints to keep");
   cli.add("--run-dir", &run_dir, "where checkpoints and log.jsonl go");
@@ -106,8 +106,10 @@ int main(int argc, char** argv) {
     model.to(dev);                           // before train() creates AdamW
     std::printf("model: %s, %lld parameters\n", cfg.str().c_str(), (long long)model.num_parameters());
 
-    std::vector<Tensor> val;  // on the training device, copied once
-    for (const Tensor& w : data.validation_batches(batch, seq_len, eval_batches)) val.push_back(to_dev(w));
+    // On the training device, copied once. --eval-batches counts global batches: with W ranks
+    // the same windows as one process with batch B W (every rank evaluates all of them).
+    std::vector<Tensor> val;
+    for (const Tensor& w : data.validation_batches(batch, seq_len, eval_batches * world)) val.push_back(to_dev(w));
     train::TrainTask task;
     task.tokens_per_micro_batch = batch * seq_len;
     task.sequences_per_micro_batch = batch;

@@ -102,7 +102,7 @@ std::string DataParallel::start(int64_t tokens_per_micro_batch, int64_t sequence
   Device dev = params_.empty() ? Device::cpu() : params_[0].tensor.device();
   std::string gpu = dist::selected_gpu();
   std::string where = host_name() + ", " +
-      (dev.is_cuda() ? (gpu.empty() ? dev.str() : gpu) : "cpu (" + std::to_string(num_threads()) + " threads)");
+      (dev.is_cuda() ? (gpu.empty() ? dev.str() : gpu) : "cpu (" + std::to_string(num_threads()) + (num_threads() == 1 ? " thread)" : " threads)"));
   std::vector<std::string> places = comm_.all_gather(where, "the device exchange at start");
   const int W = comm_.size();
   std::string out = "data parallel: " + comm_.backend() + ", " + std::to_string(W) +

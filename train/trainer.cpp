@@ -76,7 +76,7 @@ TrainResult train(nn::MambaLM& model, const TrainConfig& cfg, TrainTask& task) {
       MG_CHECK(!dir.empty(), "train: --resume latest, but '", cfg.run_dir, "' has no checkpoint");
       st = load_run_checkpoint(dir, model, opt);
     }, "loading the checkpoint");
-    if (dp.active()) {
+    if (dp.active() || !st.dist_state.empty()) {  // (one process resuming several ranks' run)
       auto r = dp.resume(opt, &st.step, st.task_state, st.dist_state, tokens_per_step);
       st.task_state = r.task_state;
       if (!r.note.empty()) log.message(r.note);
