@@ -243,20 +243,27 @@ class MpiCommunicator final : public Communicator {
   }
 
   // Polls until every request completes, or the timeout passes (then on_timeout aborts).
-  // Spins for a while, then yields the core between polls: on a machine with more ranks than
-  // cores a spinning waiter would take the core from the rank it waits for.
+  // Spins for the first 20 ms (a collective progresses only inside MPI calls: yielding
+  // between the fragments of a large message would stretch it by a time slice each on a busy
+  // machine), then yields the core between polls: a rank that waits long (for a checkpoint
+  // being written) must not take the core from the ranks that work.
   void wait(MPI_Request* reqs, int n, const std::string& what, MPI_Comm comm) {
     if (n == 0) return;
-    const auto deadline = Clock::now() + std::chrono::duration<double>(timeout_seconds());
-    for (int64_t polls = 0;; ++polls) {
+    const auto start = Clock::now();
+    const auto spin_until = start + std::chrono::milliseconds(20);
+    const auto deadline = start + std::chrono::duration<double>(timeout_seconds());
+    bool spinning = true;
+    for (int64_t polls = 1;; ++polls) {
       int done = 0;
       int rc = MPI_Testall(n, reqs, &done, MPI_STATUSES_IGNORE);
       if (rc != MPI_SUCCESS) check(rc, "MPI_Testall", what);
       if (done) return;
-      if (polls > 2000) {
-        if ((polls & 63) == 0 && Clock::now() > deadline) on_timeout(what, comm == exit_comm_ ? "exit" : "");
-        sched_yield();
+      if ((polls & 255) == 0) {
+        const auto now = Clock::now();
+        spinning = now < spin_until;
+        if (now > deadline) on_timeout(what, comm == exit_comm_ ? "exit" : "");
       }
+      if (!spinning) sched_yield();
     }
   }
 
