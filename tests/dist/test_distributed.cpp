@@ -9,7 +9,7 @@
 //            the same global stream (losses within 1e-6).
 //   die      rank 1 is killed (SIGKILL) during step 3: the job must end (CTest checks mpirun's
 //            message naming rank 1, and the time limit).
-//   hang     rank 1 stops answering during step 3 (MG_DIST_TIMEOUT=2): the other ranks must
+//   hang     rank 1 stops answering during step 3 (MG_DIST_TIMEOUT=3): the other ranks must
 //            abort the job naming rank 1 (CTest checks the message).
 // Each rank prints its failures on stderr prefixed with its rank.
 #include <unistd.h>

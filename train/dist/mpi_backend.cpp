@@ -82,7 +82,10 @@ class MpiCommunicator final : public Communicator {
     char host[MPI_MAX_PROCESSOR_NAME];
     MPI_Get_processor_name(host, &len);
     host_ = std::string(host, (size_t)len);
+    // Processes start with some skew (more across machines): this first exchange waits longer.
+    startup_ = true;
     peers_ = all_gather(host_ + " pid " + std::to_string(::getpid()), "the start-up exchange");
+    startup_ = false;
   }
 
   // The end of the job: wait (bounded) until every rank gets here, then finalise. A rank
@@ -251,7 +254,7 @@ class MpiCommunicator final : public Communicator {
     if (n == 0) return;
     const auto start = Clock::now();
     const auto spin_until = start + std::chrono::milliseconds(20);
-    const auto deadline = start + std::chrono::duration<double>(timeout_seconds());
+    const auto deadline = start + std::chrono::duration<double>(bound());
     bool spinning = true;
     for (int64_t polls = 1;; ++polls) {
       int done = 0;
@@ -270,6 +273,8 @@ class MpiCommunicator final : public Communicator {
   // Who is missing: every waiting rank tells every other that it is alive and listens for a
   // grace period; the ranks not heard from did not reach `what`. The lowest live rank prints
   // the verdict, then the job is aborted.
+  double bound() const { return startup_ ? std::max(timeout_seconds(), 120.0) : timeout_seconds(); }
+
   [[noreturn]] void on_timeout(const std::string& what, const std::string& kind) {
     const double grace = std::min(10.0, std::max(1.0, timeout_seconds() / 2));
     std::vector<int> heard((size_t)size_, 0), one(1, 1);
@@ -300,7 +305,7 @@ class MpiCommunicator final : public Communicator {
     }
     if (rank_ == lowest_live) {
       char secs[32];
-      std::snprintf(secs, sizeof secs, "%g", timeout_seconds());
+      std::snprintf(secs, sizeof secs, "%g", bound());
       std::string msg;
       if (!missing.empty())
         msg = missing + " did not reach " + what + " within " + secs + " s (MG_DIST_TIMEOUT): it died, "
@@ -320,6 +325,7 @@ class MpiCommunicator final : public Communicator {
   MPI_Comm comm_ = MPI_COMM_NULL, alive_comm_ = MPI_COMM_NULL, exit_comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
   bool cuda_aware_ = false;
+  bool startup_ = false;
   std::string backend_, host_;
   std::vector<std::string> peers_;  // "host pid N" of every rank
   std::unique_ptr<DeviceCollectives> nccl_;
