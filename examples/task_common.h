@@ -53,7 +53,9 @@ struct TrainFlags {
   std::string run_dir, resume;
   bool paper = false;
 
-  int64_t eval_batch_size() const { return eval_batch > 0 ? eval_batch : batch; }
+  // --eval-batch, else the global batch (--batch x ranks: the held-out set of one process
+  // with the same global batch).
+  int64_t eval_batch_size() const { return eval_batch > 0 ? eval_batch : batch * dist::world().size(); }
 };
 
 inline void add_train_flags(Cli& cli, TrainFlags& f) {
@@ -76,7 +78,7 @@ inline void add_train_flags(Cli& cli, TrainFlags& f) {
   cli.add("--seed", &f.seed, "seed of the initialisation and of the training data");
   cli.add("--eval-every", &f.eval_every, "steps between evaluations (0: only at the end)");
   cli.add("--eval-batches", &f.eval_batches, "held-out batches per evaluation (fixed set)");
-  cli.add("--eval-batch", &f.eval_batch, "sequences per evaluation batch (0: --batch)");
+  cli.add("--eval-batch", &f.eval_batch, "sequences per evaluation batch (0: --batch x ranks)");
   cli.add("--target-acc", &f.target_acc, "stop once an evaluation reaches this accuracy, in % (0: off)");
   cli.add("--log-every", &f.log_every, "steps between printed training lines");
   cli.add("--run-dir", &f.run_dir, "checkpoints and log.jsonl go here (empty: none)");
