@@ -184,7 +184,8 @@ Communicator& single_process() {
 
 Communicator& world() {
   std::lock_guard<std::mutex> lock(g_world_mutex);
-  // Never destroyed before exit: the MPI backend's destructor is the end-of-job barrier.
+  // Destroyed at exit (after main returns): the MPI backend's destructor is the end-of-job
+  // barrier and MPI_Finalize.
   static std::unique_ptr<Communicator> w;
   if (g_world) return **g_world;
   detail::LaunchInfo li = detail::read_launch_environment();
