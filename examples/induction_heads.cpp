@@ -131,6 +131,7 @@ int main(int argc, char** argv) {
                                              {"vocab", std::to_string(vocab)}},
                                             /*one_answer=*/true);
     if (r.interrupted) return run.exit_after_signal();
+    if (!examples::lead_rank()) return 0;  // [data parallel] rank 0 scores and prints
     examples::EvalResult at_train = examples::score_batches(model, run.eval_set);
 
     // Length generalisation with the recurrent state.

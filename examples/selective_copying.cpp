@@ -81,6 +81,7 @@ int main(int argc, char** argv) {
                  {"num_data", std::to_string(num_data)}, {"vocab", std::to_string(vocab)}},
         /*one_answer=*/false);
     if (r.interrupted) return run.exit_after_signal();
+    if (!examples::lead_rank()) return 0;  // [data parallel] rank 0 scores and prints
 
     // Final score on a larger held-out set (stream 3), disjoint from the periodic one.
     Generator final_gen = run.stream(3);

@@ -28,6 +28,8 @@
 #include "examples/train_flags.h"
 #include "nn/mamba.h"
 #include "train/interrupt.h"
+#include "train/data_parallel.h"
+#include "train/distributed.h"
 #include "train/trainer.h"
 
 namespace mg::examples {
@@ -53,7 +55,9 @@ struct TrainFlags {
   std::string run_dir, resume;
   bool paper = false, overwrite = false;
 
-  int64_t eval_batch_size() const { return eval_batch > 0 ? eval_batch : batch; }
+  // --eval-batch, else the global batch (--batch x ranks: the held-out set of one process
+  // with the same global batch).
+  int64_t eval_batch_size() const { return eval_batch > 0 ? eval_batch : batch * dist::world().size(); }
 };
 
 inline void add_train_flags(Cli& cli, TrainFlags& f) {
@@ -79,7 +83,7 @@ inline void add_train_flags(Cli& cli, TrainFlags& f) {
   cli.section("evaluation, checkpoints, log");
   cli.add("--eval-every", &f.eval_every, "steps between evaluations (0: only at the end)", {.min = 0});
   cli.add("--eval-batches", &f.eval_batches, "held-out batches per evaluation (fixed set)", {.min = 1, .max = 1 << 20});
-  cli.add("--eval-batch", &f.eval_batch, "sequences per evaluation batch (0: --batch)", {.min = 0, .max = 1 << 20});
+  cli.add("--eval-batch", &f.eval_batch, "sequences per evaluation batch (0: --batch x ranks)", {.min = 0, .max = 1 << 20});
   cli.add("--target-acc", &f.target_acc, "stop once an evaluation reaches this accuracy, in % (0: off)",
           {.min = 0, .max = 100});
   cli.add("--log-every", &f.log_every, "steps between printed training lines", {.min = 1});
@@ -209,16 +213,22 @@ inline std::string fmt_duration(double s) {
   return out;
 }
 
-// Runs a program's body; an error becomes "<program>: <message>" on stderr and exit code 1.
+// Runs a program's body; an mg::Error becomes "<program>: <message>" on stderr and exit code 1.
+// Under mpirun (docs/distributed.md): only rank 0 prints, and an error ends the whole job.
 template <typename F>
 int run_main(const char* program, F&& body) {
   try {
+    dist::init_program();
     return body();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: %s\n", program, e.what());
+    dist::abort_job_on_error();
     return 1;
   }
 }
+
+// False on every rank but 0 of a data-parallel run: the programs score and summarise there only.
+inline bool lead_rank() { return dist::world().rank() == 0; }
 
 // Draws a batch of `n` sequences of the task from `gen`.
 using MakeBatch = std::function<data::SyntheticBatch(int64_t n, Generator& gen)>;
@@ -266,9 +276,14 @@ class SyntheticRun {
                                   std::map<std::string, std::string> extra, bool one_answer) {
     train::TrainTask task;
     task.tokens_per_micro_batch = f_.batch * seq_len;
+    task.sequences_per_micro_batch = f_.batch;
     task.micro_batch_loss = [this](const nn::MambaLM& m) {
-      data::SyntheticBatch b = make_(f_.batch, train_gen_);
-      return m.loss(b.inputs, b.targets, -100);  // CE over the answer positions only
+      // Every rank draws the global micro-batch (batch x world sequences, the stream of one
+      // process with that batch) and keeps its rows; every sequence has the same answer count.
+      const int rank = dist::world().rank(), world = dist::world().size();
+      data::SyntheticBatch b = make_(f_.batch * world, train_gen_);
+      return m.loss(train::shard_rows(b.inputs, rank, world), train::shard_rows(b.targets, rank, world),
+                    -100);  // CE over the answer positions only
     };
     task.evaluate = [this, one_answer](const nn::MambaLM& m) {
       auto metrics = eval_metrics(score_batches(m, eval_set));

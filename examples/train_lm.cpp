@@ -17,6 +17,10 @@
 // so does sampling (the recurrent step is CPU-only for now): the trained model is moved back
 // to the CPU before the samples. Without a GPU, or in a build without CUDA, the program stops
 // at start with the reason.
+//
+// Under mpirun (docs/distributed.md) every rank draws the same global micro-batch of
+// --batch x ranks windows and trains on its own rows of it; only rank 0 prints and writes.
+//   mpirun -np 2 ./build/examples/train_lm --batch 8    # global batch 16
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -30,6 +34,8 @@
 #include "examples/train_flags.h"
 #include "nn/sampling.h"
 #include "train/interrupt.h"
+#include "train/data_parallel.h"
+#include "train/distributed.h"
 #include "train/trainer.h"
 
 using namespace mg;
@@ -73,7 +79,7 @@ int main(int argc, char** argv) {
           {.choices = {"cpu", "cuda"}});
   cli.section("evaluation, checkpoints, log");
   cli.add("--eval-every", &eval_every, "steps between validation runs (0: only at the end)", {.min = 0});
-  cli.add("--eval-batches", &eval_batches, "validation batches per evaluation (0: the whole split)", {.min = 0});
+  cli.add("--eval-batches", &eval_batches, "validation batches (of --batch x ranks sequences) per evaluation (0: the whole split)", {.min = 0});
   cli.add("--run-dir", &run_dir, "where checkpoints, log.jsonl and loss_curve.svg go",
           {.placeholder = "DIR"});
   cli.add("--resume", &resume, "'latest' or a checkpoint directory to continue from",
@@ -109,6 +115,8 @@ int main(int argc, char** argv) {
     tc.resume = resume;
     tc.overwrite = overwrite;
     train::check_run_dir(tc);
+    dist::Communicator& comm = dist::init_program();  // [data parallel] only rank 0 prints
+    const int rank = comm.rank(), world = comm.size();
     // No GPU (or no CUDA in this build) is one clear error now, not in the middle of the run.
     const auto [dev, gpu] = examples::open_device(device);
     if (!gpu.empty()) std::printf("%s\n", gpu.c_str());
@@ -152,13 +160,19 @@ int main(int argc, char** argv) {
     model.to(dev);                           // before train() creates AdamW
     std::printf("model: %s, %lld parameters\n", cfg.str().c_str(), (long long)model.num_parameters());
 
-    std::vector<Tensor> val;  // on the training device, copied once
+    // On the training device, copied once. --eval-batches counts global batches: with W ranks
+    // the same windows as one process with batch B W (every rank evaluates all of them).
+    std::vector<Tensor> val;
     if (val_fraction > 0)
-      for (const Tensor& w : data.validation_batches(batch, seq_len, eval_batches)) val.push_back(to_dev(w));
+      for (const Tensor& w : data.validation_batches(batch, seq_len, eval_batches * world)) val.push_back(to_dev(w));
     train::TrainTask task;
     task.tokens_per_micro_batch = batch * seq_len;
+    task.sequences_per_micro_batch = batch;
     task.micro_batch_loss = [&](const nn::MambaLM& m) {
-      Tensor window = to_dev(data.next_batch(batch, seq_len));  // (B, L+1)
+      // Every rank draws the global micro-batch (B x world windows: the same stream as one
+      // process with batch B x world) and keeps its own B rows.
+      Tensor global = data.next_batch(batch * world, seq_len);              // (B W, L+1)
+      Tensor window = to_dev(train::shard_rows(global, rank, world));       // (B, L+1)
       return m.loss(window);  // next-token CE over L positions
     };
     if (!val.empty())
@@ -194,7 +208,7 @@ int main(int argc, char** argv) {
     train::TrainResult r = train::train(model, tc, task);
 
     std::printf("\ntrained %lld steps in %.1f s (%.0f tokens/s)\n", (long long)(r.steps_done - r.first_step),
-                r.seconds, (r.steps_done - r.first_step) * grad_accum * batch * seq_len / std::max(r.seconds, 1e-9));
+                r.seconds, (r.steps_done - r.first_step) * grad_accum * batch * world * seq_len / std::max(r.seconds, 1e-9));
     if (r.last_eval.count("val_loss"))
       std::printf("validation loss %.4f nats/byte (%.3f bits/byte)\n", r.last_eval["val_loss"],
                   r.last_eval["val_bits_per_byte"]);
@@ -206,7 +220,8 @@ int main(int argc, char** argv) {
       return 128 + r.signal;
     }
 
-    // Samples, with the recurrent O(1)-per-token state (CPU only for now).
+    // Samples, with the recurrent O(1)-per-token state (CPU only for now). Rank 0 only.
+    if (rank != 0) samples = 0;
     if (samples > 0 && dev.is_cuda()) {
       std::printf("\nsampling on the CPU (the recurrent step runs on the CPU in this version)\n");
       model.to(Device::cpu());
@@ -230,6 +245,7 @@ int main(int argc, char** argv) {
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "train_lm: %s\n", e.what());
+    dist::abort_job_on_error();  // under mpirun the other ranks would wait for this one
     return 1;
   }
 }

@@ -60,6 +60,7 @@ std::string save_run_checkpoint(const std::string& run_dir, const nn::MambaLM& m
                                              {"step", std::to_string(st.step)}};
   if (!st.run_id.empty()) meta["run_id"] = st.run_id;
   for (auto& [k, v] : st.task_state) meta["task." + k] = std::to_string(v);
+  for (auto& [k, v] : st.dist_state) meta["dist." + k] = std::to_string(v);
   save_safetensors((tmp_dir / "trainer.safetensors").string(), opt.state(), meta);
 
   // A same-named checkpoint can only be this run's own (a resume from an earlier step redoes
@@ -98,6 +99,7 @@ RunState load_run_checkpoint(const std::string& ckpt_dir, nn::MambaLM& model, Ad
       if (k == "step") st.step = std::stoll(v);
       else if (k == "run_id") st.run_id = v;
       else if (k.rfind("task.", 0) == 0) st.task_state[k.substr(5)] = std::stoull(v);
+      else if (k.rfind("dist.", 0) == 0) st.dist_state[k.substr(5)] = std::stoull(v);
     } catch (const std::exception&) {
       throw Error(detail::cat("checkpoint: bad value '", v, "' for '", k, "' in ", ckpt_dir));
     }

@@ -2,12 +2,14 @@
 
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <filesystem>
 
 #include "autograd/tape.h"
 #include "ops/arith.h"
 #include "core/allocator.h"
 #include "core/settings.h"
+#include "train/data_parallel.h"
 #include "train/grad_utils.h"
 #include "train/interrupt.h"
 #include "train/logger.h"
@@ -83,39 +85,61 @@ TrainResult train(nn::MambaLM& model, const TrainConfig& cfg, TrainTask& task) {
   const bool has_dir = !cfg.run_dir.empty();
   auto params = model.named_parameters();
   AdamW opt(params, cfg.beta1, cfg.beta2, cfg.adam_eps, cfg.weight_decay);
+  // [data parallel] Inactive in a plain single process (nothing below changes). With several
+  // ranks only rank 0 (the lead) reads and writes the run directory and logs; see
+  // train/data_parallel.h for each call.
+  DataParallel dp(cfg.comm ? *cfg.comm : dist::world(), params);
+  const bool writes = has_dir && dp.lead();
 
   // Which run this is, and whether it may use the directory: before any work or any write.
   TrainResult res;
   int64_t step = 0;
-  const std::string resume_dir = resume_dir_of(cfg);
-  if (!resume_dir.empty()) res.run_id = checkpoint_run_id(resume_dir);
+  std::string resume_dir;
   std::vector<std::string> replaced;  // --overwrite: deleted after our first checkpoint
-  if (has_dir) replaced = claim_run_dir(cfg.run_dir, !cfg.resume.empty(), res.run_id, cfg.overwrite);
-  if (res.run_id.empty()) res.run_id = new_run_id();
+  dp.on_lead([&] {
+    resume_dir = resume_dir_of(cfg);
+    if (!resume_dir.empty()) res.run_id = checkpoint_run_id(resume_dir);
+    if (has_dir) replaced = claim_run_dir(cfg.run_dir, !cfg.resume.empty(), res.run_id, cfg.overwrite);
+  }, "checking the run directory");
+  if (res.run_id.empty()) res.run_id = new_run_id();  // (only the lead's is ever written)
 
-  if (!resume_dir.empty()) {  // weights, moments, step and the task's state
-    RunState st = load_run_checkpoint(resume_dir, model, opt);
-    step = st.step;
-    if (task.load_state) task.load_state(st.task_state);
+  const int64_t tokens_per_step =
+      task.tokens_per_micro_batch * cfg.grad_accum * (dp.active() ? dp.world_size() : 1);
+  RunState st;
+  if (!cfg.resume.empty()) {  // weights, moments, step and the task's state
+    // [data parallel] rank 0 reads the checkpoint, dp.resume sends it on
+    dp.on_lead([&] { st = load_run_checkpoint(resume_dir, model, opt); }, "loading the checkpoint");
     res.last_checkpoint = resume_dir;
   }
-  res.first_step = step;
-  const fs::path log_path = has_dir ? fs::path(cfg.run_dir) / "log.jsonl" : fs::path();
+  const fs::path log_path = writes ? fs::path(cfg.run_dir) / "log.jsonl" : fs::path();
   int64_t log_lines_cut = 0;
-  if (has_dir) {
+  if (writes) {
     fs::create_directories(cfg.run_dir);
-    if (!resume_dir.empty()) log_lines_cut = cut_log_after_step(log_path.string(), step);
+    if (!resume_dir.empty()) log_lines_cut = cut_log_after_step(log_path.string(), st.step);
   }
   Logger log(log_path.string(), cfg.quiet ? INT64_MAX : cfg.log_every);
+  if (dp.active()) {
+    std::string line = dp.start(task.tokens_per_micro_batch, task.sequences_per_micro_batch, cfg.grad_accum);
+    if (!cfg.quiet) log.message(line);
+  }
+  if (!cfg.resume.empty()) {
+    if (dp.active() || !st.dist_state.empty()) {  // (one process resuming several ranks' run)
+      auto r = dp.resume(opt, &st.step, st.task_state, st.dist_state, tokens_per_step);
+      st.task_state = r.task_state;
+      if (!r.note.empty()) log.message(r.note);
+    }
+    step = st.step;
+    if (task.load_state) task.load_state(st.task_state);
+  }
+  res.first_step = step;
   if (!cfg.quiet && !resume_dir.empty()) {
     log.message("resumed from " + resume_dir + " at step " + std::to_string(step));
     if (log_lines_cut > 0)
       log.message("log.jsonl: removed " + std::to_string(log_lines_cut) + " line(s) after step " +
                   std::to_string(step) + " (written after that checkpoint, before the run stopped)");
   }
-  const int64_t tokens_per_step = task.tokens_per_micro_batch * cfg.grad_accum;
   auto plot = [&] {
-    if (has_dir) write_loss_curve_svg(log_path.string(), (fs::path(cfg.run_dir) / "loss_curve.svg").string());
+    if (writes) write_loss_curve_svg(log_path.string(), (fs::path(cfg.run_dir) / "loss_curve.svg").string());
   };
 
   Streak streak;  // the current run of skipped steps (length 0: healthy)
@@ -129,8 +153,14 @@ TrainResult train(nn::MambaLM& model, const TrainConfig& cfg, TrainTask& task) {
       return;
     }
     RunState st{step, task.save_state ? task.save_state() : std::map<std::string, uint64_t>{},
-                res.run_id};
-    res.last_checkpoint = save_run_checkpoint(cfg.run_dir, model, opt, st, cfg.keep_last);
+                res.run_id, {}};
+    if (dp.active()) {  // [data parallel] every rank's data state; the replicas still agree
+      st.dist_state = dp.checkpoint_state(st.task_state, tokens_per_step);
+      dp.check_identical("at the checkpoint of step " + std::to_string(step));
+    }
+    dp.on_lead([&] { res.last_checkpoint = save_run_checkpoint(cfg.run_dir, model, opt, st, cfg.keep_last); },
+               "writing a checkpoint");
+    if (!dp.lead()) return;
     if (!cfg.quiet) log.message("checkpoint: " + res.last_checkpoint);
     for (const std::string& name : replaced) {
       if (name == fs::path(res.last_checkpoint).filename().string()) continue;  // just replaced
@@ -160,6 +190,7 @@ TrainResult train(nn::MambaLM& model, const TrainConfig& cfg, TrainTask& task) {
   shown["settings"] = describe_settings();
   shown["run_id"] = res.run_id;
   if (!resume_dir.empty()) shown["resumed_from"] = resume_dir;
+  if (dp.active()) shown["world_size"] = std::to_string(dp.world_size());
   log.start(cfg.command_line, shown);
   if (!cfg.quiet) log.message(opt.describe_groups());
 
@@ -183,6 +214,12 @@ TrainResult train(nn::MambaLM& model, const TrainConfig& cfg, TrainTask& task) {
       backward(cfg.grad_accum == 1 ? loss : mul(loss, 1.0 / cfg.grad_accum));
     }
     drop_nodes_outside_the_loss(tape_before, log);
+    int sig = interrupts.signal();
+    if (dp.active()) {  // [data parallel] mean loss and gradients over the ranks; one Ctrl-C for all
+      DataParallel::StepSync sync = dp.synchronize(loss_sum, sig != 0, step + 1);
+      loss_sum = sync.loss_sum;
+      if (sync.interrupted && !sig) sig = SIGINT;  // another rank's signal (mpirun forwards it)
+    }
     double loss = loss_sum / cfg.grad_accum;
     double lr = cfg.schedule.lr_at(step);
     double norm = global_grad_norm(params);
@@ -230,12 +267,12 @@ TrainResult train(nn::MambaLM& model, const TrainConfig& cfg, TrainTask& task) {
     model.zero_grad();
     ++step;
     rec.ms = seconds_since(t_step) * 1e3;
-    rec.tokens_per_s = tokens_per_step / (rec.ms / 1e3);
+    rec.tokens_per_s = tokens_per_step / (rec.ms / 1e3);  // every rank's tokens
     rec.peak_bytes = memory_stats(dev).peak_bytes;
     res.losses.push_back(rec.skipped ? NAN : loss);
     log.step(rec, seconds_since(t_start));
 
-    if (int sig = interrupts.signal()) {
+    if (sig) {
       log.message(std::string("interrupted by ") + signal_name(sig) + " at step " +
                   std::to_string(step) + (streak.length ? "" : ": saving a checkpoint"));
       save();
@@ -245,7 +282,7 @@ TrainResult train(nn::MambaLM& model, const TrainConfig& cfg, TrainTask& task) {
     }
     if (cfg.eval_every > 0 && step % cfg.eval_every == 0 && step < cfg.steps) {
       evaluate();
-      if (task.should_stop && task.should_stop(res.last_eval)) {
+      if (task.should_stop && dp.from_lead(task.should_stop(res.last_eval), "the early-stop decision")) {
         log.message("stopping early at step " + std::to_string(step) + " (the task's should_stop)");
         res.stopped_early = true;
         break;

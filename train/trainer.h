@@ -38,6 +38,10 @@
 #include "nn/mamba.h"
 #include "train/schedule.h"
 
+namespace mg::dist {
+class Communicator;
+}
+
 namespace mg::train {
 
 struct TrainConfig {
@@ -58,13 +62,21 @@ struct TrainConfig {
   std::map<std::string, std::string> extra_config;  // shown at the head of the log
   bool quiet = false;          // no per-step lines (tests)
   bool handle_sigint = true;   // Ctrl-C (SIGINT) and SIGTERM save a checkpoint and return
+  // Data parallel (train/data_parallel.h, docs/distributed.md): nullptr uses dist::world(),
+  // which is the plain single process unless the program was started by mpirun.
+  dist::Communicator* comm = nullptr;
 };
 
 // What the loop trains on. The task owns its data and random state.
+// Data parallel (several ranks): micro_batch_loss returns this rank's loss, the mean over the
+// tokens of its shard of the global micro-batch (train::shard_rows), and every rank's shard
+// must hold the same number of loss tokens (tokens_per_micro_batch, checked at start): then the
+// mean of the ranks' means is the mean over the global batch (train/data_parallel.h).
 struct TrainTask {
   // Draws the next micro-batch and returns its (recorded) scalar loss.
   std::function<Tensor(const nn::MambaLM&)> micro_batch_loss;
   int64_t tokens_per_micro_batch = 0;
+  int64_t sequences_per_micro_batch = 0;  // --batch, for the start-up line (0: not shown)
   // Metrics on held-out data (run under no-grad), e.g. {"val_loss": 1.2}. Optional.
   std::function<std::map<std::string, double>(const nn::MambaLM&)> evaluate;
   // The task's resumable state as integers, and its restoration. Optional.
