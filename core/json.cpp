@@ -8,6 +8,7 @@
 #include <unordered_set>
 
 #include "core/error.h"
+#include "core/utf8.h"
 
 namespace mg::json {
 
@@ -323,6 +324,15 @@ class Parser {
       const char c = s_[pos_];
       if (c == '"') { ++pos_; return out; }
       if ((unsigned char)c < 0x20) fail("raw control character ", printable(c), " in a string (escape it)");
+      if ((unsigned char)c >= 0x80) {  // a multi-byte UTF-8 sequence, copied whole once valid
+        const size_t n = utf8_sequence_length(s_.substr(pos_));
+        if (n == 0)
+          fail("invalid UTF-8 in a string (byte ", printable(c), " does not start a valid "
+               "sequence here: truncated, overlong, a surrogate or beyond U+10FFFF)");
+        out.append(s_.substr(pos_, n));
+        pos_ += n;
+        continue;
+      }
       if (c != '\\') { out += c; ++pos_; continue; }
       const size_t esc = pos_++;
       if (at_end()) fail_at(start, "unterminated string");

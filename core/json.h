@@ -12,8 +12,9 @@
 //
 // Strict means: exactly one value, surrounded only by whitespace; no comments, no trailing
 // commas, no single quotes, no NaN/Infinity, no leading zeros ("01"), no raw control
-// characters inside strings, \uXXXX escapes with properly paired surrogates (decoded to
-// UTF-8), no duplicate keys in an object, nesting at most 256 deep. Every failure throws
+// characters inside strings, strings of well-formed UTF-8 only (no overlong forms, encoded
+// surrogates or code points above U+10FFFF: the byte that breaks it is named), \uXXXX escapes
+// with properly paired surrogates (decoded to UTF-8), no duplicate keys in an object, nesting at most 256 deep. Every failure throws
 // mg::Error "<source>: byte <offset>: <what was wrong>" (offset counted from 0 in the text,
 // or from ParseOptions::base_offset).
 //

@@ -151,7 +151,8 @@ float f16_to_f32(uint16_t h) {
   return std::bit_cast<float>(bits);
 }
 
-SafetensorsFile load_safetensors(const std::string& path) {
+// Validates the whole header; copies the tensors only when `with_tensors`.
+static SafetensorsFile load(const std::string& path, bool with_tensors) {
   auto fail = [&](uint64_t at, const auto&... what) { file_error(path, at, what...); };
   MappedFile f;
   f.fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -247,6 +248,7 @@ SafetensorsFile load_safetensors(const std::string& path) {
            "\" [", by_begin[i]->begin, ", ", by_begin[i]->end, ") overlap");
 
   // The header is valid: copy (and widen) every tensor.
+  if (!with_tensors) return out;
   for (const auto& e : entries) {
     const unsigned char* src = f.bytes() + data_start + e.begin;
     Tensor t = Tensor::empty(e.shape, e.dtype->loads_as);
@@ -275,6 +277,12 @@ SafetensorsFile load_safetensors(const std::string& path) {
     out.tensors[e.name] = std::move(t);
   }
   return out;
+}
+
+SafetensorsFile load_safetensors(const std::string& path) { return load(path, true); }
+
+std::map<std::string, std::string> load_safetensors_metadata(const std::string& path) {
+  return load(path, false).metadata;
 }
 
 // ---- writing -------------------------------------------------------------------------------
@@ -318,8 +326,10 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
     header += ":{\"dtype\":\"";
     header += file_dtype_name(t.dtype());
     header += "\",\"shape\":[";
-    for (size_t i = 0; i < t.shape().size(); ++i)
-      header += (i ? "," : "") + std::to_string(t.shape()[i]);
+    for (size_t i = 0; i < t.shape().size(); ++i) {
+      if (i) header += ',';
+      header += std::to_string(t.shape()[i]);
+    }
     header += "],\"data_offsets\":[" + std::to_string(offset) + "," + std::to_string(offset + t.nbytes()) + "]}";
     offset += t.nbytes();
   }

@@ -39,6 +39,8 @@ struct SafetensorsFile {
 };
 
 SafetensorsFile load_safetensors(const std::string& path);
+// The header's "__metadata__" alone (the header is validated as above; no tensor is read).
+std::map<std::string, std::string> load_safetensors_metadata(const std::string& path);
 
 void save_safetensors(const std::string& path, const std::map<std::string, Tensor>& tensors,
                       const std::map<std::string, std::string>& metadata = {});

@@ -14,6 +14,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/utf8.h"
+
 namespace mg::data {
 
 namespace fs = std::filesystem;
@@ -22,20 +24,32 @@ namespace {
 
 constexpr const char* kFormat = "mambagrad-text-tokens-v1";
 
-bool looks_binary(const fs::path& file) {
+}  // namespace
+
+// Why the first 8 KiB of `file` do not look like text, or "" when they do.
+std::string TextDataset::binary_reason(const std::string& file) {
   std::ifstream in(file, std::ios::binary);
   char buf[8192];
   in.read(buf, sizeof(buf));
-  std::streamsize n = in.gcount();
-  int64_t control = 0;
-  for (std::streamsize i = 0; i < n; ++i) {
+  const int64_t n = (int64_t)in.gcount();
+  int64_t control = 0, not_utf8 = 0;
+  for (int64_t i = 0; i < n;) {
     unsigned char c = (unsigned char)buf[i];
-    if (c == 0) return true;
+    if (c == 0) return detail::cat("a NUL byte at offset ", i);
     bool allowed = c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v' || c == '\b' || c == 0x1b;
     if (c < 0x20 && !allowed) ++control;
+    const size_t len = utf8_sequence_length(std::string_view(buf + i, (size_t)(n - i)));
+    if (len == 0 && n - i >= 4) ++not_utf8;  // (a sequence cut by the 8 KiB end is not counted)
+    i += len ? (int64_t)len : 1;
   }
-  return n > 0 && control * 10 > n;
+  auto share = [&](int64_t k) { return detail::cat((k * 1000 / std::max<int64_t>(n, 1)) / 10.0, "%"); };
+  const std::string first = detail::cat(" of its first ", n, " bytes are ");
+  if (control * 10 > n) return share(control) + first + "control characters";
+  if (not_utf8 * 10 > n) return share(not_utf8) + first + "not UTF-8";
+  return "";
 }
+
+namespace {
 
 std::string read_all(const std::string& file) {
   std::ifstream in(file, std::ios::binary);
@@ -98,11 +112,16 @@ void write_atomic(const std::string& path, const std::string& bytes) {
 
 // ---- files ----------------------------------------------------------------------------------
 
-std::vector<std::string> TextDataset::list_files(const std::string& path) {
+std::vector<std::string> TextDataset::list_files(const std::string& path, bool allow_binary) {
   std::error_code ec;
   MG_CHECK(!path.empty() && fs::exists(path, ec), "TextDataset: '", path, "' does not exist");
   if (!fs::is_directory(path, ec)) {
     MG_CHECK(fs::is_regular_file(path, ec), "TextDataset: '", path, "' is not a regular file or a directory");
+    if (!allow_binary) {
+      const std::string why = binary_reason(path);
+      MG_CHECK(why.empty(), "TextDataset: '", path, "' does not look like text (", why,
+               "); to train on its bytes anyway, pass --data-binary (TextDatasetOptions::allow_binary)");
+    }
     return {path};
   }
   std::vector<std::string> files;
@@ -116,7 +135,7 @@ std::vector<std::string> TextDataset::list_files(const std::string& path) {
     }
     if (e.is_symlink(ec) || !e.is_regular_file(ec)) continue;
     if (e.path().extension() == ".dat") continue;
-    if (looks_binary(e.path())) continue;
+    if (!allow_binary && !binary_reason(e.path().string()).empty()) continue;
     files.push_back(e.path().string());
   }
   std::sort(files.begin(), files.end());
@@ -164,7 +183,7 @@ TextDataset::TextDataset(const std::string& path, TextDatasetOptions options)
     : seed_(options.seed), gen_(options.seed) {
   MG_CHECK(options.val_fraction >= 0 && options.val_fraction < 1,
            "TextDataset: val_fraction must be in [0, 1), got ", options.val_fraction);
-  files_ = list_files(path);
+  files_ = list_files(path, options.allow_binary);
   std::string dir = options.cache_dir.empty() ? default_cache_dir() : options.cache_dir;
   std::error_code ec;
   fs::create_directories(dir, ec);

@@ -5,8 +5,11 @@
 // A file path is used as given. A directory is walked recursively in sorted path order and
 // keeps the regular files that look like text; it skips: hidden names (".git", ".x"), symlinks
 // (Debian's fortunes ship `art.u8 -> art`; a symlinked file would only duplicate its target),
-// strfile index files `*.dat`, and binary-looking files (a NUL byte, or more than 10% control
-// bytes other than \t \n \r \f \v \b ESC, in the first 8 KiB).
+// strfile index files `*.dat`, and binary-looking files (binary_reason: in the first 8 KiB a NUL
+// byte, more than 10% control bytes other than \t \n \r \f \v \b ESC, or more than 10% bytes
+// that are not part of well-formed UTF-8). A binary-looking FILE named directly is an error
+// naming the reason, unless options.allow_binary (train_lm --data-binary), which also keeps
+// such files in directories.
 // Fortune files (a sibling `<file>.dat` exists, as in /usr/share/games/fortunes) have their
 // separator lines — a line that is exactly "%" — removed. Files are concatenated in order; a
 // '\n' is inserted after a file that does not end with one.
@@ -51,6 +54,7 @@ struct TextDatasetOptions {
   std::string cache_dir;      // "" = the default above
   double val_fraction = 0.05; // in [0, 1); 0 = no validation split
   uint64_t seed = 0;          // seed of the window sampler
+  bool allow_binary = false;  // train on files that do not look like text (see above)
 };
 
 class TextDataset {
@@ -88,8 +92,12 @@ class TextDataset {
   // /usr/share/games/fortunes if it exists, else an mg::Error saying to install `fortunes`.
   static std::string default_fortunes_dir();
   static std::string default_cache_dir();
-  // The source files `path` resolves to (rules above), sorted. Throws for a missing path.
-  static std::vector<std::string> list_files(const std::string& path);
+  // The source files `path` resolves to (rules above), sorted. Throws for a missing path and,
+  // unless allow_binary, for a single file that does not look like text.
+  static std::vector<std::string> list_files(const std::string& path, bool allow_binary = false);
+  // Why `file` does not look like text ("a NUL byte at offset 12", "31.2% of its first 8 KiB
+  // are bytes that are not UTF-8", ...), or "" when it does.
+  static std::string binary_reason(const std::string& file);
   // One file's contribution to the token stream (fortune separators removed).
   static std::string read_document(const std::string& file);
 

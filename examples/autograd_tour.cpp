@@ -15,15 +15,14 @@
 #include "ops/reduce.h"
 #include "ops/unary.h"
 #include "core/error.h"
+#include "examples/cli.h"
 
 using namespace mg;
 
 int main(int argc, char** argv) {
-  if (argc > 1 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
-    std::printf("usage: autograd_tour\n\nWalks through mambagrad's tape autograd on a tiny "
-                "expression: forward, the recorded tape, backward, and a gradient check.\n");
-    return 0;
-  }
+  examples::Cli cli("autograd_tour", "Walks through mambagrad's tape autograd on a tiny expression: "
+                    "forward, the recorded tape, backward, and a gradient check.");
+  if (!cli.parse(argc, argv)) return cli.exit_code();
   std::printf("== 1. Leaves: tensors we want gradients for ==\n");
   manual_seed(0);
   Tensor w = Tensor::from_vector<double>({0.5, -1.0, 2.0}, {3}).set_name("w").requires_grad_();

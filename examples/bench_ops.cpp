@@ -11,7 +11,7 @@
 // same bytes (the bandwidth bound). GPU times are cudaEvent medians (cuda/bench.h). --tf32 lets
 // cuBLAS use TF32 tensor cores (both for mambagrad and for the peer).
 //
-//   ./build/examples/bench_ops [--json] [--repeats N] [--device cpu|cuda] [--tf32]
+//   ./build/examples/bench_ops [--json] [--repeats N] [--device cpu|cuda] [--tf32]   (see --help)
 #include <Eigen/Core>
 #include <cstdio>
 #include <cstring>
@@ -23,6 +23,7 @@
 #include "core/settings.h"
 #include "core/tensor.h"
 #include "examples/bench_util.h"
+#include "examples/cli.h"
 #include "ops/arith.h"
 #include "ops/conv1d.h"
 #include "ops/matmul.h"
@@ -178,33 +179,23 @@ static int run_cuda(int repeats, bool tf32) {
 #endif  // MG_WITH_CUDA
 
 int main(int argc, char** argv) {
-  int repeats = 10;
-  bool on_cuda = false, tf32 = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--json") g_json = true;
-    else if (a == "--repeats" && i + 1 < argc) repeats = std::stoi(argv[++i]);
-    else if (a == "--tf32") tf32 = true;
-    else if (a == "--device" && i + 1 < argc) {
-      std::string d = argv[++i];
-      on_cuda = d == "cuda" || d.rfind("cuda:", 0) == 0;
-      if (d != "cpu" && !(on_cuda && cuda_compiled())) {
-        std::fprintf(stderr, "bench_ops: --device %s: %s\n", d.c_str(),
-                     on_cuda ? "this build has no CUDA backend (configure with -DMG_CUDA=ON)"
-                             : "expected cpu or cuda");
-        return 2;
-      }
-    } else {
-      std::printf("usage: bench_ops [--json] [--repeats N] [--device cpu|cuda] [--tf32]\n\n"
-                  "cpu:  f32 matmul (256..2048, and batched) through mambagrad and through Eigen\n"
-                  "      directly (GFLOP/s), and elementwise ops against memcpy (GB/s).\n"
-                  "cuda: f32 matmul (1024..8192, and batched) through mambagrad and through cuBLAS\n"
-                  "      directly (TFLOP/s), elementwise, norm and conv1d kernels against a\n"
-                  "      device-to-device cudaMemcpy (GB/s); --tf32 allows TF32 tensor cores.\n"
-                  "Medians of N runs.\n");
-      return a == "--help" || a == "-h" ? 0 : 2;
-    }
-  }
+  int64_t repeats = 10;
+  bool tf32 = false;
+  std::string device = "cpu";
+  examples::Cli cli("bench_ops",
+                    "cpu: f32 matmul (256..2048, and batched) through mambagrad and through Eigen "
+                    "directly (GFLOP/s), and elementwise ops against memcpy (GB/s). cuda: f32 matmul "
+                    "(1024..8192, and batched) through mambagrad and through cuBLAS directly (TFLOP/s), "
+                    "elementwise, norm and conv1d kernels against a device-to-device cudaMemcpy (GB/s). "
+                    "Medians of --repeats runs.");
+  cli.add("--json", &g_json, "one JSON object per line");
+  cli.add("--repeats", &repeats, "timed runs per measurement", {.min = 1, .max = 100000});
+  cli.add("--device", &device, "where to run", {.choices = {"cpu", "cuda"}});
+  cli.add("--tf32", &tf32, "cuda: allow TF32 tensor cores");
+  if (!cli.parse(argc, argv)) return cli.exit_code();
+  const bool on_cuda = device == "cuda";
+  if (on_cuda && !cuda_compiled())
+    return cli.error("--device cuda", "this build has no CUDA backend (configure with -DMG_CUDA=ON)");
   NoGradGuard no_grad;
   if (on_cuda) {
 #ifdef MG_WITH_CUDA
@@ -212,10 +203,8 @@ int main(int argc, char** argv) {
 #endif
   }
   (void)tf32;  // only --device cuda uses it
-  if (!g_json)
-    std::printf("threads: %d; %s\n%-10s %-14s %-18s %13s %18s\n", num_threads(),
-                describe_settings().c_str(), "impl", "op", "shape", "median", "rate");
-  for (int64_t n : {256, 512, 1024, 2048}) bench_matmul(1, n, n >= 2048 ? std::max(3, repeats / 3) : repeats);
+  if (!g_json) std::printf("threads: %d; %s\n%-10s %-14s %-18s %13s %18s\n", num_threads(), describe_settings().c_str(), "impl", "op", "shape", "median", "rate");
+  for (int64_t n : {256, 512, 1024, 2048}) bench_matmul(1, n, (int)(n >= 2048 ? std::max<int64_t>(3, repeats / 3) : repeats));
   bench_matmul(16, 256, repeats);
   bench_matmul(8, 512, repeats);
   for (int64_t n : {int64_t(1) << 20, int64_t(1) << 24}) bench_elementwise(n, repeats);

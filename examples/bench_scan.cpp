@@ -36,58 +36,35 @@ namespace {
 
 struct Flags {
   bool json = false, bound = false;
-  int repeats = 5;
+  int64_t repeats = 5;
   int64_t B = 8, L = -1, ED = -1, N = -1, chunk = kDefaultScanChunk;
   std::string impl, pass;
   double max_reference = 1 << 26;  // state updates above which the reference is skipped
   double max_sequential = 1 << 28;
 };
 
-void usage() {
-  std::printf(
-      "bench_scan: selective scan fast / sequential / reference, fwd and fwd+bwd.\n"
-      "  --B n --L n --ED n --N n   run only this value of the axis (default: B=8, all of\n"
-      "                             ED {512,1536}, N {16,64}, L {256,1024,4096})\n"
-      "  --impl fast|sequential|reference   --pass fwd|fwd+bwd\n"
-      "  --repeats n                timed runs after one warm-up (median reported; default 5)\n"
-      "  --chunk T                  the fast kernel's chunk length (default %lld)\n"
-      "  --max-reference n          skip the reference above n state updates (default 2^26)\n"
-      "  --max-sequential n         skip the sequential loop above n (default 2^28)\n"
-      "  --bound                    measure the register-only fwd / bwd / fwd+bwd bounds and exit\n"
-      "  --json                     one JSON object per line\n"
-      "  --device cpu|cuda          cuda: the CUDA scan kernels (v2; --versions) on the GPU\n"
-      "                             (`bench_scan --device cuda --help` lists their options)\n",
-      (long long)kDefaultScanChunk);
-}
-
-Flags parse(int argc, char** argv) {
-  Flags f;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto next = [&]() -> const char* {
-      if (i + 1 >= argc) { std::fprintf(stderr, "%s needs a value\n", a.c_str()); std::exit(2); }
-      return argv[++i];
-    };
-    if (a == "--help" || a == "-h") { usage(); std::exit(0); }
-    else if (a == "--json") f.json = true;
-    else if (a == "--bound") f.bound = true;
-    else if (a == "--repeats") f.repeats = std::atoi(next());
-    else if (a == "--B") f.B = std::atoll(next());
-    else if (a == "--L") f.L = std::atoll(next());
-    else if (a == "--ED") f.ED = std::atoll(next());
-    else if (a == "--N") f.N = std::atoll(next());
-    else if (a == "--chunk") f.chunk = std::atoll(next());
-    else if (a == "--impl") f.impl = next();
-    else if (a == "--pass") f.pass = next();
-    else if (a == "--max-reference") f.max_reference = std::atof(next());
-    else if (a == "--max-sequential") f.max_sequential = std::atof(next());
-    else { std::fprintf(stderr, "unknown flag %s (try --help)\n", a.c_str()); std::exit(2); }
-  }
-  if (!f.impl.empty() && f.impl != "fast" && f.impl != "sequential" && f.impl != "reference") {
-    std::fprintf(stderr, "--impl takes fast, sequential or reference, got '%s'\n", f.impl.c_str());
-    std::exit(2);
-  }
-  return f;
+// The CPU benchmark's flags; --device is taken off the line before (see main).
+int parse(int argc, char** argv, Flags& f) {
+  examples::Cli cli("bench_scan",
+                    "Selective scan on the CPU: the fast kernel, the sequential loop and the composed "
+                    "reference, forward and forward+backward (medians after one warm-up). Without "
+                    "--B/--L/--ED/--N it sweeps B = 8, ED in {512, 1536}, N in {16, 64}, L in "
+                    "{256, 1024, 4096}.");
+  cli.usage({"bench_scan [options]", "bench_scan --device cuda [options]   (`bench_scan --device cuda --help`)"});
+  cli.add("--B", &f.B, "batch", {.min = 1, .max = 1 << 20});
+  cli.add("--L", &f.L, "run only this length (-1: the sweep)", {.min = -1, .max = 1 << 24});
+  cli.add("--ED", &f.ED, "run only this d_inner (-1: the sweep)", {.min = -1, .max = 1 << 20});
+  cli.add("--N", &f.N, "run only this d_state (-1: the sweep)", {.min = -1, .max = 1024});
+  cli.add("--impl", &f.impl, "run only this implementation", {.choices = {"fast", "sequential", "reference"}});
+  cli.add("--pass", &f.pass, "run only this pass", {.choices = {"fwd", "fwd+bwd"}});
+  cli.add("--repeats", &f.repeats, "timed runs after one warm-up (the median is reported)", {.min = 1, .max = 100000});
+  cli.add("--chunk", &f.chunk, "T: the fast kernel's chunk length", {.min = 1, .max = 1 << 20});
+  cli.add("--max-reference", &f.max_reference, "skip the reference above this many state updates", {.min = 0});
+  cli.add("--max-sequential", &f.max_sequential, "skip the sequential loop above this many", {.min = 0});
+  cli.add("--bound", &f.bound, "measure the register-only fwd / bwd / fwd+bwd bounds and exit");
+  cli.add("--json", &f.json, "one JSON object per line");
+  cli.note("--device cpu|cuda (default: cpu): cuda runs the CUDA scan kernels (v2; --versions) on the GPU.");
+  return cli.parse(argc, argv) ? -1 : cli.exit_code();
 }
 
 // Realistic inputs: A = -(n+1) (S4D-real), softplus(bias) ~ 0.01, delta_raw ~ N(0, 0.25).
@@ -221,7 +198,8 @@ int main(int argc, char** argv) {
   }
   argc = int(args.size());
   argv = args.data();
-  Flags f = parse(argc, argv);
+  Flags f;
+  if (int rc = parse(argc, argv, f); rc >= 0) return rc;
   if (f.bound) {
     const double fwd = bound_updates_per_s<false>(), bwd = bound_updates_per_s<true>();
     const double both = 1.0 / (1.0 / fwd + 1.0 / bwd);

@@ -42,9 +42,9 @@ int main(int argc, char** argv) {
   int64_t repeats = 10;
   bool json = false;
   examples::Cli cli("bench_train", "Times a full Mamba LM training step (forward, backward, AdamW).");
-  cli.add("--config", &which, "tiny, small, 130m, or all (= tiny and small)");
-  cli.add("--repeats", &repeats, "timed steps (the median is reported; one warm-up step first)");
-  cli.add("--device", &device, "cpu or cuda");
+  cli.add("--config", &which, "which model; all = tiny and small", {.choices = {"tiny", "small", "130m", "all"}});
+  cli.add("--repeats", &repeats, "timed steps (the median is reported; one warm-up step first)", {.min = 1, .max = 100000});
+  cli.add("--device", &device, "where to run", {.choices = {"cpu", "cuda"}});
   cli.add("--json", &json, "one JSON object per line");
   if (!cli.parse(argc, argv)) return cli.exit_code();
   Device dev;

@@ -11,6 +11,7 @@
 #include "core/allocator.h"
 #include "core/device.h"
 #include "core/error.h"
+#include "train/distributed.h"
 #ifdef MG_WITH_CUDA
 #include "cuda/runtime.h"
 #endif
@@ -22,6 +23,7 @@ inline std::pair<mg::Device, std::string> open_device(const std::string& value) 
   try {
     dev = mg::parse_device(value);
     if (!dev.is_cuda()) return {dev, ""};
+    mg::dist::select_local_gpu();  // under mpirun: one GPU per rank, from the local rank
     mg::allocator_for(dev);  // registers and initialises the CUDA backend, or throws why not
   } catch (const mg::Error& e) {
     throw mg::Error(mg::detail::cat("--device ", value, ": ", e.what()));

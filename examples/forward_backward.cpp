@@ -106,21 +106,22 @@ int main(int argc, char** argv) {
                     "to a safetensors file.");
   std::string weights, tokens, out, dtype = "f32", device = "cpu";
   bool grads = false;
-  cli.add("--weights", &weights, "checkpoint: safetensors file, HF directory or index.json");
-  cli.add("--tokens", &tokens, "safetensors file with input_ids, I32 or I64, (B, L)");
-  cli.add("--out", &out, "output safetensors file");
+  cli.usage({"forward_backward --weights PATH --tokens FILE --out FILE [options]"});
+  cli.add("--weights", &weights, "checkpoint: safetensors file, HF directory or index.json (required)",
+          {.placeholder = "PATH"});
+  cli.add("--tokens", &tokens, "safetensors file with input_ids, I32 or I64, (B, L) (required)",
+          {.placeholder = "FILE"});
+  cli.add("--out", &out, "output safetensors file (required)", {.placeholder = "FILE"});
   cli.add("--grads", &grads, "also write grad.<name> for every parameter");
-  cli.add("--dtype", &dtype, "compute dtype: f32 or f64 (CPU)");
-  cli.add("--device", &device, "cpu or cuda");
+  cli.add("--dtype", &dtype, "compute dtype (f64: CPU only)", {.choices = {"f32", "f64"}});
+  cli.add("--device", &device, "where to run", {.choices = {"cpu", "cuda"}});
   if (!cli.parse(argc, argv)) return cli.exit_code();
-  if (weights.empty() || tokens.empty() || out.empty()) {
-    std::fprintf(stderr, "forward_backward: --weights, --tokens and --out are required (see --help)\n");
-    return 2;
-  }
+  for (auto [flag, value] : {std::pair{"--weights", &weights}, {"--tokens", &tokens}, {"--out", &out}})
+    if (value->empty()) return cli.error(flag, "required (see --help)");
   try {
     return run(weights, tokens, out, grads, dtype, device);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
+    std::fprintf(stderr, "forward_backward: %s\n", e.what());
     return 1;
   }
 }

@@ -14,7 +14,11 @@
 // (causal_conv1d_state) and the per-token kernels (causal_conv1d_step, selective_scan_step)
 // are CPU-only so far. The flag checks the GPU at start (a clear error without one, or in a build
 // without CUDA), then says on stderr that the model stays on the CPU.
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -26,6 +30,7 @@
 #include "core/parallel.h"
 #include "core/safetensors.h"
 #include "data/byte_tokenizer.h"
+#include "examples/cli.h"
 #include "examples/device_flag.h"
 #include "nn/checkpoint.h"
 #include "nn/mamba.h"
@@ -36,84 +41,69 @@ using namespace mg::nn;
 
 namespace {
 
-const char* kHelp = R"(usage: generate (--weights PATH | --random-init) [options]
-       generate --bench-step [--json]
-
-model:
-  --weights PATH           a checkpoint: safetensors file, HF directory or index.json
-  --random-init            a randomly initialised model (smoke tests), shaped by:
-  --d-model N (256)  --n-layer N (4)  --vocab N (256)  --init-seed N (0)
-prompt and output:
-  --prompt TEXT            the prompt (default: read stdin to its end)
-  --prompt-ids 1,2,3       the prompt as token ids (models with a non-byte vocabulary)
-  --print-ids              print token ids instead of bytes
-sampling:
-  --max-new-tokens N (256) --temperature T (1.0; 0 = greedy)  --top-k K (0 = off)
-  --top-p P (1.0 = off)    --min-p P (0 = off)   --repetition-penalty R (1.0 = off)
-  --seed N (0)
-device:
-  --device cpu|cuda (cpu)  cuda: checked at start, but generation runs on the CPU in this
-                           version (the recurrent step is CPU-only)
-benchmark:
-  --bench-step             tokens/s of step() at batch 1, d_model 768 x 24 layers, V 256,
-                           after prompts of 16 and 1024 tokens (it should not depend on them)
-  --steps N (64)           decode steps timed per prompt length
-  --json                   one JSON object per line instead of the table
-)";
-
 struct Args {
   std::string weights, prompt, prompt_ids, device = "cpu";
   bool have_prompt = false, random_init = false, print_ids = false, bench = false, json = false;
   int64_t d_model = 256, n_layer = 4, vocab = 256, max_new = 256, steps = 64;
-  uint64_t seed = 0, init_seed = 0;
+  int64_t seed = 0, init_seed = 0;
   SamplingOptions sampling;
 };
 
-Args parse(int argc, char** argv) {
-  Args a;
-  for (int i = 1; i < argc; ++i) {
-    std::string f = argv[i];
-    auto value = [&]() -> std::string {
-      MG_CHECK(i + 1 < argc, "generate: ", f, " needs a value (see --help)");
-      return argv[++i];
-    };
-    auto num = [&]() { return std::stod(value()); };
-    if (f == "--help" || f == "-h") { std::cout << kHelp; std::exit(0); }
-    else if (f == "--weights") a.weights = value();
-    else if (f == "--random-init") a.random_init = true;
-    else if (f == "--d-model") a.d_model = (int64_t)num();
-    else if (f == "--n-layer") a.n_layer = (int64_t)num();
-    else if (f == "--vocab") a.vocab = (int64_t)num();
-    else if (f == "--init-seed") a.init_seed = (uint64_t)num();
-    else if (f == "--prompt") { a.prompt = value(); a.have_prompt = true; }
-    else if (f == "--prompt-ids") a.prompt_ids = value();
-    else if (f == "--print-ids") a.print_ids = true;
-    else if (f == "--max-new-tokens") a.max_new = (int64_t)num();
-    else if (f == "--temperature") a.sampling.temperature = num();
-    else if (f == "--top-k") a.sampling.top_k = (int64_t)num();
-    else if (f == "--top-p") a.sampling.top_p = num();
-    else if (f == "--min-p") a.sampling.min_p = num();
-    else if (f == "--repetition-penalty") a.sampling.repetition_penalty = num();
-    else if (f == "--seed") a.seed = (uint64_t)num();
-    else if (f == "--bench-step") a.bench = true;
-    else if (f == "--steps") a.steps = (int64_t)num();
-    else if (f == "--json") a.json = true;
-    else if (f == "--device") a.device = value();
-    else throw Error("generate: unknown option '" + f + "' (see --help)");
-  }
-  a.sampling.validate();
-  return a;
+// Declares every flag on `cli` (ranges checked by the parser: examples/cli.h).
+void add_flags(examples::Cli& cli, Args& a) {
+  cli.usage({"generate (--weights PATH | --random-init) [options]", "generate --bench-step [--json]"});
+  cli.section("model");
+  cli.add("--weights", &a.weights, "a checkpoint: safetensors file, HF directory or index.json", {.placeholder = "PATH"});
+  cli.add("--random-init", &a.random_init, "a randomly initialised model (smoke tests), shaped by the next four flags");
+  cli.add("--d-model", &a.d_model, "model width D (--random-init)", {.min = 1, .max = 65536});
+  cli.add("--n-layer", &a.n_layer, "Mamba blocks (--random-init)", {.min = 1, .max = 1024});
+  cli.add("--vocab", &a.vocab, "vocabulary (--random-init)", {.min = 1, .max = 1 << 24});
+  cli.add("--init-seed", &a.init_seed, "seed of the initialisation (--random-init)", {.min = 0});
+  cli.section("prompt and output");
+  cli.add("--prompt", &a.prompt, "the prompt (without it: read from stdin to its end)");
+  cli.add("--prompt-ids", &a.prompt_ids, "the prompt as comma-separated token ids (non-byte vocabularies)",
+          {.placeholder = "1,2,3"});
+  cli.add("--print-ids", &a.print_ids, "print token ids instead of bytes");
+  cli.section("sampling");
+  cli.add("--max-new-tokens", &a.max_new, "tokens to generate", {.min = 0, .max = 1 << 30});
+  cli.add("--temperature", &a.sampling.temperature, "sampling temperature (0: greedy)", {.min = 0, .max = 100});
+  cli.add("--top-k", &a.sampling.top_k, "keep the k most likely tokens (0: off)", {.min = 0});
+  cli.add("--top-p", &a.sampling.top_p, "nucleus threshold (1: off)", {.min = 0, .min_open = true, .max = 1});
+  cli.add("--min-p", &a.sampling.min_p, "drop tokens below min-p times the top probability (0: off)", {.min = 0, .max = 1});
+  cli.add("--repetition-penalty", &a.sampling.repetition_penalty, "divide repeated tokens' logits (1: off)",
+          {.min = 0, .min_open = true, .max = 1000});
+  cli.add("--seed", &a.seed, "seed of the sampler", {.min = 0});
+  cli.section("device");
+  cli.add("--device", &a.device, "cuda is checked at start, but generation runs on the CPU in this version "
+          "(the recurrent step is CPU-only)", {.choices = {"cpu", "cuda"}});
+  cli.section("benchmark");
+  cli.add("--bench-step", &a.bench, "tokens/s of step() at batch 1, d_model 768 x 24 layers, V 256, after "
+          "prompts of 16 and 1024 tokens (it should not depend on them)");
+  cli.add("--steps", &a.steps, "decode steps timed per prompt length (--bench-step)", {.min = 1, .max = 1 << 20});
+  cli.add("--json", &a.json, "one JSON object per line instead of the table (--bench-step)");
+  cli.note("Exit status 1: an error (named on stderr); 2: a bad flag.");
 }
 
 // Any checkpoint form nn/checkpoint.h reads: a mambagrad file, a Hugging Face directory
 // (single or sharded), state-spaces names, or no config at all (inferred from the shapes).
 MambaLM load_model(const std::string& path) { return load_mamba(path); }
 
-std::vector<int32_t> parse_ids(const std::string& s) {
+// "1,2,3" -> {1, 2, 3}; anything else is an error naming --prompt-ids.
+std::vector<int32_t> parse_ids(const std::string& s, int64_t vocab) {
   std::vector<int32_t> ids;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) ids.push_back((int32_t)std::stol(item));
+  size_t pos = 0;
+  while (pos <= s.size()) {
+    const size_t comma = std::min(s.find(',', pos), s.size());
+    const std::string item = s.substr(pos, comma - pos);
+    char* end = nullptr;
+    errno = 0;
+    const long long v = std::strtoll(item.c_str(), &end, 10);
+    MG_CHECK(!item.empty() && *end == 0 && errno == 0 && v >= 0 && v < vocab,
+             "--prompt-ids: '", item, "' (item ", ids.size() + 1, ") is not a token id in [0, ",
+             vocab, ")");
+    ids.push_back((int32_t)v);
+    pos = comma + 1;
+  }
   return ids;
 }
 
@@ -158,29 +148,40 @@ int bench_step(const Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  Args a;
+  examples::Cli cli("generate", "Generates text with a Mamba model, streamed token by token (prefill, "
+                    "then one O(1) recurrent step per token).");
+  add_flags(cli, a);
+  if (!cli.parse(argc, argv)) return cli.exit_code();
+  a.have_prompt = cli.given("--prompt");
+  if (!a.bench && a.random_init == !a.weights.empty())
+    return cli.error("--weights / --random-init", "give exactly one of them (see --help)");
+  if (a.have_prompt && !a.prompt_ids.empty())
+    return cli.error("--prompt / --prompt-ids", "give at most one of them");
+  if (a.have_prompt && a.prompt.empty()) return cli.error("--prompt", "empty (a prompt needs at least one byte)");
   try {
-    Args a = parse(argc, argv);
     if (examples::open_device(a.device).first.is_cuda()) {  // no GPU: one clear error, now
       std::fprintf(stderr, "note: --device %s: generation runs on the CPU in this version (the "
                    "prefill's state capture and the recurrent step, nn/inference.cpp, are "
                    "CPU-only); the model stays on the CPU\n", a.device.c_str());
     }
     if (a.bench) return bench_step(a);
-    MG_CHECK(a.random_init != !a.weights.empty(),
-             "generate: give exactly one of --weights PATH or --random-init (see --help)");
     MambaConfig rc;
     rc.d_model = a.d_model;
     rc.n_layer = a.n_layer;
     rc.vocab_size = a.vocab;
-    MambaLM model = a.random_init ? MambaLM(rc, a.init_seed) : load_model(a.weights);
+    MambaLM model = a.random_init ? MambaLM(rc, (uint64_t)a.init_seed) : load_model(a.weights);
     const MambaConfig& c = model.config();
 
     data::ByteTokenizer tok;
     std::vector<int32_t> prompt;
     if (!a.prompt_ids.empty()) {
-      prompt = parse_ids(a.prompt_ids);
+      prompt = parse_ids(a.prompt_ids, c.vocab_size);
     } else {
       if (!a.have_prompt) {
+        if (isatty(STDIN_FILENO))  // a person at a terminal: say what the wait is for
+          std::fprintf(stderr, "generate: no --prompt given: reading the prompt from the terminal; "
+                       "end it with Ctrl-D (or pass --prompt TEXT)\n");
         std::ostringstream in;
         in << std::cin.rdbuf();
         a.prompt = in.str();
@@ -191,11 +192,11 @@ int main(int argc, char** argv) {
                      (long)c.vocab_size);
       prompt = tok.encode(a.prompt);
     }
-    MG_CHECK(!prompt.empty(), "generate: the prompt is empty");
+    MG_CHECK(!prompt.empty(), "generate: the prompt is empty (stdin held nothing; pass --prompt TEXT)");
     std::fprintf(stderr, "%s, %ld parameters, prompt %zu tokens\n", c.str().c_str(),
                  (long)model.num_parameters(), prompt.size());
 
-    Generator gen(a.seed);
+    Generator gen((uint64_t)a.seed);
     GenerateResult r = generate(model, prompt, a.max_new, a.sampling, gen, [&](int32_t t) {
       if (a.print_ids) std::printf("%d ", t);
       else std::fputs(tok.decode_one(t).c_str(), stdout);
@@ -211,7 +212,7 @@ int main(int argc, char** argv) {
                  steps / std::max(r.decode_seconds, 1e-9));
     return 0;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
+    std::fprintf(stderr, "generate: %s\n", e.what());
     return 1;
   }
 }

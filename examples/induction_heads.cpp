@@ -95,15 +95,21 @@ int main(int argc, char** argv) {
   examples::Cli cli("induction_heads",
                     "Trains a Mamba LM on the paper's Induction Heads task at one length and evaluates "
                     "length generalisation at powers of two, with the recurrent state.");
-  cli.add("--train-len", &train_len, "training sequence length (paper: 256)");
-  cli.add("--vocab", &vocab, "vocabulary incl. the trigger (V-1) (paper: 16)");
-  cli.add("--min-eval-len", &min_eval_len, "shortest evaluated length (a power of two)");
-  cli.add("--max-eval-len", &max_eval_len, "longest evaluated length (paper: 2^20 = 1048576)");
-  cli.add("--length-eval-seqs", &length_eval_seqs, "sequences per evaluated length (0: skip)");
-  cli.add("--length-eval-chunk", &length_eval_chunk, "sequences evaluated together (memory ~ chunk * prefill)");
-  cli.add("--prefill-len", &prefill_len, "tokens run through the parallel prefill before stepping");
+  cli.section("task");
+  cli.add("--train-len", &train_len, "training sequence length (paper: 256)", {.min = 3, .max = 1 << 24});
+  cli.add("--vocab", &vocab, "vocabulary incl. the trigger (V-1) (paper: 16)", {.min = 3, .max = 1 << 20});
+  cli.add("--min-eval-len", &min_eval_len, "shortest evaluated length (a power of two)", {.min = 4, .max = 1 << 30});
+  cli.add("--max-eval-len", &max_eval_len, "longest evaluated length (paper: 2^20 = 1048576)", {.min = 4, .max = 1 << 30});
+  cli.add("--length-eval-seqs", &length_eval_seqs, "sequences per evaluated length (0: skip)", {.min = 0});
+  cli.add("--length-eval-chunk", &length_eval_chunk, "sequences evaluated together (memory ~ chunk * prefill)",
+          {.min = 1, .max = 1 << 20});
+  cli.add("--prefill-len", &prefill_len, "tokens run through the parallel prefill before stepping", {.min = 0});
   examples::add_train_flags(cli, f);
   if (!cli.parse(argc, argv)) return cli.exit_code();
+  if (int rc = examples::check_train_flags(cli, f)) return rc;
+  if (max_eval_len < min_eval_len)
+    return cli.error("--max-eval-len " + std::to_string(max_eval_len),
+                     "must be at least --min-eval-len " + std::to_string(min_eval_len));
 
   return examples::run_main("induction_heads", [&] {
     auto t_program = examples::Clock::now();
@@ -111,8 +117,6 @@ int main(int argc, char** argv) {
     task_cfg.seq_len = train_len;
     task_cfg.vocab_size = (int32_t)vocab;
     task_cfg.validate();
-    MG_CHECK(min_eval_len >= 4 && max_eval_len >= min_eval_len && length_eval_chunk > 0,
-             "induction_heads: need 4 <= --min-eval-len <= --max-eval-len and --length-eval-chunk > 0");
     auto make = [&](int64_t n, Generator& gen) { return data::induction_heads_batch(task_cfg, n, gen); };
 
     // Data streams 11 (training) and 12 (the held-out set at the training length).
@@ -126,6 +130,8 @@ int main(int argc, char** argv) {
                                              {"train_len", std::to_string(train_len)},
                                              {"vocab", std::to_string(vocab)}},
                                             /*one_answer=*/true);
+    if (r.interrupted) return run.exit_after_signal();
+    if (!examples::lead_rank()) return 0;  // [data parallel] rank 0 scores and prints
     examples::EvalResult at_train = examples::score_batches(model, run.eval_set);
 
     // Length generalisation with the recurrent state.

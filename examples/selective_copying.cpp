@@ -47,12 +47,17 @@ int main(int argc, char** argv) {
   examples::Cli cli("selective_copying",
                     "Trains a Mamba LM on the paper's Selective Copying task and reports the accuracy "
                     "over the answer tokens.");
-  cli.add("--region-len", &region_len, "length of the noisy region (paper: 4080, so L = 4096)");
-  cli.add("--num-data", &num_data, "data tokens to copy (paper: 16)");
-  cli.add("--vocab", &vocab, "vocabulary incl. noise (0) and delimiter (V-1) (paper: 16)");
-  cli.add("--final-seqs", &final_seqs, "held-out sequences scored at the end");
+  cli.section("task");
+  cli.add("--region-len", &region_len, "length of the noisy region (paper: 4080, so L = 4096)", {.min = 1, .max = 1 << 24});
+  cli.add("--num-data", &num_data, "data tokens to copy (paper: 16)", {.min = 1, .max = 1 << 20});
+  cli.add("--vocab", &vocab, "vocabulary incl. noise (0) and delimiter (V-1) (paper: 16)", {.min = 3, .max = 1 << 20});
+  cli.add("--final-seqs", &final_seqs, "held-out sequences scored at the end", {.min = 0});
   examples::add_train_flags(cli, f);
   if (!cli.parse(argc, argv)) return cli.exit_code();
+  if (int rc = examples::check_train_flags(cli, f)) return rc;
+  if (region_len < num_data)
+    return cli.error("--region-len " + std::to_string(region_len),
+                     "must be at least --num-data " + std::to_string(num_data) + " (the data tokens lie in the region)");
 
   return examples::run_main("selective_copying", [&] {
     auto t_program = examples::Clock::now();
@@ -75,6 +80,8 @@ int main(int argc, char** argv) {
         cli, T, {{"task", "selective_copying"}, {"region_len", std::to_string(region_len)},
                  {"num_data", std::to_string(num_data)}, {"vocab", std::to_string(vocab)}},
         /*one_answer=*/false);
+    if (r.interrupted) return run.exit_after_signal();
+    if (!examples::lead_rank()) return 0;  // [data parallel] rank 0 scores and prints
 
     // Final score on a larger held-out set (stream 3), disjoint from the periodic one.
     Generator final_gen = run.stream(3);

@@ -25,7 +25,11 @@
 #include "autograd/grad_mode.h"
 #include "data/synthetic.h"
 #include "examples/cli.h"
+#include "examples/train_flags.h"
 #include "nn/mamba.h"
+#include "train/interrupt.h"
+#include "train/data_parallel.h"
+#include "train/distributed.h"
 #include "train/trainer.h"
 
 namespace mg::examples {
@@ -49,38 +53,67 @@ struct TrainFlags {
   int64_t ckpt_every = 0, keep_last = 2, seed = 0;
   double target_acc = 0.0;  // 0: run all --steps
   std::string run_dir, resume;
-  bool paper = false;
+  bool paper = false, overwrite = false;
 
-  int64_t eval_batch_size() const { return eval_batch > 0 ? eval_batch : batch; }
+  // --eval-batch, else the global batch (--batch x ranks: the held-out set of one process
+  // with the same global batch).
+  int64_t eval_batch_size() const { return eval_batch > 0 ? eval_batch : batch * dist::world().size(); }
 };
 
 inline void add_train_flags(Cli& cli, TrainFlags& f) {
+  cli.section("model");
   cli.add("--paper", &f.paper, "use the paper's configuration (App. E.1) as the defaults");
-  cli.add("--d-model", &f.d_model, "model width D");
-  cli.add("--n-layer", &f.n_layer, "Mamba blocks");
-  cli.add("--d-state", &f.d_state, "SSM state size N");
-  cli.add("--expand", &f.expand, "inner width factor E (d_inner = E * D)");
-  cli.add("--steps", &f.steps, "optimizer steps (a resumed run continues up to this)");
-  cli.add("--batch", &f.batch, "sequences per micro-batch (fresh random data every step)");
-  cli.add("--grad-accum", &f.grad_accum, "micro-batches per optimizer step");
-  cli.add("--lr", &f.lr, "peak learning rate");
-  cli.add("--min-lr", &f.min_lr, "final learning rate of cosine / wsd");
-  cli.add("--schedule", &f.schedule, "learning-rate schedule: constant, cosine or wsd");
-  cli.add("--warmup", &f.warmup, "linear warm-up steps");
-  cli.add("--weight-decay", &f.weight_decay, "AdamW decoupled weight decay (0: plain Adam)");
-  cli.add("--grad-clip", &f.grad_clip, "global gradient-norm clip (0: off)");
-  cli.add("--beta1", &f.beta1, "Adam beta1");
-  cli.add("--beta2", &f.beta2, "Adam beta2");
-  cli.add("--seed", &f.seed, "seed of the initialisation and of the training data");
-  cli.add("--eval-every", &f.eval_every, "steps between evaluations (0: only at the end)");
-  cli.add("--eval-batches", &f.eval_batches, "held-out batches per evaluation (fixed set)");
-  cli.add("--eval-batch", &f.eval_batch, "sequences per evaluation batch (0: --batch)");
-  cli.add("--target-acc", &f.target_acc, "stop once an evaluation reaches this accuracy, in % (0: off)");
-  cli.add("--log-every", &f.log_every, "steps between printed training lines");
-  cli.add("--run-dir", &f.run_dir, "checkpoints and log.jsonl go here (empty: none)");
-  cli.add("--resume", &f.resume, "'latest' or a checkpoint directory to continue from");
-  cli.add("--ckpt-every", &f.ckpt_every, "steps between checkpoints (0: at the end and on Ctrl-C)");
-  cli.add("--keep-last", &f.keep_last, "checkpoints to keep");
+  cli.add("--d-model", &f.d_model, "model width D", {.min = 1, .max = 65536});
+  cli.add("--n-layer", &f.n_layer, "Mamba blocks", {.min = 1, .max = 1024});
+  cli.add("--d-state", &f.d_state, "SSM state size N", {.min = 1, .max = 1024});
+  cli.add("--expand", &f.expand, "inner width factor E (d_inner = E * D)", {.min = 1, .max = 64});
+  cli.section("optimisation");
+  cli.add("--steps", &f.steps, "optimizer steps (a resumed run continues up to this)", {.min = 1});
+  cli.add("--batch", &f.batch, "sequences per micro-batch (fresh random data every step)", {.min = 1, .max = 1 << 20});
+  cli.add("--grad-accum", &f.grad_accum, "micro-batches per optimizer step", {.min = 1, .max = 1 << 20});
+  cli.add("--lr", &f.lr, "peak learning rate", {.min = 0, .min_open = true});
+  cli.add("--min-lr", &f.min_lr, "final learning rate of cosine / wsd", {.min = 0});
+  cli.add("--schedule", &f.schedule, "learning-rate schedule", {.choices = {"constant", "cosine", "wsd"}});
+  cli.add("--warmup", &f.warmup, "linear warm-up steps", {.min = 0});
+  cli.add("--weight-decay", &f.weight_decay, "AdamW decoupled weight decay (0: plain Adam)", {.min = 0});
+  cli.add("--grad-clip", &f.grad_clip, "global gradient-norm clip (0: off)", {.min = 0});
+  cli.add("--beta1", &f.beta1, "Adam beta1", {.min = 0, .max = 1, .max_open = true});
+  cli.add("--beta2", &f.beta2, "Adam beta2", {.min = 0, .max = 1, .max_open = true});
+  cli.add("--seed", &f.seed, "seed of the initialisation and of the training data", {.min = 0});
+  cli.section("evaluation, checkpoints, log");
+  cli.add("--eval-every", &f.eval_every, "steps between evaluations (0: only at the end)", {.min = 0});
+  cli.add("--eval-batches", &f.eval_batches, "held-out batches per evaluation (fixed set)", {.min = 1, .max = 1 << 20});
+  cli.add("--eval-batch", &f.eval_batch, "sequences per evaluation batch (0: --batch x ranks)", {.min = 0, .max = 1 << 20});
+  cli.add("--target-acc", &f.target_acc, "stop once an evaluation reaches this accuracy, in % (0: off)",
+          {.min = 0, .max = 100});
+  cli.add("--log-every", &f.log_every, "steps between printed training lines", {.min = 1});
+  cli.add("--run-dir", &f.run_dir, "checkpoints, log.jsonl and loss_curve.svg go here (empty: none)",
+          {.placeholder = "DIR"});
+  cli.add("--resume", &f.resume, "'latest' or a checkpoint directory to continue from", {.placeholder = "CKPT"});
+  cli.add("--overwrite", &f.overwrite, "replace another run in --run-dir (docs/training.md)");
+  cli.add("--ckpt-every", &f.ckpt_every, "steps between checkpoints (0: at the end and on a signal)", {.min = 0});
+  cli.add("--keep-last", &f.keep_last, "checkpoints of this run to keep", {.min = 1, .max = 1000000});
+  cli.note("Ctrl-C or SIGTERM saves a checkpoint (with --run-dir) and exits with 130 / 143.\n"
+           "Exit status 1: an error (named on stderr); 2: a bad flag.");
+}
+
+// The checks across flags, after parsing and before any work: 0, or 2 after printing the error.
+inline int check_train_flags(Cli& cli, const TrainFlags& f) {
+  train::LrSchedule unused;
+  if (int rc = check_schedule_flags(cli, f.schedule, f.lr, f.min_lr, f.warmup, f.steps, &unused)) return rc;
+  if (f.resume == "latest" && f.run_dir.empty()) return cli.error("--resume", "latest needs a --run-dir");
+  if (f.overwrite && f.run_dir.empty()) return cli.error("--overwrite", "needs a --run-dir");
+  try {  // the run directory, before any work
+    train::TrainConfig c;
+    c.run_dir = f.run_dir;
+    c.resume = f.resume;
+    c.overwrite = f.overwrite;
+    train::check_run_dir(c);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 1;
+  }
+  return 0;
 }
 
 inline nn::MambaConfig model_config(const TrainFlags& f, int64_t vocab) {
@@ -109,6 +142,7 @@ inline train::TrainConfig train_config(const TrainFlags& f, const Cli& cli,
   tc.log_every = f.log_every;
   tc.run_dir = f.run_dir;
   tc.resume = f.resume;
+  tc.overwrite = f.overwrite;
   tc.command_line = cli.command_line();
   extra["batch"] = std::to_string(f.batch);
   extra["seed"] = std::to_string(f.seed);
@@ -180,15 +214,21 @@ inline std::string fmt_duration(double s) {
 }
 
 // Runs a program's body; an mg::Error becomes "<program>: <message>" on stderr and exit code 1.
+// Under mpirun (docs/distributed.md): only rank 0 prints, and an error ends the whole job.
 template <typename F>
 int run_main(const char* program, F&& body) {
   try {
+    dist::init_program();
     return body();
-  } catch (const Error& e) {
+  } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: %s\n", program, e.what());
+    dist::abort_job_on_error();
     return 1;
   }
 }
+
+// False on every rank but 0 of a data-parallel run: the programs score and summarise there only.
+inline bool lead_rank() { return dist::world().rank() == 0; }
 
 // Draws a batch of `n` sequences of the task from `gen`.
 using MakeBatch = std::function<data::SyntheticBatch(int64_t n, Generator& gen)>;
@@ -236,9 +276,14 @@ class SyntheticRun {
                                   std::map<std::string, std::string> extra, bool one_answer) {
     train::TrainTask task;
     task.tokens_per_micro_batch = f_.batch * seq_len;
+    task.sequences_per_micro_batch = f_.batch;
     task.micro_batch_loss = [this](const nn::MambaLM& m) {
-      data::SyntheticBatch b = make_(f_.batch, train_gen_);
-      return m.loss(b.inputs, b.targets, -100);  // CE over the answer positions only
+      // Every rank draws the global micro-batch (batch x world sequences, the stream of one
+      // process with that batch) and keeps its rows; every sequence has the same answer count.
+      const int rank = dist::world().rank(), world = dist::world().size();
+      data::SyntheticBatch b = make_(f_.batch * world, train_gen_);
+      return m.loss(train::shard_rows(b.inputs, rank, world), train::shard_rows(b.targets, rank, world),
+                    -100);  // CE over the answer positions only
     };
     task.evaluate = [this, one_answer](const nn::MambaLM& m) {
       auto metrics = eval_metrics(score_batches(m, eval_set));
@@ -260,6 +305,17 @@ class SyntheticRun {
     config = train_config(f_, cli, std::move(extra));
     result = train::train(model, config, task);
     return result;
+  }
+
+  // After SIGINT / SIGTERM: one line, and the exit status 128 + signal (no final evaluation:
+  // whoever sent the signal wants the program to end).
+  int exit_after_signal() const {
+    std::printf("interrupted by %s at step %lld: %s\n", train::signal_name(result.signal),
+                (long long)result.steps_done,
+                result.last_checkpoint.empty()
+                    ? "no checkpoint saved"
+                    : ("checkpoint " + result.last_checkpoint + "; continue with --resume latest").c_str());
+    return 128 + result.signal;
   }
 
   // The summary lines both programs print after their "config" line.

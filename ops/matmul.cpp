@@ -7,6 +7,9 @@
 #endif
 #include <Eigen/Core>
 
+#include <algorithm>
+#include <array>
+
 #include "autograd/tape.h"
 #include "core/dispatch.h"
 #include "core/parallel.h"
@@ -18,7 +21,86 @@ namespace cpu {
 template <typename T>
 using RowMajorMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-// C (M, N) = alpha op(A) op(B) + beta C; A (M, K) or (K, M), B (K, N) or (N, K).
+// ---- Thread-count independence --------------------------------------------------------------
+// Eigen's own OpenMP GEMM picks its depth blocking (kc) from the thread count, so the order in
+// which it sums over K, and with it the last bits of C, changed with OMP_NUM_THREADS. Here C
+// is instead cut into fixed tiles, a pure function of (M, N, K) (gemm_tiling), and each tile is
+// one single-threaded Eigen GEMM over the whole K: whichever thread runs a tile computes it
+// the same way, so C is bitwise the same at any thread count. Vector-shaped products (M or N
+// = 1, e.g. the decode step) and tiny ones go through Eigen's GEMV / coefficient path, which
+// is sequential; they never reach Eigen's threaded GEMM either.
+// Tiles start as the whole of C; the longer side (rows first on a tie: row tiles of a row-major
+// A and C are contiguous) is halved, rounded up to a multiple of 16, while a tile keeps at
+// least kMinSide on that side and kMinTileFlops of work and there are fewer than kMaxTiles.
+// The packing cost of a tile is (tm + tn) K against 2 tm tn K flops: under 1% at the minimum.
+// Sizes measured with bench_train --config tiny at one thread (where tiling only costs): with
+// 16 tiles of at least 128 x 128 a step takes what Eigen's untiled GEMM took (~117 ms); 64
+// tiles of 32 x 32 were ~14% slower (the dW GEMMs, K = 4096, became 32 x 32 tiles).
+GemmTiling gemm_tiling(int64_t M, int64_t N, int64_t K) {
+  constexpr int64_t kMinSide = 128, kMaxTiles = 16, kMinTileFlops = int64_t(1) << 22;
+  auto halve = [](int64_t t) { return (((t + 1) / 2) + 15) / 16 * 16; };
+  GemmTiling g;
+  g.tm = M;
+  g.tn = N;
+  for (;;) {
+    const int64_t tiles = ((M + g.tm - 1) / g.tm) * ((N + g.tn - 1) / g.tn);
+    if (tiles >= kMaxTiles) break;
+    const bool rows_first = g.tm >= g.tn;
+    int64_t* side = nullptr;
+    for (int64_t* s : rows_first ? std::array{&g.tm, &g.tn} : std::array{&g.tn, &g.tm}) {
+      const int64_t h = halve(*s);
+      const int64_t other = s == &g.tm ? g.tn : g.tm;
+      if (h >= kMinSide && h < *s && 2 * h * other * K >= kMinTileFlops) {
+        side = s;
+        break;
+      }
+    }
+    if (!side) break;
+    *side = halve(*side);
+  }
+  g.row_tiles = (M + g.tm - 1) / g.tm;
+  g.col_tiles = (N + g.tn - 1) / g.tn;
+  return g;
+}
+
+// Eigen's cache blocking with fixed sizes: kc (the depth of a packed panel), mc and nc (the
+// rows / columns of the packed blocks, in Eigen's column-major terms). Eigen's own heuristic
+// (computeProductBlockingSizes) has cliffs: a 128 x 128 tile with K = 384..1024 and a packed
+// row stride of 128 floats ran at ~18 GFLOP/s instead of ~140 (one EPYC core); kc = 256 ran
+// every tile shape tried at 129..153 GFLOP/s (bench: docs/benchmarks.md, "GEMM tiles").
+template <typename T>
+struct FixedBlocking : Eigen::internal::level3_blocking<T, T> {
+  FixedBlocking(Eigen::Index mc, Eigen::Index nc, Eigen::Index kc) {
+    this->m_mc = mc;
+    this->m_nc = nc;
+    this->m_kc = kc;
+  }
+};
+
+// C (m, n; row stride ldc) += alpha op(A) op(B) on raw pointers, single-threaded: Eigen's
+// sequential GEMM kernel (what its own product calls for one thread) with FixedBlocking (its
+// packing buffers are allocated by the kernel). op(A) is (m, k): A row-major with stride lda,
+// or A^T (then A is read column-major with that stride); op(B) likewise.
+template <typename T>
+void gemm_kernel(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha,
+                 const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc) {
+  namespace ei = Eigen::internal;
+  using Index = Eigen::Index;
+  constexpr int R = Eigen::RowMajor, Cm = Eigen::ColMajor;
+  // A row-major C is computed as the column-major C^T = op(B)^T op(A)^T: Eigen's "rows" are
+  // our n, its "columns" our m.
+  FixedBlocking<T> blocking(std::min<int64_t>(n, 512), std::min<int64_t>(m, 2048),
+                            std::min<int64_t>(k, 256));
+  auto run = [&]<int OrderA, int OrderB>() {
+    ei::general_matrix_matrix_product<Index, T, OrderA, false, T, OrderB, false, R, 1>::run(
+        m, n, k, A, lda, B, ldb, C, 1, ldc, alpha, blocking);
+  };
+  if (!trans_a && !trans_b) run.template operator()<R, R>();
+  else if (!trans_a && trans_b) run.template operator()<R, Cm>();
+  else if (trans_a && !trans_b) run.template operator()<Cm, R>();
+  else run.template operator()<Cm, Cm>();
+}
+
 template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
           const T* B, T beta, T* C) {
@@ -28,22 +110,43 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, 
     if (beta == T(0)) c.setZero(); else c *= beta;
     return;
   }
-  // Maps of the matrices as stored; op(X) is the map or its (lazy, never materialised)
-  // transpose, and Eigen folds alpha and the transposes into one GEMM call.
-  Eigen::Map<const RowMajorMatrix<T>> a(A, trans_a ? K : M, trans_a ? M : K);
-  Eigen::Map<const RowMajorMatrix<T>> b(B, trans_b ? N : K, trans_b ? K : N);
-  auto run = [&](const auto& op_a, const auto& op_b) {
-    if (beta == T(0)) {
-      c.noalias() = alpha * (op_a * op_b);
-    } else {
-      if (beta != T(1)) c *= beta;
-      c.noalias() += alpha * (op_a * op_b);
+  if (M == 1 || N == 1 || M + N + K < 20) {
+    // Eigen's GEMV and coefficient-based products: sequential. Maps of the matrices as stored;
+    // op(X) is the map or its (lazy) transpose, and Eigen folds alpha and the transposes in.
+    Eigen::Map<const RowMajorMatrix<T>> a(A, trans_a ? K : M, trans_a ? M : K);
+    Eigen::Map<const RowMajorMatrix<T>> b(B, trans_b ? N : K, trans_b ? K : N);
+    auto run = [&](const auto& op_a, const auto& op_b) {
+      if (beta == T(0)) {
+        c.noalias() = alpha * (op_a * op_b);
+      } else {
+        if (beta != T(1)) c *= beta;
+        c.noalias() += alpha * (op_a * op_b);
+      }
+    };
+    if (!trans_a && !trans_b) run(a, b);
+    else if (!trans_a && trans_b) run(a, b.transpose());
+    else if (trans_a && !trans_b) run(a.transpose(), b);
+    else run(a.transpose(), b.transpose());
+    return;
+  }
+  const GemmTiling g = gemm_tiling(M, N, K);
+  const int64_t lda = trans_a ? M : K, ldb = trans_b ? K : N;
+  parallel_for(g.count(), 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t i0 = (t / g.col_tiles) * g.tm, j0 = (t % g.col_tiles) * g.tn;
+      const int64_t m = std::min(g.tm, M - i0), n = std::min(g.tn, N - j0);
+      T* ct = C + i0 * N + j0;
+      for (int64_t i = 0; i < m; ++i) {  // C = beta C first; the kernel accumulates
+        T* row = ct + i * N;
+        if (beta == T(0)) std::fill(row, row + n, T(0));
+        else if (beta != T(1)) for (int64_t j = 0; j < n; ++j) row[j] *= beta;
+      }
+      // The tile's rows of op(A) and columns of op(B), as stored.
+      const T* at = trans_a ? A + i0 : A + i0 * K;
+      const T* bt = trans_b ? B + j0 * K : B + j0;
+      gemm_kernel<T>(trans_a, trans_b, m, n, K, alpha, at, lda, bt, ldb, ct, N);
     }
-  };
-  if (!trans_a && !trans_b) run(a, b);
-  else if (!trans_a && trans_b) run(a, b.transpose());
-  else if (trans_a && !trans_b) run(a.transpose(), b);
-  else run(a.transpose(), b.transpose());
+  });
 }
 
 // Runs f(i) for every batch element. Large products run one after another (Eigen spreads

@@ -28,13 +28,14 @@
 //   dW (out, in)   = dy^T x        (out, rows) (rows, in): one GEMM that sums over every row
 //   db (out)       = sum_r dy[r]   column sums, in row order (deterministic)
 //
-// Determinism: for a fixed thread count every result is bitwise reproducible. Eigen picks its
-// K-blocking from the thread count, so the last bits of a GEMM may differ between runs with
-// different OMP_NUM_THREADS.
+// Determinism: every result is bitwise the same at any thread count. cpu::gemm cuts C into
+// fixed tiles (a function of M, N and K only: cpu::gemm_tiling) and runs each tile as one
+// single-threaded Eigen GEMM over the whole K, the tiles spread over the threads; Eigen's own
+// OpenMP GEMM is never used (it picks its K-blocking from the thread count, so its last bits
+// changed with OMP_NUM_THREADS). Vector-shaped products (M or N = 1) use Eigen's sequential GEMV.
 //
-// Eigen is included only in ops/matmul.cpp (compile time); it parallelises each GEMM with
-// OpenMP. Batched matmul of many small matrices instead runs the batch in parallel (each GEMM
-// single-threaded), since Eigen does not split small products.
+// Eigen is included only in ops/matmul.cpp (compile time). Batched matmul of many small
+// matrices runs the batch in parallel instead (each GEMM on one thread).
 #pragma once
 #include <cstdint>
 
@@ -47,6 +48,15 @@ namespace cpu {
 template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
           const T* B, T beta, T* C);
+
+// The fixed tiles gemm cuts C (M, N) into: tm x tn each (edge tiles smaller), in row-major
+// tile order. A pure function of the sizes, never of the thread count.
+struct GemmTiling {
+  int64_t tm = 0, tn = 0;
+  int64_t row_tiles = 0, col_tiles = 0;
+  int64_t count() const { return row_tiles * col_tiles; }
+};
+GemmTiling gemm_tiling(int64_t M, int64_t N, int64_t K);
 
 // y[i] (M, N) = a[i] (M, K) b[i] (K, N) for i < batch; b_shared: every a[i] uses b.
 template <typename T>

@@ -2,7 +2,8 @@
 # scripts/setup.sh — install what mambagrad needs from Debian packages (and nothing else).
 #
 #   scripts/setup.sh            build tools + libraries (CMake, Ninja, g++, Eigen, doctest,
-#                               PCRE2 and utf8proc for the Hugging Face tokenizer)
+#                               PCRE2 and utf8proc for the Hugging Face tokenizer, Open MPI
+#                               for data-parallel training and its tests)
 #   scripts/setup.sh --data     ... plus the default training text (Debian's `fortunes`)
 #   scripts/setup.sh --torch    ... plus python3-torch/numpy/OpenBLAS for the reference scripts
 #
@@ -10,7 +11,7 @@
 # command to run and stops.
 set -euo pipefail
 
-pkgs=(cmake ninja-build g++ libeigen3-dev doctest-dev libpcre2-dev libutf8proc-dev)
+pkgs=(cmake ninja-build g++ libeigen3-dev doctest-dev libpcre2-dev libutf8proc-dev libopenmpi-dev openmpi-bin)
 for arg in "$@"; do
   case "$arg" in
     --data) pkgs+=(fortunes) ;;

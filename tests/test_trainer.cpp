@@ -143,7 +143,7 @@ TEST_CASE("trainer: should_stop ends training after an evaluation and saves a ch
   fs::remove_all(d);
 }
 
-TEST_CASE("trainer: non-finite losses are skipped, then training stops with the checkpoint intact") {
+TEST_CASE("trainer: non-finite losses are skipped, then training stops; no checkpoint during the streak") {
   std::string d = temp_dir("nan");
   nn::MambaLM m(tiny_config(), 1);
   ToyTask t;
@@ -158,9 +158,16 @@ TEST_CASE("trainer: non-finite losses are skipped, then training stops with the 
   cfg.ckpt_every = 1;
   cfg.max_nonfinite = 3;
   auto before = m.named_parameters()[0].tensor.clone();
-  CHECK_THROWS_WITH_AS(train::train(m, cfg, task), doctest::Contains("3 consecutive non-finite"), Error);
-  // Skipped steps still count (their data was consumed): steps 3 and 4 were saved, unchanged.
-  CHECK(train::latest_checkpoint(d) == (fs::path(d) / "ckpt-000004").string());
+  const std::string good = (fs::path(d) / "ckpt-000002").string();
+  CHECK_THROWS_WITH_AS(train::train(m, cfg, task),
+                       doctest::Contains("3 consecutive steps with non-finite values. The first "
+                                         "was step 3: the loss ("), Error);
+  CHECK_THROWS_WITH_AS(train::train(m, [&] { auto c = cfg; c.resume = "latest"; return c; }(), task),
+                       doctest::Contains(("The last good checkpoint is " + good).c_str()), Error);
+  // Steps 3 and 4 (skipped) were not saved: `latest` still names the last healthy step.
+  CHECK(train::latest_checkpoint(d) == good);
+  CHECK(!fs::exists(fs::path(d) / "ckpt-000003"));
+  CHECK(!fs::exists(fs::path(d) / "ckpt-000004"));
   // Skipped steps changed nothing: the weights are those after step 2, all finite.
   CHECK(m.named_parameters()[0].tensor.to_vector<float>() != before.to_vector<float>());
   auto w = m.named_parameters()[0].tensor.to_vector<float>();

@@ -1,9 +1,11 @@
 #include "train/grad_utils.h"
 
 #include <cmath>
+#include <cstdio>
 
 #include "core/dispatch.h"
 #include "core/parallel.h"
+#include "ops/convert.h"
 #include "cuda/adamw.h"  // the CUDA twins (declarations only: plain C++)
 
 namespace mg::train {
@@ -91,6 +93,31 @@ std::optional<std::string> find_non_finite(const std::vector<nn::NamedParam>& pa
     if (!ok) return np.name;
   }
   return std::nullopt;
+}
+
+}  // namespace mg::train
+
+namespace mg::train {
+
+std::string describe_weights(const std::vector<nn::NamedParam>& params) {
+  std::string largest_name;
+  double largest = -1;
+  for (auto& np : params) {
+    Tensor w = np.tensor.detach();
+    if (!w.device().is_cpu()) w = to(w, Device::cpu());  // a diagnosis after a failure: no hurry
+    if (w.dtype() != DType::f64) w = to(w, DType::f64);
+    const double* p = w.data<double>();
+    for (int64_t i = 0; i < w.numel(); ++i) {
+      if (!std::isfinite(p[i])) return detail::cat("the weight ", np.name, " is not finite");
+      if (std::fabs(p[i]) > largest) {
+        largest = std::fabs(p[i]);
+        largest_name = np.name;
+      }
+    }
+  }
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.3g", largest);
+  return detail::cat("the weights are finite; the largest |w| is ", buf, " (", largest_name, ")");
 }
 
 }  // namespace mg::train

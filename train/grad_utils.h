@@ -35,4 +35,9 @@ double clip_scale(double norm, double max_norm);
 // the norm is not finite (train/trainer.cpp does so).
 std::optional<std::string> find_non_finite(const std::vector<nn::NamedParam>& params);
 
+// A diagnosis for a non-finite loss: "the weight <name> is not finite" (the first in list
+// order), or "the weights are finite; the largest |w| is 524 (<name>)". Copies each weight to
+// the host: for error messages only.
+std::string describe_weights(const std::vector<nn::NamedParam>& params);
+
 }  // namespace mg::train

@@ -2,8 +2,11 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "core/error.h"
 
@@ -45,10 +48,26 @@ static std::string num(double v) {
 }
 
 Logger::Logger(const std::string& path, int64_t log_every)
-    : log_every_(log_every < 1 ? 1 : log_every), tty_(isatty(fileno(stdout)) == 1) {
+    : path_(path), log_every_(log_every < 1 ? 1 : log_every), tty_(isatty(fileno(stdout)) == 1) {
   if (!path.empty()) {
     file_ = std::fopen(path.c_str(), "a");
-    MG_CHECK(file_ != nullptr, "Logger: cannot open log file '", path, "' for appending");
+    MG_CHECK(file_ != nullptr, "Logger: cannot open log file '", path, "' for appending: ",
+             std::strerror(errno));
+  }
+}
+
+void Logger::write_line(const std::string& line) {
+  if (!file_) return;
+  errno = 0;
+  const bool ok = std::fputs(line.c_str(), file_) >= 0 && std::fputc('\n', file_) != EOF &&
+                  std::fflush(file_) == 0;
+  if (!ok) {
+    const int e = errno;
+    std::clearerr(file_);
+    throw Error(detail::cat("Logger: writing '", path_, "' failed: ",
+                            e ? std::strerror(e) : "unknown error",
+                            " (training stops here: a run whose log is incomplete cannot be "
+                            "plotted or audited; free space and resume from the last checkpoint)"));
   }
 }
 
@@ -70,19 +89,19 @@ void Logger::start(const std::string& cmd, const std::map<std::string, std::stri
     line += (first ? "" : ", ") + std::string("\"") + json_escape(k) + "\": \"" + json_escape(v) + "\"";
     first = false;
   }
-  std::fprintf(file_, "%s}}\n", line.c_str());
-  std::fflush(file_);
+  write_line(line + "}}");
 }
 
 void Logger::step(const StepRecord& r, double elapsed_s) {
   if (file_) {
-    std::fprintf(file_,
-                 "{\"step\": %lld, \"loss\": %s, \"lr\": %s, \"grad_norm\": %s, \"tokens_per_s\": %s, "
-                 "\"ms\": %s, \"peak_bytes\": %lld%s}\n",
-                 (long long)r.step, num(r.loss).c_str(), num(r.lr).c_str(), num(r.grad_norm).c_str(),
-                 num(r.tokens_per_s).c_str(), num(r.ms).c_str(), (long long)r.peak_bytes,
-                 r.skipped ? ", \"skipped\": true" : "");
-    std::fflush(file_);
+    char buf[512];
+    std::snprintf(buf, sizeof buf,
+                  "{\"step\": %lld, \"tokens\": %lld, \"loss\": %s, \"lr\": %s, \"grad_norm\": %s, "
+                  "\"tokens_per_s\": %s, \"ms\": %s, \"peak_bytes\": %lld%s}",
+                  (long long)r.step, (long long)r.tokens, num(r.loss).c_str(), num(r.lr).c_str(),
+                  num(r.grad_norm).c_str(), num(r.tokens_per_s).c_str(), num(r.ms).c_str(),
+                  (long long)r.peak_bytes, r.skipped ? ", \"skipped\": true" : "");
+    write_line(buf);
   }
   if (log_every_ == INT64_MAX) return;  // quiet: the file only
   bool last = r.step == r.total_steps;
@@ -98,7 +117,10 @@ void Logger::step(const StepRecord& r, double elapsed_s) {
     double frac = r.total_steps > 0 ? (double)r.step / r.total_steps : 1.0;
     double eta = frac > 0 ? elapsed_s * (1 - frac) / frac : 0;
     int filled = (int)(frac * 20);
-    std::string bar = "[" + std::string(filled, '#') + std::string(20 - filled, '.') + "]";
+    std::string bar(22, '.');  // "[####......]"
+    bar.front() = '[';
+    bar.back() = ']';
+    std::fill(bar.begin() + 1, bar.begin() + 1 + std::clamp(filled, 0, 20), '#');
     std::printf("\r%s %s ETA %02d:%02d\033[K", line, bar.c_str(), (int)eta / 60, (int)eta % 60);
     bar_open_ = true;
     if (r.step % log_every_ == 0 || last || r.skipped) end_bar();
@@ -109,10 +131,11 @@ void Logger::step(const StepRecord& r, double elapsed_s) {
 }
 
 void Logger::event(const std::string& kind, int64_t step, const std::map<std::string, double>& values,
-                   const std::string& text) {
+                   const std::string& text, int64_t tokens) {
   end_bar();
   std::string shown = kind + " @ step " + std::to_string(step);
   std::string json = "{\"event\": \"" + json_escape(kind) + "\", \"step\": " + std::to_string(step);
+  if (tokens >= 0) json += ", \"tokens\": " + std::to_string(tokens);
   for (auto& [k, v] : values) {
     char buf[64];
     std::snprintf(buf, sizeof buf, " | %s %.4f", k.c_str(), v);
@@ -125,10 +148,7 @@ void Logger::event(const std::string& kind, int64_t step, const std::map<std::st
   }
   std::printf("%s\n", shown.c_str());
   std::fflush(stdout);
-  if (file_) {
-    std::fprintf(file_, "%s}\n", json.c_str());
-    std::fflush(file_);
-  }
+  write_line(json + "}");
 }
 
 void Logger::message(const std::string& text) {

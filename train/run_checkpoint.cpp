@@ -1,12 +1,11 @@
 #include "train/run_checkpoint.h"
 
-#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <vector>
 
 #include "core/safetensors.h"
+#include "train/run_dir.h"
 #include "train/trainer.h"
 
 namespace fs = std::filesystem;
@@ -59,23 +58,25 @@ std::string save_run_checkpoint(const std::string& run_dir, const nn::MambaLM& m
   // device tensors: save_safetensors copies each to the host as it writes it.
   std::map<std::string, std::string> meta = {{"format", "mambagrad-trainer-1"},
                                              {"step", std::to_string(st.step)}};
+  if (!st.run_id.empty()) meta["run_id"] = st.run_id;
   for (auto& [k, v] : st.task_state) meta["task." + k] = std::to_string(v);
+  for (auto& [k, v] : st.dist_state) meta["dist." + k] = std::to_string(v);
   save_safetensors((tmp_dir / "trainer.safetensors").string(), opt.state(), meta);
 
-  fs::remove_all(final_dir);  // a stale one from an earlier, longer run
+  // A same-named checkpoint can only be this run's own (a resume from an earlier step redoes
+  // it) or one --overwrite is replacing: train/run_dir.h.
+  fs::path old_dir = final_dir;
+  old_dir += ".old";
+  fs::remove_all(old_dir);
+  if (fs::exists(final_dir)) fs::rename(final_dir, old_dir);
   fs::rename(tmp_dir, final_dir);
+  fs::remove_all(old_dir);
   write_text_atomic(fs::path(run_dir) / "latest", ckpt_name(st.step));
 
-  // Keep the newest keep_last complete checkpoints.
-  std::vector<std::string> names;
-  for (auto& e : fs::directory_iterator(run_dir)) {
-    std::string n = e.path().filename().string();
-    if (e.is_directory() && n.rfind("ckpt-", 0) == 0 && n.find(".tmp") == std::string::npos)
-      names.push_back(n);
-  }
-  std::sort(names.begin(), names.end());
-  for (size_t i = 0; i + std::max(keep_last, 1) < names.size(); ++i)
-    fs::remove_all(fs::path(run_dir) / names[i]);
+  for (const std::string& name : checkpoints_to_prune(scan_run_dir(run_dir), st.run_id,
+                                                      ckpt_name(st.step), ckpt_name(st.step),
+                                                      keep_last))
+    fs::remove_all(fs::path(run_dir) / name);
   return final_dir.string();
 }
 
@@ -96,7 +97,9 @@ RunState load_run_checkpoint(const std::string& ckpt_dir, nn::MambaLM& model, Ad
   for (auto& [k, v] : t.metadata) {
     try {
       if (k == "step") st.step = std::stoll(v);
+      else if (k == "run_id") st.run_id = v;
       else if (k.rfind("task.", 0) == 0) st.task_state[k.substr(5)] = std::stoull(v);
+      else if (k.rfind("dist.", 0) == 0) st.dist_state[k.substr(5)] = std::stoull(v);
     } catch (const std::exception&) {
       throw Error(detail::cat("checkpoint: bad value '", v, "' for '", k, "' in ", ckpt_dir));
     }
