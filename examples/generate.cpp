@@ -1,19 +1,22 @@
 // examples/generate.cpp — text generation with a Mamba model, streamed token by token.
 //
-//   generate --weights model.safetensors --prompt "Once upon a time" --max-new-tokens 200
-//   echo "Once upon a time" | generate --weights model.safetensors --temperature 0.8 --top-p 0.9
-//   generate --random-init --d-model 256 --n-layer 4 --prompt "hi"        (a smoke test)
-//   generate --bench-step          (decode speed of a 768 x 24 model after 16 and 1024 tokens)
+//   generate --model models/mamba-130m-hf --prompt "Once upon a time" --max-tokens 200
+//   generate --model DIR --prompt "Hi" --device cuda --temperature 0.8 --top-p 0.9
+//   generate --model DIR --batch prompts.txt --max-tokens 64      (one prompt per line, together)
+//   generate --weights model.safetensors --prompt "Once upon a time"   (byte-level: our models)
+//   generate --random-init --d-model 256 --n-layer 4 --prompt "hi"     (a smoke test)
 //
-// The prompt goes through the parallel path once (prefill); every further token costs one
-// recurrent step, O(1) in the length so far. Text is byte-level (data/byte_tokenizer.h): a
-// model trained by examples/train on bytes (V = 256). For other vocabularies use --prompt-ids
-// and --print-ids (token ids in, token ids out).
+// --model DIR is a Hugging Face model directory: config.json (HF or state-spaces names),
+// model.safetensors or shards with model.safetensors.index.json, and tokenizer.json (GPT-NeoX
+// byte-level BPE; data/tokenizer.h). Text streams out as it is decoded (data::DecodeStream
+// holds back a UTF-8 character still arriving); a sequence stops at EOS (the tokenizer's, else
+// config.json's eos_token_id; --ignore-eos to run on) or after --max-tokens. Prompt and
+// generation speeds go to stderr separately.
 //
-// --device cuda is accepted but generation still runs on the CPU: the prefill's state capture
-// (causal_conv1d_state) and the per-token kernels (causal_conv1d_step, selective_scan_step)
-// are CPU-only so far. The flag checks the GPU at start (a clear error without one, or in a build
-// without CUDA), then says on stderr that the model stays on the CPU.
+// The prompts go through the parallel path once (prefill); every further token is one
+// recurrent step, O(1) in the length so far (nn/decoder.h). --device cuda runs both on the GPU:
+// the step is captured in a CUDA graph (one launch per token) and sampling happens there, so
+// only one int per sequence comes back per token.
 #include <unistd.h>
 
 #include <cerrno>
@@ -21,6 +24,7 @@
 #include <cstdlib>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -29,10 +33,12 @@
 #include "core/allocator.h"
 #include "core/parallel.h"
 #include "core/safetensors.h"
-#include "data/byte_tokenizer.h"
+#include "core/json.h"
+#include "data/tokenizer.h"
 #include "examples/cli.h"
 #include "examples/device_flag.h"
 #include "nn/checkpoint.h"
+#include "nn/decoder.h"
 #include "nn/mamba.h"
 #include "nn/sampling.h"
 
@@ -42,8 +48,9 @@ using namespace mg::nn;
 namespace {
 
 struct Args {
-  std::string weights, prompt, prompt_ids, device = "cpu";
+  std::string model_dir, weights, tokenizer, prompt, prompt_ids, batch_file, device = "cpu";
   bool have_prompt = false, random_init = false, print_ids = false, bench = false, json = false;
+  bool ignore_eos = false, no_graph = false;
   int64_t d_model = 256, n_layer = 4, vocab = 256, max_new = 256, steps = 64;
   int64_t seed = 0, init_seed = 0;
   SamplingOptions sampling;
@@ -51,8 +58,13 @@ struct Args {
 
 // Declares every flag on `cli` (ranges checked by the parser: examples/cli.h).
 void add_flags(examples::Cli& cli, Args& a) {
-  cli.usage({"generate (--weights PATH | --random-init) [options]", "generate --bench-step [--json]"});
+  cli.usage({"generate --model DIR (--prompt TEXT | --batch FILE) [options]",
+             "generate (--weights PATH | --random-init) [options]", "generate --bench-step [--json]"});
   cli.section("model");
+  cli.add("--model", &a.model_dir, "a Hugging Face model directory: config.json, model.safetensors "
+          "(or shards + index), tokenizer.json", {.placeholder = "DIR"});
+  cli.add("--tokenizer", &a.tokenizer, "tokenizer.json, a model directory or 'byte' (default: the "
+          "--model directory's, else byte)", {.placeholder = "SPEC"});
   cli.add("--weights", &a.weights, "a checkpoint: safetensors file, HF directory or index.json", {.placeholder = "PATH"});
   cli.add("--random-init", &a.random_init, "a randomly initialised model (smoke tests), shaped by the next four flags");
   cli.add("--d-model", &a.d_model, "model width D (--random-init)", {.min = 1, .max = 65536});
@@ -63,9 +75,13 @@ void add_flags(examples::Cli& cli, Args& a) {
   cli.add("--prompt", &a.prompt, "the prompt (without it: read from stdin to its end)");
   cli.add("--prompt-ids", &a.prompt_ids, "the prompt as comma-separated token ids (non-byte vocabularies)",
           {.placeholder = "1,2,3"});
-  cli.add("--print-ids", &a.print_ids, "print token ids instead of bytes");
+  cli.add("--batch", &a.batch_file, "a file of prompts, one per line (blank lines skipped), generated "
+          "together as one batch", {.placeholder = "FILE"});
+  cli.add("--print-ids", &a.print_ids, "print token ids instead of text");
   cli.section("sampling");
-  cli.add("--max-new-tokens", &a.max_new, "tokens to generate", {.min = 0, .max = 1 << 30});
+  cli.add("--max-tokens", &a.max_new, "tokens to generate per sequence (at most)", {.min = 0, .max = 1 << 30});
+  cli.add("--max-new-tokens", &a.max_new, "the same as --max-tokens", {.min = 0, .max = 1 << 30});
+  cli.add("--ignore-eos", &a.ignore_eos, "do not stop at the end-of-text token");
   cli.add("--temperature", &a.sampling.temperature, "sampling temperature (0: greedy)", {.min = 0, .max = 100});
   cli.add("--top-k", &a.sampling.top_k, "keep the k most likely tokens (0: off)", {.min = 0});
   cli.add("--top-p", &a.sampling.top_p, "nucleus threshold (1: off)", {.min = 0, .min_open = true, .max = 1});
@@ -74,8 +90,10 @@ void add_flags(examples::Cli& cli, Args& a) {
           {.min = 0, .min_open = true, .max = 1000});
   cli.add("--seed", &a.seed, "seed of the sampler", {.min = 0});
   cli.section("device");
-  cli.add("--device", &a.device, "cuda is checked at start, but generation runs on the CPU in this version "
-          "(the recurrent step is CPU-only)", {.choices = {"cpu", "cuda"}});
+  cli.add("--device", &a.device, "where the model runs (cuda: prefill, steps and sampling on the GPU)",
+          {.choices = {"cpu", "cuda"}});
+  cli.add("--no-graph", &a.no_graph, "cuda: launch the step's kernels one by one instead of "
+          "replaying a CUDA graph");
   cli.section("benchmark");
   cli.add("--bench-step", &a.bench, "tokens/s of step() at batch 1, d_model 768 x 24 layers, V 256, after "
           "prompts of 16 and 1024 tokens (it should not depend on them)");
@@ -145,6 +163,37 @@ int bench_step(const Args& a) {
   return 0;
 }
 
+// The stop tokens: the tokenizer's EOS, else config.json's eos_token_id (a number or a list).
+std::vector<int32_t> eos_ids(const data::Tokenizer& tok, const std::string& model_dir) {
+  if (auto id = tok.eos_id()) return {*id};
+  std::vector<int32_t> ids;
+  if (model_dir.empty()) return ids;
+  const std::string path = model_dir + "/config.json";
+  if (!std::ifstream(path)) return ids;
+  json::Value cfg = json::parse_file(path);
+  if (!cfg.is_object() || !cfg.contains("eos_token_id")) return ids;
+  const json::Value& e = cfg.at("eos_token_id");
+  if (e.is_number()) ids.push_back((int32_t)e.as_int());
+  else if (e.is_array())
+    for (const json::Value& v : e.as_array())
+      if (v.is_number()) ids.push_back((int32_t)v.as_int());
+  return ids;
+}
+
+// The prompts of --batch FILE: one per line, blank lines skipped.
+std::vector<std::string> read_prompt_lines(const std::string& path) {
+  std::ifstream f(path);
+  MG_CHECK(f, "--batch ", path, ": cannot open the file");
+  std::vector<std::string> lines;
+  std::string line;
+  while (std::getline(f, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") != std::string::npos) lines.push_back(line);
+  }
+  MG_CHECK(!lines.empty(), "--batch ", path, ": no prompt in the file (one per line)");
+  return lines;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -154,62 +203,99 @@ int main(int argc, char** argv) {
   add_flags(cli, a);
   if (!cli.parse(argc, argv)) return cli.exit_code();
   a.have_prompt = cli.given("--prompt");
-  if (!a.bench && a.random_init == !a.weights.empty())
-    return cli.error("--weights / --random-init", "give exactly one of them (see --help)");
-  if (a.have_prompt && !a.prompt_ids.empty())
-    return cli.error("--prompt / --prompt-ids", "give at most one of them");
+  const int sources = !a.model_dir.empty() + !a.weights.empty() + a.random_init;
+  if (!a.bench && sources != 1)
+    return cli.error("--model / --weights / --random-init", "give exactly one of them (see --help)");
+  if (a.have_prompt + !a.prompt_ids.empty() + !a.batch_file.empty() > 1)
+    return cli.error("--prompt / --prompt-ids / --batch", "give at most one of them");
   if (a.have_prompt && a.prompt.empty()) return cli.error("--prompt", "empty (a prompt needs at least one byte)");
   try {
-    if (examples::open_device(a.device).first.is_cuda()) {  // no GPU: one clear error, now
-      std::fprintf(stderr, "note: --device %s: generation runs on the CPU in this version (the "
-                   "prefill's state capture and the recurrent step, nn/inference.cpp, are "
-                   "CPU-only); the model stays on the CPU\n", a.device.c_str());
-    }
+    const Device dev = examples::open_device(a.device).first;  // no GPU: one clear error, now
     if (a.bench) return bench_step(a);
     MambaConfig rc;
     rc.d_model = a.d_model;
     rc.n_layer = a.n_layer;
     rc.vocab_size = a.vocab;
-    MambaLM model = a.random_init ? MambaLM(rc, (uint64_t)a.init_seed) : load_model(a.weights);
+    MambaLM model = a.random_init ? MambaLM(rc, (uint64_t)a.init_seed)
+                                  : load_model(a.model_dir.empty() ? a.weights : a.model_dir);
     const MambaConfig& c = model.config();
+    if (dev.is_cuda()) model.to(dev);
+    std::string tok_spec = a.tokenizer;
+    if (tok_spec.empty()) tok_spec = a.model_dir.empty() ? "byte" : a.model_dir;
+    std::unique_ptr<data::Tokenizer> tok = data::load_tokenizer(tok_spec);
+    if (tok->vocab_size() > c.padded_vocab())
+      std::fprintf(stderr, "note: the tokenizer (%s) has %d ids, the model %ld: ids beyond the model "
+                   "are refused\n", tok->describe().c_str(), tok->vocab_size(), (long)c.padded_vocab());
 
-    data::ByteTokenizer tok;
-    std::vector<int32_t> prompt;
+    // The prompts as token ids.
+    std::vector<std::string> texts;
+    std::vector<std::vector<int32_t>> prompts;
     if (!a.prompt_ids.empty()) {
-      prompt = parse_ids(a.prompt_ids, c.vocab_size);
+      prompts.push_back(parse_ids(a.prompt_ids, c.vocab_size));
     } else {
-      if (!a.have_prompt) {
-        if (isatty(STDIN_FILENO))  // a person at a terminal: say what the wait is for
-          std::fprintf(stderr, "generate: no --prompt given: reading the prompt from the terminal; "
-                       "end it with Ctrl-D (or pass --prompt TEXT)\n");
-        std::ostringstream in;
-        in << std::cin.rdbuf();
-        a.prompt = in.str();
+      if (!a.batch_file.empty()) {
+        texts = read_prompt_lines(a.batch_file);
+      } else {
+        if (!a.have_prompt) {
+          if (isatty(STDIN_FILENO))  // a person at a terminal: say what the wait is for
+            std::fprintf(stderr, "generate: no --prompt given: reading the prompt from the terminal; "
+                         "end it with Ctrl-D (or pass --prompt TEXT)\n");
+          std::ostringstream in;
+          in << std::cin.rdbuf();
+          a.prompt = in.str();
+        }
+        texts.push_back(a.prompt);
       }
-      if (c.vocab_size != tok.vocab_size())
-        std::fprintf(stderr, "note: the model's vocabulary is %ld, not bytes (256): the prompt "
-                     "is still encoded as bytes; see --prompt-ids / --print-ids\n",
-                     (long)c.vocab_size);
-      prompt = tok.encode(a.prompt);
+      for (size_t i = 0; i < texts.size(); ++i) {
+        prompts.push_back(tok->encode(texts[i]));
+        MG_CHECK(!prompts.back().empty(), "generate: prompt ", i + 1, " encodes to no tokens",
+                 a.have_prompt || !a.batch_file.empty() ? "" : " (stdin held nothing; pass --prompt TEXT)");
+        for (int32_t id : prompts.back())
+          MG_CHECK(id < c.vocab_size, "generate: prompt ", i + 1, " has token id ", id,
+                   " outside the model's vocabulary (", c.vocab_size, "): is --tokenizer the model's?");
+      }
     }
-    MG_CHECK(!prompt.empty(), "generate: the prompt is empty (stdin held nothing; pass --prompt TEXT)");
-    std::fprintf(stderr, "%s, %ld parameters, prompt %zu tokens\n", c.str().c_str(),
-                 (long)model.num_parameters(), prompt.size());
+    const int64_t B = (int64_t)prompts.size();
+    std::fprintf(stderr, "%s, %ld parameters, %s, tokenizer %s, %ld prompt(s)\n", c.str().c_str(),
+                 (long)model.num_parameters(), dev.str().c_str(), tok->describe().c_str(), (long)B);
 
+    BatchOptions opts;
+    opts.max_new_tokens = a.max_new;
+    opts.sampling = a.sampling;
+    opts.use_graph = !a.no_graph;
+    if (!a.ignore_eos) opts.eos = eos_ids(*tok, a.model_dir);
     Generator gen((uint64_t)a.seed);
-    GenerateResult r = generate(model, prompt, a.max_new, a.sampling, gen, [&](int32_t t) {
-      if (a.print_ids) std::printf("%d ", t);
-      else std::fputs(tok.decode_one(t).c_str(), stdout);
-      std::fflush(stdout);
+    // Batch 1 streams as it goes; a batch prints each sequence when all are done.
+    std::vector<data::DecodeStream> streams(B, data::DecodeStream(*tok));
+    std::vector<std::string> outputs(B);
+    BatchGeneration r = generate_batch(model, prompts, opts, gen, [&](int64_t b, int32_t t) {
+      const bool is_eos = std::find(opts.eos.begin(), opts.eos.end(), t) != opts.eos.end();
+      std::string piece = a.print_ids ? std::to_string(t) + " " : is_eos ? "" : streams[b].push(t);
+      if (B == 1) {
+        std::fputs(piece.c_str(), stdout);
+        std::fflush(stdout);
+      } else {
+        outputs[b] += piece;
+      }
       return true;
     });
-    std::printf("\n");
-    // The first new token comes from the prefill's logits; each later one costs one step.
-    const size_t steps = r.tokens.empty() ? 0 : r.tokens.size() - 1;
-    std::fprintf(stderr, "prefill: %ld tokens in %.3f s (%.1f tok/s); decode: %zu steps in "
-                 "%.3f s (%.2f tok/s)\n", (long)r.prompt_tokens, r.prefill_seconds,
-                 r.prompt_tokens / r.prefill_seconds, steps, r.decode_seconds,
-                 steps / std::max(r.decode_seconds, 1e-9));
+    for (int64_t b = 0; b < B; ++b) {
+      const std::string tail = a.print_ids ? "" : streams[b].finish();
+      if (B == 1) {
+        std::printf("%s\n", tail.c_str());
+      } else {
+        std::printf("=== %ld: %s\n%s%s\n", (long)(b + 1), texts.empty() ? "" : texts[b].c_str(),
+                    outputs[b].c_str(), tail.c_str());
+      }
+    }
+    const int64_t gen_tokens = r.generated();
+    std::fprintf(stderr, "prompt: %ld tokens in %.3f s (%.1f tok/s); generation: %ld tokens in "
+                 "%.3f s (%.2f tok/s; %ld steps of batch %ld)\n", (long)r.prompt_tokens,
+                 r.prefill_seconds, r.prompt_tokens / std::max(r.prefill_seconds, 1e-9),
+                 (long)gen_tokens, r.decode_seconds, gen_tokens / std::max(r.decode_seconds, 1e-9),
+                 (long)r.decode_steps, (long)B);
+    if (dev.is_cuda())
+      std::fprintf(stderr, "cuda graph: %s\n", r.graph_used ? "used" : r.graph_note.c_str());
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "generate: %s\n", e.what());

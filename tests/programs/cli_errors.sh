@@ -26,7 +26,7 @@ check 2 "generate: --temperature x: not a number" "$B/generate" --random-init --
 check 2 "generate: --max-new-tokens 10x: not a whole number" "$B/generate" --random-init --max-new-tokens 10x
 check 2 "generate: --top-p 0: must be in (0, 1]" "$B/generate" --random-init --top-p 0
 check 1 "generate: --prompt-ids: 'x' (item 2) is not a token id in [0, 256)" "$B/generate" --random-init --d-model 8 --n-layer 1 --prompt-ids 1,x
-check 2 "generate: --weights / --random-init: give exactly one of them" "$B/generate" --prompt hi
+check 2 "generate: --model / --weights / --random-init: give exactly one of them" "$B/generate" --prompt hi
 # generate without --prompt on a terminal says that it reads the prompt from it (script(1)
 # gives it a pseudo-terminal; the input ends with Ctrl-D).
 if command -v script > /dev/null; then
