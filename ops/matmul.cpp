@@ -101,6 +101,26 @@ void gemm_kernel(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T 
   else run.template operator()<Cm, Cm>();
 }
 
+// ---- One row times a row-major matrix transposed: the decode step's GEMVs -------------------
+// c (N) = alpha B a + beta c with a (K) and B (N, K) row-major: every output is the dot product
+// of a with one contiguous row of B. At batch 1 a decode step is nothing but these (in_proj,
+// x_proj, dt_proj, out_proj, the LM head): all of B is streamed from memory once, so the speed
+// is the memory bandwidth, and one thread cannot draw all of it. The rows are split into fixed
+// blocks of kGemvRows (a function of N only), each dot product is Eigen's vectorised dot over
+// the whole K, so every output is computed the same way at any thread count.
+constexpr int64_t kGemvRows = 64;
+
+template <typename T>
+void gemv_rows(int64_t N, int64_t K, T alpha, const T* a, const T* B, T beta, T* c) {
+  Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>> x(a, K);
+  parallel_for((N + kGemvRows - 1) / kGemvRows, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t j = b0 * kGemvRows; j < std::min(N, b1 * kGemvRows); ++j) {
+      const T dot = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(B + j * K, K).dot(x);
+      c[j] = beta == T(0) ? alpha * dot : alpha * dot + beta * c[j];
+    }
+  });
+}
+
 template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
           const T* B, T beta, T* C) {
@@ -108,6 +128,10 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, 
   Eigen::Map<RowMajorMatrix<T>> c(C, M, N);
   if (K == 0) {  // an empty sum: C = beta C
     if (beta == T(0)) c.setZero(); else c *= beta;
+    return;
+  }
+  if (M == 1 && trans_b && N * K >= (int64_t(1) << 15)) {  // x W^T of one row (op(A) = A: 1 row)
+    gemv_rows<T>(N, K, alpha, A, B, beta, C);
     return;
   }
   if (M == 1 || N == 1 || M + N + K < 20) {
