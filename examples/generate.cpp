@@ -192,7 +192,7 @@ int main(int argc, char** argv) {
                      (long)c.vocab_size);
       prompt = tok.encode(a.prompt);
     }
-    MG_CHECK(!prompt.empty(), "generate: the prompt is empty (stdin held nothing; pass --prompt TEXT)");
+    MG_CHECK(!prompt.empty(), "the prompt is empty (stdin held nothing; pass --prompt TEXT)");
     std::fprintf(stderr, "%s, %ld parameters, prompt %zu tokens\n", c.str().c_str(),
                  (long)model.num_parameters(), prompt.size());
 
