@@ -248,10 +248,10 @@ int main(int argc, char** argv) {
       }
       for (size_t i = 0; i < texts.size(); ++i) {
         prompts.push_back(tok->encode(texts[i]));
-        MG_CHECK(!prompts.back().empty(), "generate: prompt ", i + 1, " encodes to no tokens",
+        MG_CHECK(!prompts.back().empty(), "prompt ", i + 1, " encodes to no tokens",
                  a.have_prompt || !a.batch_file.empty() ? "" : " (stdin held nothing; pass --prompt TEXT)");
         for (int32_t id : prompts.back())
-          MG_CHECK(id < c.vocab_size, "generate: prompt ", i + 1, " has token id ", id,
+          MG_CHECK(id < c.vocab_size, "prompt ", i + 1, " has token id ", id,
                    " outside the model's vocabulary (", c.vocab_size, "): is --tokenizer the model's?");
       }
     }

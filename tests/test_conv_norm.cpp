@@ -74,19 +74,6 @@ std::vector<double> naive_norm(const std::vector<double>& x, const std::vector<d
   return y;
 }
 
-// Runs f with `n` OpenMP threads (no-op without OpenMP), restoring the previous count.
-template <typename F> auto with_threads(int n, F&& f) {
-#ifdef _OPENMP
-  int prev = omp_get_max_threads();
-  omp_set_num_threads(n);
-  auto r = f();
-  omp_set_num_threads(prev);
-  return r;
-#else
-  (void)n;
-  return f();
-#endif
-}
 
 }  // namespace
 
@@ -166,9 +153,9 @@ TEST_CASE("causal_conv1d: bitwise identical outputs and gradients across runs an
                                            ws.grad().to_vector<float>(),
                                            bs.grad().to_vector<float>()};
   };
-  auto one = with_threads(1, run);
-  CHECK(with_threads(2, run) == one);
-  CHECK(with_threads(3, run) == one);
+  auto one = test::with_threads(1, run);
+  CHECK(test::with_threads(2, run) == one);
+  CHECK(test::with_threads(3, run) == one);
   CHECK(run() == run());
 }
 
@@ -319,9 +306,9 @@ TEST_CASE("rms_norm and layer_norm: bitwise identical across runs and thread cou
       out.push_back(t.to_vector<float>());
     return out;
   };
-  auto one = with_threads(1, run);
-  CHECK(with_threads(2, run) == one);
-  CHECK(with_threads(3, run) == one);
+  auto one = test::with_threads(1, run);
+  CHECK(test::with_threads(2, run) == one);
+  CHECK(test::with_threads(3, run) == one);
   CHECK(run() == run());
 }
 

@@ -14,6 +14,7 @@
 #include <omp.h>
 #endif
 
+#include "test_util.h"
 #include "autograd/tape.h"
 #include "core/rng.h"
 #include "ops/matmul.h"
@@ -81,18 +82,6 @@ std::vector<std::vector<char>> weights_after_training() {
   return snapshot(ts);
 }
 
-template <typename F> auto with_threads(int n, F&& f) {
-#ifdef _OPENMP
-  int prev = omp_get_max_threads();
-  omp_set_num_threads(n);
-  auto r = f();
-  omp_set_num_threads(prev);
-  return r;
-#else
-  (void)n;
-  return f();
-#endif
-}
 
 // The index of the first tensor that differs, or -1.
 int first_difference(const std::vector<std::vector<char>>& a, const std::vector<std::vector<char>>& b) {
@@ -104,22 +93,22 @@ int first_difference(const std::vector<std::vector<char>>& a, const std::vector<
 }  // namespace
 
 TEST_CASE("determinism: loss and every gradient are bitwise equal at 1, 2 and 3 threads") {
-  auto one = with_threads(1, loss_and_grads);
+  auto one = test::with_threads(1, loss_and_grads);
   auto names = nn::MambaLM(det_config(), 5).named_parameters();
   for (int nt : {2, 3}) {
     CAPTURE(nt);
-    int i = first_difference(one, with_threads(nt, loss_and_grads));
+    int i = first_difference(one, test::with_threads(nt, loss_and_grads));
     CAPTURE((i <= 0 ? std::string(i == 0 ? "loss" : "none") : "grad of " + names[i - 1].name));
     CHECK(i == -1);
   }
 }
 
 TEST_CASE("determinism: 20 training steps give bitwise equal weights at 1, 2 and 3 threads") {
-  auto one = with_threads(1, weights_after_training);
+  auto one = test::with_threads(1, weights_after_training);
   auto names = nn::MambaLM(det_config(), 5).named_parameters();
   for (int nt : {2, 3}) {
     CAPTURE(nt);
-    int i = first_difference(one, with_threads(nt, weights_after_training));
+    int i = first_difference(one, test::with_threads(nt, weights_after_training));
     CAPTURE((i < 0 ? std::string("none") : names[i].name));
     CHECK(i == -1);
   }
@@ -160,15 +149,15 @@ TEST_CASE("determinism: the tiled GEMM matches a double loop for every transpose
           cpu::gemm<float>(ta, tb, M, N, K, 0.5f, A.data(), B.data(), beta, C.data());
           return C;
         };
-        std::vector<float> C = with_threads(1, run);
+        std::vector<float> C = test::with_threads(1, run);
         double worst = 0;
         for (int64_t i = 0; i < M * N; ++i) {
           double want = 0.5 * product[i] + (beta == 0 ? 0.0 : (double)beta * C0[i]);
           worst = std::max(worst, std::abs(want - (double)C[i]));
         }
         CHECK(worst < 1e-4);
-        CHECK(with_threads(2, run) == C);
-        CHECK(with_threads(3, run) == C);
+        CHECK(test::with_threads(2, run) == C);
+        CHECK(test::with_threads(3, run) == C);
       }
     }
 }

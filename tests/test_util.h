@@ -17,6 +17,10 @@
 #include <string>
 #include <vector>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "core/error.h"
 #include "core/settings.h"
 #include "core/tensor.h"
@@ -79,6 +83,20 @@ inline nn::MambaConfig tiny_lm_config(int64_t V = 32, int64_t N = 16) {
   c.vocab_size = V;
   c.d_state = N;
   return c;
+}
+
+// Runs f with `n` OpenMP threads (no-op without OpenMP), restoring the previous count.
+template <typename F> auto with_threads(int n, F&& f) {
+#ifdef _OPENMP
+  int prev = omp_get_max_threads();
+  omp_set_num_threads(n);
+  auto r = f();
+  omp_set_num_threads(prev);
+  return r;
+#else
+  (void)n;
+  return f();
+#endif
 }
 
 }  // namespace mg::test

@@ -9,28 +9,14 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/json.h"
 
 namespace mg::train {
 
+// The JSON string body of s (core/json's writer, without the quotes).
 std::string json_escape(const std::string& s) {
-  std::string o;
-  for (char c : s) {
-    switch (c) {
-      case '"': o += "\\\""; break;
-      case '\\': o += "\\\\"; break;
-      case '\n': o += "\\n"; break;
-      case '\t': o += "\\t"; break;
-      default:
-        if ((unsigned char)c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          o += buf;
-        } else {
-          o += c;
-        }
-    }
-  }
-  return o;
+  const std::string quoted = json::dump(json::Value(s));
+  return quoted.substr(1, quoted.size() - 2);
 }
 
 std::string format_bytes(int64_t b) {

@@ -246,6 +246,9 @@ TrainResult train(nn::MambaLM& model, const TrainConfig& cfg, TrainTask& task) {
       if (streak.length >= cfg.max_nonfinite) {
         model.zero_grad();
         ++step;
+        rec.ms = seconds_since(t_step) * 1e3;
+        rec.tokens_per_s = tokens_per_step / (rec.ms / 1e3);
+        rec.peak_bytes = memory_stats(dev).peak_bytes;
         log.step(rec, seconds_since(t_start));
         plot();
         throw Error(detail::cat(

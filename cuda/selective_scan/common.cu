@@ -30,8 +30,8 @@ void sum_over_batch(const float* part, float* out, int64_t batch, int64_t K) {
   sum_partials(part, out, PartialsLayout::rows(batch, K), /*accumulate=*/false,
                "selective_scan backward (parameter sums)");
 }
+}  // namespace
 
-// dst = src (n floats), or zeros when src is null; nothing when dst is null.
 void copy_or_zero(float* dst, const float* src, int64_t n) {
   if (!dst || n == 0) return;
   if (src)
@@ -39,7 +39,6 @@ void copy_or_zero(float* dst, const float* src, int64_t n) {
   else
     MG_CUDA_CHECK(cudaMemsetAsync(dst, 0, n * sizeof(float), cuda_stream()));
 }
-}  // namespace
 
 void reduce_param_partials(const float* dA_part, const float* dD_part, const float* dbias_part,
                            float* dA, float* dD, float* dbias, int64_t batch, int64_t ED,

@@ -50,4 +50,7 @@ void reduce_param_partials(const float* dA_part, const float* dD_part, const flo
 bool forward_if_empty(const ScanArgs<float>& a);
 bool backward_if_empty(const ScanArgs<float>& a, const ScanGrads<float>& g);
 
+// dst[0, n) = src (device copy) or zeros when src is null; nothing when dst is null.
+void copy_or_zero(float* dst, const float* src, int64_t n);
+
 }  // namespace mg::cuda::scan_detail

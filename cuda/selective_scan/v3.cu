@@ -32,13 +32,6 @@ void check_args(const ScanArgs<float>& a, const char* pass) {
              "): u, delta, A, B and C are required");
 }
 
-void copy_or_zero(float* dst, const float* src, int64_t n) {
-  if (!dst || n == 0) return;
-  if (src)
-    MG_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, cuda_stream()));
-  else
-    MG_CUDA_CHECK(cudaMemsetAsync(dst, 0, n * sizeof(float), cuda_stream()));
-}
 
 }  // namespace v3
 

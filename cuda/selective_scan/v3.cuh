@@ -82,6 +82,7 @@
 
 #include "core/tensor.h"
 #include "cuda/check.cuh"
+#include "cuda/selective_scan/common.cuh"
 #include "cuda/selective_scan/v3.h"
 #include "cuda/selective_scan/v3_plan.h"
 #include "ops/selective_scan/scan_args.h"
@@ -89,27 +90,17 @@
 namespace mg::cuda::v3 {
 
 // ---- device math --------------------------------------------------------------------------
-constexpr float kSoftplusThreshold = 20.f;
+// The activation math shared with v1/v2 (common.cuh): the sequential spec's functions.
+using scan_detail::delta_grad_of;
+using scan_detail::delta_of;
+using scan_detail::kSoftplusThreshold;
+using scan_detail::sigmoidf_;
 
 // 2^x in one MUFU op; results below 2^-126 (and subnormal inputs) flush to 0.
 __device__ __forceinline__ float ex2(float x) {
   float r;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
   return r;
-}
-__device__ __forceinline__ float sigmoidf_(float x) {  // never overflows
-  if (x >= 0.f) return 1.f / (1.f + expf(-x));
-  const float e = expf(x);
-  return e / (1.f + e);
-}
-// delta_t from r = delta_raw + bias, and d(delta_t)/dr (the sequential spec's functions).
-__device__ __forceinline__ float delta_of(float r, bool softplus) {
-  if (!softplus) return r;
-  return r > kSoftplusThreshold ? r : log1pf(expf(r));
-}
-__device__ __forceinline__ float delta_grad_of(float r, bool softplus) {
-  if (!softplus || r > kSoftplusThreshold) return 1.f;
-  return sigmoidf_(r);
 }
 
 // The affine map h -> a h + b. compose(x, y) = "x first, then y".
@@ -187,8 +178,7 @@ void launch_combine(bool reverse, float* agg, const float* sdt, const float* A, 
 
 // Argument checks shared by both passes (sizes, T, N, required inputs); `pass` names it.
 void check_args(const ScanArgs<float>& a, const char* pass);
-// dst[0, n) = src (device copy) or zeros when src is null; nothing when dst is null.
-void copy_or_zero(float* dst, const float* src, int64_t n);
+using scan_detail::copy_or_zero;  // (common.cuh)
 
 // ---- occupancy (scan_v3_occupancy) --------------------------------------------------------
 template <typename Kernel>
