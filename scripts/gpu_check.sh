@@ -5,8 +5,8 @@
 #
 # Steps: info (GPU, driver, tools) | build (Release, MG_CUDA=ON, architectures native, all
 # cores, into build-gpu/) | tests (every CUDA test case: mg_tests -sf='*cuda*') | sanitize
-# (compute-sanitizer memcheck + racecheck over the CUDA scan tests) | bench (bench_scan and
-# bench_ops --device cuda) | train (bench_train --device cuda --config 130m and all; train_lm
+# (compute-sanitizer memcheck + racecheck over the CUDA scan tests) | bench (bench_scan,
+# bench_ops and bench_generate --device cuda) | train (bench_train --device cuda --config 130m and all; train_lm
 # --device cuda on the fortunes text when it is installed).
 # Every log goes to gpu-check-logs/, packed at the end into gpu-check-logs.tgz; the key lines
 # are collected in gpu-check-logs/summary.txt and printed last. Needs what scripts/setup.sh
@@ -46,7 +46,9 @@ bench)
   run bench_scan $BLD/examples/bench_scan --device cuda --max-log2-len 15
   tail -14 "$O/bench_scan.log" >>"$S"
   run bench_ops $BLD/examples/bench_ops --device cuda
-  tail -30 "$O/bench_ops.log" >>"$S" ;;
+  tail -30 "$O/bench_ops.log" >>"$S"
+  run bench_generate $BLD/examples/bench_generate --device cuda
+  tail -6 "$O/bench_generate.log" >>"$S" ;;
 train)
   run bench_train $BLD/examples/bench_train --device cuda --config 130m --repeats 5
   tail -3 "$O/bench_train.log" >>"$S"
