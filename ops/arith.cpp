@@ -4,6 +4,7 @@
 
 #include "autograd/tape.h"
 #include "core/dispatch.h"
+#include "ops/convert.h"
 #include "core/parallel.h"
 
 namespace mg {
@@ -163,6 +164,10 @@ static Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   const char* name = op_name(op);
   check_float(name, a, "a");
   check_float(name, b, "b");
+  if (is_bf16(a) || is_bf16(b)) {  // computed in f32 (ops/convert.h); bf16 and f32 give f32
+    Tensor y = binary(op, widen_bf16(a), widen_bf16(b));
+    return is_bf16(a) && is_bf16(b) ? to(y, DType::bf16) : y;
+  }
   check_same_dtype(name, a, b);
   check_same_device(name, a, b);
   Broadcast bc = Broadcast::none;
@@ -213,6 +218,7 @@ static Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
 static Tensor scalar_op(BinaryOp op, const Tensor& a, double s, bool scalar_left) {
   const char* name = op_name(op);
   check_float(name, a, "a");
+  if (is_bf16(a)) return to(scalar_op(op, widen_bf16(a), s, scalar_left), DType::bf16);
   Tensor y = Tensor::empty(a.shape(), a.dtype(), a.device());
   dispatch_device(a.device(), a.dtype(), name,
       [&]<typename T>() {

@@ -5,6 +5,7 @@
 
 #include "autograd/tape.h"
 #include "core/dispatch.h"
+#include "ops/convert.h"
 #include "core/parallel.h"
 
 namespace mg {
@@ -111,6 +112,8 @@ MG_INSTANTIATE(double)
 Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   const char* op = "causal_conv1d";
   check_float(op, x, "x");
+  if (is_bf16(x))  // bf16 activations, f32 weights: computed in f32 (ops/convert.h)
+    return to(causal_conv1d(widen_bf16(x), weight, bias), DType::bf16);
   MG_CHECK(x.dim() == 3, op, ": x must be (B, L, C) (channel-last), got ", shape_str(x.shape()));
   int64_t B = x.size(0), L = x.size(1), C = x.size(2);
   check_float(op, weight, "weight");
@@ -237,6 +240,7 @@ Tensor causal_conv1d_step(const Tensor& x, const Tensor& weight, const Tensor& b
 Tensor causal_conv1d_state(const Tensor& x, int64_t K) {
   const char* op = "causal_conv1d_state";
   check_float(op, x, "x");
+  if (is_bf16(x)) return causal_conv1d_state(x.cast(DType::f32), K);  // the state is f32
   check_dim(op, x, 3, "x (B, L, C)");
   MG_CHECK(K >= 1, op, ": K (taps) must be >= 1, got ", K);
   const int64_t B = x.size(0), L = x.size(1), C = x.size(2);

@@ -5,6 +5,7 @@
 
 #include "autograd/tape.h"
 #include "core/dispatch.h"
+#include "ops/convert.h"
 #include "core/parallel.h"
 #include "ops/reduce.h"
 
@@ -216,6 +217,8 @@ static int64_t count_kept_targets(const Tensor& logits, const Tensor& targets, i
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index) {
   const char* op = "cross_entropy";
   check_float(op, logits, "logits");
+  if (is_bf16(logits))  // softmax and the loss in f32 (ops/convert.h)
+    return cross_entropy(widen_bf16(logits), targets, ignore_index);
   check_defined(op, targets, "targets");
   MG_CHECK(logits.dim() == 2, op, ": logits must have shape (N, V), got ", shape_str(logits.shape()));
   MG_CHECK(targets.dtype() == DType::i32, op, ": targets must be i32 class ids, got ",

@@ -4,6 +4,7 @@
 
 #include "autograd/tape.h"
 #include "core/dispatch.h"
+#include "ops/convert.h"
 #include "core/parallel.h"
 #include "core/vmath.h"
 
@@ -104,6 +105,7 @@ static const char* op_name(UnaryOp op) {
 static Tensor unary(UnaryOp op, const Tensor& x, double p = 0) {
   const char* name = op_name(op);
   check_float(name, x, "x");
+  if (is_bf16(x)) return to(unary(op, widen_bf16(x), p), DType::bf16);  // ops/convert.h
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   dispatch_device(x.device(), x.dtype(), name,
       [&]<typename T>() { cuda::unary_forward(op, x.data<T>(), y.data<T>(), x.numel(), (T)p); },

@@ -8,6 +8,7 @@
 #include "autograd/tape.h"
 #include "core/dispatch.h"
 #include "core/settings.h"
+#include "ops/convert.h"
 #include "ops/selective_scan/kernels.h"
 
 namespace mg {
@@ -141,6 +142,15 @@ ScanResult run_scan(const std::vector<Tensor>& in, const Dims& s, bool delta_sof
 ScanResult selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
                           const Tensor& C, const Tensor& D, const Tensor& z,
                           const Tensor& delta_bias, bool delta_softplus, const Tensor& h0) {
+  // Mixed precision: bf16 activations (u, delta, B, C, z) with f32 parameters and state. The
+  // scan reads them widened and writes y rounded to bf16; the state and every accumulation stay
+  // f32 (ops/convert.h: exactly what ScanArgs<bf16, float> kernels compute).
+  if (is_bf16(u) || is_bf16(delta) || is_bf16(B) || is_bf16(C) || is_bf16(z)) {
+    ScanResult r = selective_scan(widen_bf16(u), widen_bf16(delta), A, widen_bf16(B),
+                                  widen_bf16(C), D, widen_bf16(z), delta_bias, delta_softplus, h0);
+    if (is_bf16(u)) r.y = to(r.y, DType::bf16);
+    return r;
+  }
   const std::vector<Tensor> in{u, delta, A, B, C, D, z, delta_bias, h0};
   const Dims s = check_inputs(in);
   ScanResult out;
