@@ -13,9 +13,14 @@
 
 #include "autograd/tape.h"
 #include "ops/arith.h"
+#include "ops/conv1d.h"
 #include "ops/convert.h"
 #include "ops/matmul.h"
+#include "ops/norm.h"
 #include "ops/reduce.h"
+#include "ops/selective_scan/selective_scan.h"
+#include "ops/softmax.h"
+#include "ops/unary.h"
 #include "train/trainer.h"
 #include "test_util.h"
 
@@ -96,6 +101,35 @@ TEST_CASE("mixed precision: linear rounds its operands and result to bf16; dW re
   CHECK(linear(x, W).dtype() == DType::f32);
   auto bf = precision(Precision::bf16);
   CHECK(linear(x.detach().cast(DType::f64), W.detach().cast(DType::f64)).dtype() == DType::f64);
+}
+
+TEST_CASE("mixed precision: ops given bf16 tensors compute on the widened values; which dtype comes out") {
+  Generator gen(8);
+  auto bf = [&](const Shape& s, double lo, double hi) {
+    return Tensor::uniform(s, lo, hi, DType::f32, &gen).cast(DType::bf16);
+  };
+  auto wide = [](const Tensor& t) { return t.cast(DType::f32); };
+  // The reference: the f32 op on the exact widenings, rounded once to bf16 (or kept f32).
+  auto same_bits = [](const Tensor& a, const Tensor& b) {
+    return a.dtype() == b.dtype() && a.nbytes() == b.nbytes() &&
+           std::memcmp(a.raw_data(), b.raw_data(), a.nbytes()) == 0;
+  };
+  const Tensor x = bf({2, 7, 6}, -3, 3), z = bf({2, 7, 6}, -3, 3), dt = bf({2, 7, 6}, -2, 1);
+  const Tensor Bm = bf({2, 7, 4}, -1, 1), C = bf({2, 7, 4}, -1, 1);
+  const Tensor w = Tensor::uniform({6, 1, 4}, -0.5, 0.5, DType::f32, &gen), b = Tensor::zeros({6});
+  const Tensor A = Tensor::uniform({6, 4}, -2, -0.5, DType::f32, &gen), D = Tensor::ones({6});
+  CHECK(same_bits(silu(x), silu(wide(x)).cast(DType::bf16)));
+  CHECK(same_bits(causal_conv1d(x, w, b), causal_conv1d(wide(x), w, b).cast(DType::bf16)));
+  CHECK(same_bits(x * z, (wide(x) * wide(z)).cast(DType::bf16)));
+  CHECK(same_bits(x + Tensor::ones({2, 7, 6}), wide(x) + 1.0));  // bf16 + f32 -> f32
+  const Tensor g = Tensor::ones({6});
+  CHECK(same_bits(rms_norm(x, g), rms_norm(wide(x), g)));         // norms return f32
+  const Tensor logits = bf({5, 9}, -4, 4), targets = Tensor::from_vector(std::vector<int32_t>{0, 3, 8, 1, 2}, {5});
+  CHECK(same_bits(cross_entropy(logits, targets), cross_entropy(wide(logits), targets)));  // f32
+  const ScanResult s16 = selective_scan(x, dt, A, Bm, C, D, z, b, true);
+  const ScanResult s32 = selective_scan(wide(x), wide(dt), A, wide(Bm), wide(C), D, wide(z), b, true);
+  CHECK(same_bits(s16.y, s32.y.cast(DType::bf16)));  // y bf16
+  CHECK(same_bits(s16.h_last, s32.h_last));          // the state f32
 }
 
 TEST_CASE("mixed precision: a small Mamba LM in bf16 against f32: loss within 1e-2, gradients' cosine >= 0.999") {
