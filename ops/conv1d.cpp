@@ -212,6 +212,8 @@ Tensor causal_conv1d_step(const Tensor& x, const Tensor& weight, const Tensor& b
                           const Tensor& window) {
   const char* op = "causal_conv1d_step";
   check_float(op, x, "x");
+  if (is_bf16(x))  // bf16 activations (mixed precision): f32 compute and window, y rounded
+    return causal_conv1d_step(x.cast(DType::f32), weight, bias, window).cast(DType::bf16);
   check_dim(op, x, 2, "x (B, C)");
   check_dim(op, window, 3, "window (B, C, K)");
   const int64_t B = x.size(0), C = x.size(1), K = window.size(2);

@@ -166,6 +166,13 @@ Tensor selective_scan_step(const Tensor& u, const Tensor& delta, const Tensor& A
                            const Tensor& delta_bias, bool delta_softplus, const Tensor& state) {
   const char* op = "selective_scan_step";
   check_float(op, u, "u");
+  if (is_bf16(u) || is_bf16(delta) || is_bf16(Bm) || is_bf16(C) || is_bf16(z)) {
+    // bf16 activations (mixed precision): widened; the state stays f32, y is rounded.
+    auto wide = [](const Tensor& t) { return is_bf16(t) ? t.cast(DType::f32) : t; };
+    Tensor y = selective_scan_step(wide(u), wide(delta), A, wide(Bm), wide(C), D, wide(z),
+                                   delta_bias, delta_softplus, state);
+    return is_bf16(u) ? y.cast(DType::bf16) : y;
+  }
   check_dim(op, u, 2, "u (B, ED)");
   check_dim(op, A, 2, "A (ED, N)");
   const int64_t B = u.size(0), ED = u.size(1), N = A.size(1);
