@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "autograd/tape.h"
+#include "core/allocator.h"
 #include "core/dispatch.h"
 #include "ops/convert.h"
 #include "core/parallel.h"
@@ -107,13 +108,76 @@ MG_INSTANTIATE(float)
 MG_INSTANTIATE(double)
 #undef MG_INSTANTIATE
 
+namespace {
+std::vector<float> widened(const bf16* p, int64_t n) {
+  std::vector<float> f((size_t)n);
+  convert_on_host(f.data(), DType::f32, p, DType::bf16, n);
+  return f;
+}
+}  // namespace
+
+void causal_conv1d_forward_bf16(const bf16* x, const float* w, const float* bias, bf16* y,
+                                int64_t B, int64_t L, int64_t C, int64_t K) {
+  const std::vector<float> xf = widened(x, B * L * C);
+  std::vector<float> yf((size_t)(B * L * C));
+  causal_conv1d_forward<float>(xf.data(), w, bias, yf.data(), B, L, C, K);
+  convert_on_host(y, DType::bf16, yf.data(), DType::f32, B * L * C);
+}
+
+void causal_conv1d_backward_bf16(const bf16* x, const float* w, const bf16* dy, bf16* dx,
+                                 float* dw, float* dbias, int64_t B, int64_t L, int64_t C,
+                                 int64_t K) {
+  const std::vector<float> xf = widened(x, B * L * C), dyf = widened(dy, B * L * C);
+  std::vector<float> dxf(dx ? (size_t)(B * L * C) : 0);
+  causal_conv1d_backward<float>(xf.data(), w, dyf.data(), dx ? dxf.data() : nullptr, dw, dbias,
+                                B, L, C, K);
+  if (dx) convert_on_host(dx, DType::bf16, dxf.data(), DType::f32, B * L * C);
+}
+
 }  // namespace cpu
+
+namespace {
+
+// causal_conv1d with bf16 activations and f32 weight and bias (checked by the caller).
+Tensor causal_conv1d_bf16(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t B,
+                          int64_t L, int64_t C, int64_t K) {
+  const char* op = "causal_conv1d (bf16)";
+  Tensor y = Tensor::empty(x.shape(), DType::bf16, x.device());
+  dispatch_device(x.device(), op,
+      [&]<typename>() {
+        cuda::causal_conv1d_forward_bf16(x.data<bf16>(), weight.data<float>(),
+                                         bias.data_or_null<float>(), y.data<bf16>(), B, L, C, K);
+      },
+      [&] {
+        cpu::causal_conv1d_forward_bf16(x.data<bf16>(), weight.data<float>(),
+                                        bias.data_or_null<float>(), y.data<bf16>(), B, L, C, K);
+      });
+  record(op, {x, weight, bias}, {y}, [x, weight, bias, B, L, C, K, op](const std::vector<Tensor>& d) {
+    Tensor dx, dw, dbias;
+    if (x.requires_grad()) dx = Tensor::empty(x.shape(), DType::bf16, x.device());
+    if (weight.requires_grad()) dw = Tensor::empty(weight.shape(), DType::f32, x.device());
+    if (bias.defined() && bias.requires_grad()) dbias = Tensor::empty({C}, DType::f32, x.device());
+    dispatch_device(x.device(), op,
+        [&]<typename>() {
+          cuda::causal_conv1d_backward_bf16(x.data<bf16>(), weight.data<float>(), d[0].data<bf16>(),
+                                            dx.data_or_null<bf16>(), dw.data_or_null<float>(),
+                                            dbias.data_or_null<float>(), B, L, C, K);
+        },
+        [&] {
+          cpu::causal_conv1d_backward_bf16(x.data<bf16>(), weight.data<float>(), d[0].data<bf16>(),
+                                           dx.data_or_null<bf16>(), dw.data_or_null<float>(),
+                                           dbias.data_or_null<float>(), B, L, C, K);
+        });
+    return std::vector<Tensor>{dx, dw, dbias};
+  });
+  return y;
+}
+
+}  // namespace
 
 Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   const char* op = "causal_conv1d";
   check_float(op, x, "x");
-  if (is_bf16(x))  // bf16 activations, f32 weights: computed in f32 (ops/convert.h)
-    return to(causal_conv1d(widen_bf16(x), weight, bias), DType::bf16);
   MG_CHECK(x.dim() == 3, op, ": x must be (B, L, C) (channel-last), got ", shape_str(x.shape()));
   int64_t B = x.size(0), L = x.size(1), C = x.size(2);
   check_float(op, weight, "weight");
@@ -121,15 +185,20 @@ Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias) 
            op, ": weight must be (C, 1, K) = (", C, ", 1, K) with K >= 1 for x of shape ",
            shape_str(x.shape()), ", got ", shape_str(weight.shape()));
   int64_t K = weight.size(2);
-  check_same_dtype(op, x, weight);
   check_same_device(op, x, weight);
   if (bias.defined()) {
     check_float(op, bias, "bias");
     MG_CHECK(bias.shape() == Shape{C}, op, ": bias must be (C) = (", C, ") for x of shape ",
              shape_str(x.shape()), ", got ", shape_str(bias.shape()));
-    check_same_dtype(op, x, bias);
     check_same_device(op, x, bias);
   }
+  if (is_bf16(x)) {  // mixed precision: bf16 activations, f32 weight and bias
+    check_dtype(op, weight, DType::f32, "weight (f32 with a bf16 x)");
+    if (bias.defined()) check_dtype(op, bias, DType::f32, "bias (f32 with a bf16 x)");
+    return causal_conv1d_bf16(x, weight, bias, B, L, C, K);
+  }
+  check_same_dtype(op, x, weight);
+  if (bias.defined()) check_same_dtype(op, x, bias);
 
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   dispatch_device(x.device(), x.dtype(), op,

@@ -1,6 +1,7 @@
 // The CUDA bf16 kernels against their CPU references (the CPU kernel is the spec): the cast
 // kernels bit for bit (4096 PyTorch-made values, specials included), autograd's bf16 sum, the
-// bf16 GEMMs of linear (cublasGemmEx, f32 accumulation) on odd shapes, and a mixed-precision
+// bf16 GEMMs of linear (cublasGemmEx, f32 accumulation) and conv1d with bf16 activations on
+// odd shapes and one realistic size, and a mixed-precision
 // Mamba LM step on CUDA against the CPU emulation. Without a visible GPU every case reports
 // itself skipped (compiled, not yet run on a GPU).
 #ifdef MG_WITH_CUDA
@@ -15,6 +16,7 @@
 #include "core/safetensors.h"
 #include "cuda/runtime.h"
 #include "ops/arith.h"
+#include "ops/conv1d.h"
 #include "ops/convert.h"
 #include "ops/matmul.h"
 #include "ops/reduce.h"
@@ -95,6 +97,36 @@ TEST_CASE("cuda bf16: linear's bf16 GEMMs (cublasGemmEx, f32 accumulation) again
     CHECK(test::rel_err(yg, y) < 1e-2);
     CHECK(test::rel_err(dxg, dx) < 1e-2);
     CHECK(test::rel_err(dWg, dW) < 1e-2);
+  }
+}
+
+TEST_CASE("cuda bf16: causal_conv1d with bf16 activations against the CPU reference") {
+  MG_SKIP_WITHOUT_GPU();
+  for (auto [B, L, C, K] : {std::array<int64_t, 4>{1, 1, 1, 1}, {2, 7, 13, 4}, {3, 33, 7, 3},
+                            {8, 1024, 1536, 4}}) {
+    CAPTURE(L);
+    CAPTURE(C);
+    Generator gen(B * L + C);
+    const Tensor x = Tensor::randn({B, L, C}, DType::f32, &gen).cast(DType::bf16);
+    const Tensor dy = Tensor::randn({B, L, C}, DType::f32, &gen).cast(DType::bf16);
+    const Tensor w = Tensor::randn({C, 1, K}, DType::f32, &gen), b = Tensor::randn({C}, DType::f32, &gen);
+    Tensor y = Tensor::empty({B, L, C}, DType::bf16), dx = Tensor::empty({B, L, C}, DType::bf16);
+    Tensor dw = Tensor::empty({C, 1, K}), db = Tensor::empty({C});
+    cpu::causal_conv1d_forward_bf16(x.data<bf16>(), w.data<float>(), b.data<float>(), y.data<bf16>(), B, L, C, K);
+    cpu::causal_conv1d_backward_bf16(x.data<bf16>(), w.data<float>(), dy.data<bf16>(), dx.data<bf16>(),
+                                     dw.data<float>(), db.data<float>(), B, L, C, K);
+    const Tensor xg = x.copy_to(kGpu), dyg = dy.copy_to(kGpu), wg = w.copy_to(kGpu), bg = b.copy_to(kGpu);
+    Tensor yg = Tensor::empty({B, L, C}, DType::bf16, kGpu), dxg = Tensor::empty({B, L, C}, DType::bf16, kGpu);
+    Tensor dwg = Tensor::empty({C, 1, K}, DType::f32, kGpu), dbg = Tensor::empty({C}, DType::f32, kGpu);
+    cuda::causal_conv1d_forward_bf16(xg.data<bf16>(), wg.data<float>(), bg.data<float>(), yg.data<bf16>(), B, L, C, K);
+    cuda::causal_conv1d_backward_bf16(xg.data<bf16>(), wg.data<float>(), dyg.data<bf16>(), dxg.data<bf16>(),
+                                      dwg.data<float>(), dbg.data<float>(), B, L, C, K);
+    // The taps are summed in the CPU's order with round-to-nearest products (no FMA) and the
+    // rows in double: y and dx equal bit for bit unless the host contracted its loop.
+    CHECK(test::rel_err(yg, y) < 1e-2);
+    CHECK(test::rel_err(dxg, dx) < 1e-2);
+    CHECK(test::rel_err(dwg, dw) < 1e-5);
+    CHECK(test::rel_err(dbg, db) < 1e-5);
   }
 }
 
