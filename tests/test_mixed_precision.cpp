@@ -119,6 +119,13 @@ TEST_CASE("mixed precision: ops given bf16 tensors compute on the widened values
   const Tensor w = Tensor::uniform({6, 1, 4}, -0.5, 0.5, DType::f32, &gen), b = Tensor::zeros({6});
   const Tensor A = Tensor::uniform({6, 4}, -2, -0.5, DType::f32, &gen), D = Tensor::ones({6});
   CHECK(same_bits(silu(x), silu(wide(x)).cast(DType::bf16)));
+  {  // silu's backward: the f32 backward on the widened x and dy, rounded
+    Tensor xs = x.detach().requires_grad_(), dy = bf({2, 7, 6}, -1, 1);
+    backward(sum(to(silu(xs), DType::f32) * to(dy, DType::f32)));
+    Tensor x32 = wide(x).requires_grad_();
+    backward(sum(silu(x32) * wide(dy)));
+    CHECK(same_bits(xs.grad(), x32.grad().cast(DType::bf16)));
+  }
   CHECK(same_bits(causal_conv1d(x, w, b), causal_conv1d(wide(x), w, b).cast(DType::bf16)));
   CHECK(same_bits(x * z, (wide(x) * wide(z)).cast(DType::bf16)));
   CHECK(same_bits(x + Tensor::ones({2, 7, 6}), wide(x) + 1.0));  // bf16 + f32 -> f32
