@@ -137,6 +137,19 @@ TEST_CASE("mixed precision: ops given bf16 tensors compute on the widened values
   const ScanResult s32 = selective_scan(wide(x), wide(dt), A, wide(Bm), wide(C), D, wide(z), b, true);
   CHECK(same_bits(s16.y, s32.y.cast(DType::bf16)));  // y bf16
   CHECK(same_bits(s16.h_last, s32.h_last));          // the state f32
+  // The scan's backward: the f32 gradients of the widened inputs, activations' rounded to bf16.
+  const Tensor dy = bf({2, 7, 6}, -1, 1);
+  std::vector<Tensor> leaves16{x.detach().requires_grad_(), dt.detach().requires_grad_(),
+                               Bm.detach().requires_grad_(), C.detach().requires_grad_(),
+                               z.detach().requires_grad_(), A.detach().requires_grad_()};
+  std::vector<Tensor> leaves32;
+  for (const Tensor& t : leaves16) leaves32.push_back(wide(t).detach().requires_grad_());
+  auto [l16, l32] = std::pair{leaves16, leaves32};
+  backward(sum(to(selective_scan(l16[0], l16[1], l16[5], l16[2], l16[3], D, l16[4], b, true).y,
+                  DType::f32) * to(dy, DType::f32)));
+  backward(sum(selective_scan(l32[0], l32[1], l32[5], l32[2], l32[3], D, l32[4], b, true).y * wide(dy)));
+  for (int k = 0; k < 5; ++k) CHECK(same_bits(l16[k].grad(), l32[k].grad().cast(DType::bf16)));
+  CHECK(same_bits(l16[5].grad(), l32[5].grad()));  // dA in f32
 }
 
 TEST_CASE("mixed precision: a small Mamba LM in bf16 against f32: loss within 1e-2, gradients' cosine >= 0.999") {
