@@ -133,6 +133,12 @@ TEST_CASE("mixed precision: ops given bf16 tensors compute on the widened values
   CHECK(same_bits(rms_norm(x, g), rms_norm(wide(x), g)));         // norms return f32
   const Tensor logits = bf({5, 9}, -4, 4), targets = Tensor::from_vector(std::vector<int32_t>{0, 3, 8, 1, 2}, {5});
   CHECK(same_bits(cross_entropy(logits, targets), cross_entropy(wide(logits), targets)));  // f32
+  {  // its backward: the f32 dlogits on the widened logits, rounded to bf16
+    Tensor l16 = logits.detach().requires_grad_(), l32 = wide(logits).requires_grad_();
+    backward(cross_entropy(l16, targets));
+    backward(cross_entropy(l32, targets));
+    CHECK(same_bits(l16.grad(), l32.grad().cast(DType::bf16)));
+  }
   const ScanResult s16 = selective_scan(x, dt, A, Bm, C, D, z, b, true);
   const ScanResult s32 = selective_scan(wide(x), wide(dt), A, wide(Bm), wide(C), D, wide(z), b, true);
   CHECK(same_bits(s16.y, s32.y.cast(DType::bf16)));  // y bf16
