@@ -108,30 +108,20 @@ MG_INSTANTIATE(float)
 MG_INSTANTIATE(double)
 #undef MG_INSTANTIATE
 
-namespace {
-std::vector<float> widened(const bf16* p, int64_t n) {
-  std::vector<float> f((size_t)n);
-  convert_on_host(f.data(), DType::f32, p, DType::bf16, n);
-  return f;
-}
-}  // namespace
-
 void causal_conv1d_forward_bf16(const bf16* x, const float* w, const float* bias, bf16* y,
                                 int64_t B, int64_t L, int64_t C, int64_t K) {
-  const std::vector<float> xf = widened(x, B * L * C);
-  std::vector<float> yf((size_t)(B * L * C));
+  const F32Scratch xf(x, B * L * C), yf(B * L * C);
   causal_conv1d_forward<float>(xf.data(), w, bias, yf.data(), B, L, C, K);
-  convert_on_host(y, DType::bf16, yf.data(), DType::f32, B * L * C);
+  yf.round_into(y);
 }
 
 void causal_conv1d_backward_bf16(const bf16* x, const float* w, const bf16* dy, bf16* dx,
                                  float* dw, float* dbias, int64_t B, int64_t L, int64_t C,
                                  int64_t K) {
-  const std::vector<float> xf = widened(x, B * L * C), dyf = widened(dy, B * L * C);
-  std::vector<float> dxf(dx ? (size_t)(B * L * C) : 0);
+  const F32Scratch xf(x, B * L * C), dyf(dy, B * L * C), dxf(dx ? B * L * C : 0);
   causal_conv1d_backward<float>(xf.data(), w, dyf.data(), dx ? dxf.data() : nullptr, dw, dbias,
                                 B, L, C, K);
-  if (dx) convert_on_host(dx, DType::bf16, dxf.data(), DType::f32, B * L * C);
+  if (dx) dxf.round_into(dx);
 }
 
 }  // namespace cpu

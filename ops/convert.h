@@ -15,6 +15,7 @@
 // add_bf16 is autograd's gradient sum for bf16 tensors (core/allocator.h add_into): widen,
 // add in f32, round once.
 #pragma once
+#include "core/allocator.h"
 #include "core/tensor.h"
 
 namespace mg {
@@ -37,6 +38,23 @@ Tensor to(const Tensor& x, Device device);
 // Each op says so in one line at its top, through these two, recorded on the tape, so the
 // gradients flowing back into bf16 tensors are rounded to bf16 as well:
 //   if (is_bf16(x)) return to(silu(widen_bf16(x)), DType::bf16);
+namespace cpu {
+// The CPU bf16 twins' working copies: an f32 host buffer from the CPU allocator (cached: no
+// page faults, no zero fill, counted in memory_stats), optionally the widening of n bf16
+// values; round_into writes it back rounded to nearest even.
+struct F32Scratch {
+  Tensor t;
+  explicit F32Scratch(int64_t n) : t(Tensor::empty({n})) {}
+  F32Scratch(const bf16* src, int64_t n) : F32Scratch(n) {
+    convert_on_host(data(), DType::f32, src, DType::bf16, n);
+  }
+  float* data() const { return t.data<float>(); }
+  void round_into(bf16* dst) const {
+    convert_on_host(dst, DType::bf16, data(), DType::f32, t.numel());
+  }
+};
+}  // namespace cpu
+
 bool is_bf16(const Tensor& x);          // defined and bf16
 Tensor widen_bf16(const Tensor& x);     // to(x, f32) for a bf16 x, else x (undefined stays so)
 

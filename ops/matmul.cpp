@@ -246,36 +246,23 @@ MG_INSTANTIATE(float)
 MG_INSTANTIATE(double)
 #undef MG_INSTANTIATE
 
-namespace {
-std::vector<float> widened(const bf16* p, int64_t n) {
-  std::vector<float> f((size_t)n);
-  convert_on_host(f.data(), DType::f32, p, DType::bf16, n);
-  return f;
-}
-void round_into(const std::vector<float>& f, bf16* p) {
-  convert_on_host(p, DType::bf16, f.data(), DType::f32, (int64_t)f.size());
-}
-}  // namespace
-
 // x (rows, in), W (out, in) -> y (rows, out), all bf16: the f32 kernel on exact widenings.
 void linear_forward_bf16(const bf16* x, const bf16* W, bf16* y, int64_t rows, int64_t in,
                          int64_t out) {
-  const std::vector<float> xf = widened(x, rows * in), Wf = widened(W, out * in);
-  std::vector<float> yf((size_t)(rows * out));
+  const F32Scratch xf(x, rows * in), Wf(W, out * in), yf(rows * out);
   linear_forward<float>(xf.data(), Wf.data(), nullptr, yf.data(), rows, in, out);
-  round_into(yf, y);
+  yf.round_into(y);
 }
 
 // dy (rows, out) -> dx (rows, in), dW (out, in), bf16; null ones are skipped.
 void linear_backward_bf16(const bf16* x, const bf16* W, const bf16* dy, bf16* dx, bf16* dW,
                           int64_t rows, int64_t in, int64_t out) {
-  const std::vector<float> xf = widened(x, rows * in), Wf = widened(W, out * in),
-                           dyf = widened(dy, rows * out);
-  std::vector<float> dxf(dx ? (size_t)(rows * in) : 0), dWf(dW ? (size_t)(out * in) : 0);
+  const F32Scratch xf(x, rows * in), Wf(W, out * in), dyf(dy, rows * out);
+  const F32Scratch dxf(dx ? rows * in : 0), dWf(dW ? out * in : 0);
   linear_backward<float>(xf.data(), Wf.data(), dyf.data(), dx ? dxf.data() : nullptr,
                          dW ? dWf.data() : nullptr, nullptr, rows, in, out);
-  if (dx) round_into(dxf, dx);
-  if (dW) round_into(dWf, dW);
+  if (dx) dxf.round_into(dx);
+  if (dW) dWf.round_into(dW);
 }
 
 }  // namespace cpu

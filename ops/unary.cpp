@@ -104,27 +104,17 @@ static const char* op_name(UnaryOp op) {
 }
 
 namespace cpu {
-namespace {
-std::vector<float> widened(const bf16* p, int64_t n) {
-  std::vector<float> f((size_t)n);
-  convert_on_host(f.data(), DType::f32, p, DType::bf16, n);
-  return f;
-}
-}  // namespace
-
 void unary_forward_bf16(UnaryOp op, const bf16* x, bf16* y, int64_t n, float p) {
-  const std::vector<float> xf = widened(x, n);
-  std::vector<float> yf((size_t)n);
+  const F32Scratch xf(x, n), yf(n);
   unary_forward<float>(op, xf.data(), yf.data(), n, p);
-  convert_on_host(y, DType::bf16, yf.data(), DType::f32, n);
+  yf.round_into(y);
 }
 
 void unary_backward_bf16(UnaryOp op, const bf16* x, const bf16* y, const bf16* dy, bf16* dx,
                          int64_t n, float p) {
-  const std::vector<float> xf = widened(x, n), yf = widened(y, n), dyf = widened(dy, n);
-  std::vector<float> dxf((size_t)n);
+  const F32Scratch xf(x, n), yf(y, n), dyf(dy, n), dxf(n);
   unary_backward<float>(op, xf.data(), yf.data(), dyf.data(), dxf.data(), n, p);
-  convert_on_host(dx, DType::bf16, dxf.data(), DType::f32, n);
+  dxf.round_into(dx);
 }
 }  // namespace cpu
 
