@@ -18,6 +18,7 @@
 #include "nn/layers.h"
 #include "ops/arith.h"
 #include "ops/convert.h"
+#include "ops/gelu.h"
 #include "ops/reduce.h"
 #include "test_util.h"
 
@@ -119,6 +120,9 @@ TEST_CASE("bf16: printing names the dtype and shows the bf16 values") {
   CHECK(s.find("3.141") != std::string::npos);  // 3.140625 at 4 significant digits
   CHECK(std::string(dtype_name(DType::bf16)) == "bf16");
   CHECK(dtype_size(DType::bf16) == 2);
+  // An op without a bf16 form says so by name instead of computing on the wrong bytes.
+  const std::string msg = test::error_of([&] { gelu(t); });
+  CHECK(test::has(msg, "gelu: expected f32 or f64, got bf16 (this op has no bf16 form"));
 }
 
 TEST_CASE("bf16: safetensors keeps BF16 bit for bit both ways; bad dtypes name the tensor") {
