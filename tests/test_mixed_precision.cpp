@@ -129,6 +129,17 @@ TEST_CASE("mixed precision: ops given bf16 tensors compute on the widened values
   CHECK(same_bits(causal_conv1d(x, w, b), causal_conv1d(wide(x), w, b).cast(DType::bf16)));
   CHECK(same_bits(x * z, (wide(x) * wide(z)).cast(DType::bf16)));
   CHECK(same_bits(x + Tensor::ones({2, 7, 6}), wide(x) + 1.0));  // bf16 + f32 -> f32
+  {  // bf16 * f32 (broadcast): the f32 gradients, rounded for the bf16 operand
+    Tensor xb = x.detach().requires_grad_();
+    Tensor w16 = Tensor::uniform({6}, -2, 2, DType::f32, &gen).requires_grad_();
+    Tensor y = xb * w16;
+    CHECK(y.dtype() == DType::f32);
+    backward(sum(y));
+    Tensor x32 = wide(x).requires_grad_(), w32 = w16.detach().requires_grad_();
+    backward(sum(x32 * w32));
+    CHECK(same_bits(xb.grad(), x32.grad().cast(DType::bf16)));
+    CHECK(same_bits(w16.grad(), w32.grad()));
+  }
   const Tensor g = Tensor::ones({6});
   CHECK(same_bits(rms_norm(x, g), rms_norm(wide(x), g)));         // norms return f32
   const Tensor logits = bf({5, 9}, -4, 4), targets = Tensor::from_vector(std::vector<int32_t>{0, 3, 8, 1, 2}, {5});
