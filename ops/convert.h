@@ -31,8 +31,8 @@ Tensor to(const Tensor& x, Device device);
 
 // ---- bf16 compute (Settings::precision = bf16; docs/mixed_precision.md) -------------------
 // bf16 is a storage type. An op given bf16 tensors that has no bf16 kernel of its own (the
-// binary elementwise ops, the norms, the recurrent steps; linear, conv1d and the unary ops have
-// _bf16 kernels; the scan and cross-entropy widen into unrecorded temporaries) computes on f32
+// norms, the recurrent steps; linear, conv1d and the unary ops have _bf16 kernels; the scan,
+// cross-entropy and the binary ops widen into unrecorded temporaries) computes on f32
 // widenings of them and rounds its result back to bf16 (the norms return f32): exactly what a
 // bf16 kernel does (read bf16, compute in f32, write bf16), since widening is exact.
 // Each op says so in one line at its top, through these two, recorded on the tape, so the
