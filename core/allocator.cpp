@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "core/block_cache.h"
 #include "core/error.h"
@@ -22,6 +23,35 @@ struct CpuMemory {
   static void free(void* p) { std::free(p); }
   static void sync() {}
 };
+
+// bf16 y = a + b: widened to f32, added, rounded once (what the add op does on bf16 tensors).
+void add_bf16(void* y, const void* a, const void* b, int64_t n) {
+  bf16* py = static_cast<bf16*>(y);
+  const bf16 *pa = static_cast<const bf16*>(a), *pb = static_cast<const bf16*>(b);
+  parallel_for(n, kElementwiseGrain, [&](int64_t s, int64_t e) {
+    for (int64_t i = s; i < e; ++i) py[i] = bf16(float(pa[i]) + float(pb[i]));
+  });
+}
+
+// Element conversion: through float for bf16 (into bf16 rounds to nearest even; from double
+// that is double -> float -> bf16, two roundings, which only a value within 2^-29 relative of
+// a bf16 tie can notice), a C++ conversion otherwise (the float <-> double <-> int32 casts).
+template <typename Dst, typename Src>
+Dst convert_one(Src v) {
+  if constexpr (std::is_same_v<Dst, bf16>) return bf16((float)v);
+  else if constexpr (std::is_same_v<Src, bf16>) return (Dst)(float)v;
+  else return (Dst)v;
+}
+
+template <typename F>
+void with_type(DType t, F&& f) {
+  switch (t) {
+    case DType::f32: f.template operator()<float>(); return;
+    case DType::f64: f.template operator()<double>(); return;
+    case DType::i32: f.template operator()<int32_t>(); return;
+    case DType::bf16: f.template operator()<bf16>(); return;
+  }
+}
 
 class CpuAllocator final : public DeviceAllocator {
  public:
@@ -49,7 +79,11 @@ class CpuAllocator final : public DeviceAllocator {
     };
     if (dtype == DType::f32) add.template operator()<float>();
     else if (dtype == DType::f64) add.template operator()<double>();
-    else throw Error(detail::cat("add_into: expected f32 or f64, got ", dtype_name(dtype)));
+    else if (dtype == DType::bf16) add_bf16(y, a, b, n);
+    else throw Error(detail::cat("add_into: expected f32, f64 or bf16, got ", dtype_name(dtype)));
+  }
+  void convert(void* y, DType y_t, const void* x, DType x_t, int64_t n) override {
+    convert_on_host(y, y_t, x, x_t, n);
   }
 
   void release_cache() { cache_.release(); }
@@ -57,6 +91,22 @@ class CpuAllocator final : public DeviceAllocator {
  private:
   BlockCache<CpuMemory> cache_{BucketRule{kCacheMin, 64, kCacheMin}};
 };
+
+}  // namespace
+
+void convert_on_host(void* y, DType y_t, const void* x, DType x_t, int64_t n) {
+  with_type(y_t, [&]<typename Dst>() {
+    with_type(x_t, [&]<typename Src>() {
+      Dst* py = static_cast<Dst*>(y);
+      const Src* px = static_cast<const Src*>(x);
+      parallel_for(n, kElementwiseGrain, [&](int64_t s, int64_t e) {
+        for (int64_t i = s; i < e; ++i) py[i] = convert_one<Dst>(px[i]);
+      });
+    });
+  });
+}
+
+namespace {
 
 // Never destroyed: tensors in static storage may be freed after main returns.
 CpuAllocator& cpu_allocator() {

@@ -5,8 +5,8 @@
 // The CPU allocator hands out 64-byte aligned blocks (a cache line, an AVX-512 vector).
 //
 // DeviceAllocator is the whole of what core needs from a device: memory (allocate, copies,
-// zero fill) and one piece of arithmetic, y = a + b, with which autograd adds gradient
-// contributions (docs/decisions.md, "Layers"). The CUDA backend registers itself here when the
+// zero fill, dtype conversion) and one piece of arithmetic, y = a + b, with which autograd adds
+// gradient contributions (docs/decisions.md, "Layers"). The CUDA backend registers itself here when the
 // program starts (cuda/runtime.cu), so core reaches it through a registration and never
 // includes cuda/.
 #pragma once
@@ -40,7 +40,14 @@ class DeviceAllocator {
   // y = a + b for n elements of a floating dtype, all on this device (y may alias a or b).
   // Bitwise the same as the add op (one rounding per element).
   virtual void add_into(void* y, const void* a, const void* b, int64_t n, DType dtype) = 0;
+  // y (n, dtype y_t) = x (n, dtype x_t) converted, both on this device: Tensor::cast. Into
+  // bf16 rounds to nearest even (core/bf16.h); out of bf16 is exact. CPU: every pair of
+  // dtypes; CUDA: f32 <-> bf16 (an mg::Error names any other pair).
+  virtual void convert(void* y, DType y_t, const void* x, DType x_t, int64_t n) = 0;
 };
+
+// The CPU conversion every CPU cast runs (also the reference of the CUDA cast kernel).
+void convert_on_host(void* y, DType y_t, const void* x, DType x_t, int64_t n);
 
 // The allocator for a device. The first CUDA request starts the registered CUDA backend, which
 // throws a clear mg::Error when no GPU is visible; without a backend it is an mg::Error too.

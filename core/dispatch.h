@@ -46,7 +46,9 @@ void dispatch_float(DType t, const char* op, F&& f) {
     case DType::f32: f.template operator()<float>(); return;
     case DType::f64: f.template operator()<double>(); return;
     default:
-      throw Error(detail::cat(op, ": expected a floating dtype (f32 or f64), got ", dtype_name(t)));
+      throw Error(detail::cat(op, ": expected f32 or f64, got ", dtype_name(t),
+                              t == DType::bf16 ? " (this op has no bf16 form: convert with to(x, "
+                                                 "DType::f32))" : ""));
   }
 }
 

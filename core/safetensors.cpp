@@ -91,13 +91,14 @@ struct FileDType {
 };
 constexpr FileDType kFileDTypes[] = {{"F32", 4, DType::f32},  {"F64", 8, DType::f64},
                                      {"I32", 4, DType::i32},  {"I64", 8, DType::i32},
-                                     {"BF16", 2, DType::f32}, {"F16", 2, DType::f32}};
+                                     {"BF16", 2, DType::bf16}, {"F16", 2, DType::f32}};
 
 const char* file_dtype_name(DType t) {
   switch (t) {
     case DType::f32: return "F32";
     case DType::f64: return "F64";
     case DType::i32: return "I32";
+    case DType::bf16: return "BF16";
   }
   return "?";
 }
@@ -254,7 +255,7 @@ static SafetensorsFile load(const std::string& path, bool with_tensors) {
     Tensor t = Tensor::empty(e.shape, e.dtype->loads_as);
     int64_t n = t.numel();
     std::string dt = e.dtype->name;
-    if (dt == "F32" || dt == "F64" || dt == "I32") {
+    if (dt == "F32" || dt == "F64" || dt == "I32" || dt == "BF16") {  // kept bit for bit
       if (n > 0) std::memcpy(t.raw_data(), src, t.nbytes());
     } else if (dt == "I64") {
       int32_t* dst = t.data<int32_t>();
@@ -271,7 +272,7 @@ static SafetensorsFile load(const std::string& path, bool with_tensors) {
       for (int64_t i = 0; i < n; ++i) {
         uint16_t h;
         std::memcpy(&h, src + 2 * i, 2);
-        dst[i] = dt == "BF16" ? bf16_to_f32(h) : f16_to_f32(h);
+        dst[i] = f16_to_f32(h);
       }
     }
     out.tensors[e.name] = std::move(t);

@@ -10,9 +10,9 @@
 //   [8 + N, size)   the data section; a tensor's bytes are [8 + N + begin, 8 + N + end)
 //
 // Loading maps the file read-only and copies each tensor into a fresh CPU Tensor:
-//   F32 -> f32, F64 -> f64, I32 -> i32, I64 -> i32 (a value outside the i32 range is an
-//   error), BF16 and F16 -> f32 (exact: every bf16/f16 value, subnormals, inf and nan
-//   included, is representable in f32). Other safetensors dtypes are rejected by name.
+//   F32 -> f32, F64 -> f64, I32 -> i32, BF16 -> bf16 (bit for bit), I64 -> i32 (a value
+//   outside the i32 range is an error), F16 -> f32 (exact: every f16 value, subnormals, inf
+//   and nan included, is representable in f32). Other safetensors dtypes are rejected by name.
 // The header is validated completely before any tensor is built: header length (at most
 // 100 MB and within the file), well-formed JSON (objects, arrays, strings, integers; floats,
 // booleans and null are rejected), no duplicate names, every entry exactly {dtype, shape,
@@ -21,7 +21,7 @@
 // naming the file, what was wrong and the file byte offset where it was found.
 //
 // Saving writes tensors in name order (the map's order), so the same tensors always give the
-// same bytes. f32 -> F32, f64 -> F64, i32 -> I32; CUDA tensors are copied to the host one by
+// same bytes. f32 -> F32, f64 -> F64, i32 -> I32, bf16 -> BF16; CUDA tensors are copied to the host one by
 // one. The write is atomic: `<path>.tmp.<pid>` is written, flushed and fsync'ed, renamed over
 // `path`, and the directory is fsync'ed; on any error the temporary file is removed and an
 // existing file at `path` is left untouched.

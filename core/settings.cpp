@@ -29,6 +29,22 @@ const char* cuda_scan_name(CudaScanVersion v) {
   return "?";
 }
 
+const char* precision_name(Precision p) {
+  switch (p) {
+    case Precision::f32: return "f32";
+    case Precision::tf32: return "tf32";
+    case Precision::bf16: return "bf16";
+  }
+  return "?";
+}
+
+Precision parse_precision(const std::string& name) {
+  if (name == "f32") return Precision::f32;
+  if (name == "tf32") return Precision::tf32;
+  if (name == "bf16") return Precision::bf16;
+  throw Error("settings: unknown precision '" + name + "' (expected f32, tf32 or bf16)");
+}
+
 ScanKernel parse_scan_kernel(const std::string& name) {
   if (name == "fast") return ScanKernel::fast;
   if (name == "sequential") return ScanKernel::sequential;
@@ -45,7 +61,7 @@ CudaScanVersion parse_cuda_scan(const std::string& name) {
 std::string describe_settings(const Settings& s) {
   return detail::cat("scan ", scan_kernel_name(s.scan_kernel), " (T ", s.scan_chunk,
                      "), cuda scan ", cuda_scan_name(s.cuda_scan), ", deterministic ",
-                     s.deterministic ? "on" : "off", ", tf32 ", s.allow_tf32 ? "on" : "off");
+                     s.deterministic ? "on" : "off", ", precision ", precision_name(s.precision));
 }
 
 }  // namespace mg

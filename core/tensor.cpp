@@ -48,6 +48,7 @@ static Tensor fill_with(const Shape& shape, DType dtype, Device device, F&& f) {
     case DType::f32: { float* p = t.data<float>(); for (int64_t i = 0; i < n; ++i) p[i] = (float)f(i); break; }
     case DType::f64: { double* p = t.data<double>(); for (int64_t i = 0; i < n; ++i) p[i] = f(i); break; }
     case DType::i32: { int32_t* p = t.data<int32_t>(); for (int64_t i = 0; i < n; ++i) p[i] = (int32_t)f(i); break; }
+    case DType::bf16: { bf16* p = t.data<bf16>(); for (int64_t i = 0; i < n; ++i) p[i] = bf16((float)f(i)); break; }
   }
   return device.is_cpu() ? t : t.copy_to(device);
 }
@@ -70,10 +71,10 @@ Tensor Tensor::rand(const Shape& shape, DType dtype, Generator* gen) {
 }
 
 Tensor Tensor::uniform(const Shape& shape, double lo, double hi, DType dtype, Generator* gen) {
-  MG_CHECK(is_floating(dtype), "Tensor::uniform: dtype must be f32 or f64, got ", dtype_name(dtype));
+  MG_CHECK(is_floating(dtype), "Tensor::uniform: dtype must be f32, f64 or bf16, got ", dtype_name(dtype));
   Generator& g = gen ? *gen : default_generator();
   uint64_t base = g.reserve((uint64_t)shape_numel(shape));
-  if (dtype == DType::f32)
+  if (dtype == DType::f32 || dtype == DType::bf16)  // bf16: the f32 draw, rounded
     return fill_with(shape, dtype, Device::cpu(), [&](int64_t i) {
       return (double)((float)lo + (float)(hi - lo) * g.uniform_f32_at(base + i));
     });
@@ -82,7 +83,7 @@ Tensor Tensor::uniform(const Shape& shape, double lo, double hi, DType dtype, Ge
 }
 
 Tensor Tensor::randn(const Shape& shape, DType dtype, Generator* gen) {
-  MG_CHECK(is_floating(dtype), "Tensor::randn: dtype must be f32 or f64, got ", dtype_name(dtype));
+  MG_CHECK(is_floating(dtype), "Tensor::randn: dtype must be f32, f64 or bf16, got ", dtype_name(dtype));
   Generator& g = gen ? *gen : default_generator();
   uint64_t base = g.reserve((uint64_t)shape_numel(shape));
   return fill_with(shape, dtype, Device::cpu(), [&](int64_t i) { return g.normal_at(base + i); });
@@ -120,28 +121,10 @@ Tensor Tensor::view(const Shape& new_shape) const {
   return Tensor(std::move(impl));
 }
 
-template <typename Src, typename Dst>
-static void convert(const Src* s, Dst* d, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) d[i] = (Dst)s[i];
-}
-
 Tensor Tensor::cast(DType target) const {
   if (target == dtype()) return *this;
-  check_cpu("cast", *this);
-  Tensor y = empty(shape(), target);
-  int64_t n = numel();
-  auto run = [&]<typename S>(const S* s) {
-    switch (target) {
-      case DType::f32: convert(s, y.data<float>(), n); break;
-      case DType::f64: convert(s, y.data<double>(), n); break;
-      case DType::i32: convert(s, y.data<int32_t>(), n); break;
-    }
-  };
-  switch (dtype()) {
-    case DType::f32: run(data<float>()); break;
-    case DType::f64: run(data<double>()); break;
-    case DType::i32: run(data<int32_t>()); break;
-  }
+  Tensor y = empty(shape(), target, device());
+  allocator_for(device()).convert(y.raw_data(), target, raw_data(), dtype(), numel());
   return y;
 }
 
@@ -179,6 +162,7 @@ double Tensor::item() const {
     case DType::f32: return h.data<float>()[0];
     case DType::f64: return h.data<double>()[0];
     case DType::i32: return h.data<int32_t>()[0];
+    case DType::bf16: return (float)h.data<bf16>()[0];
   }
   return 0;
 }
@@ -213,6 +197,7 @@ static void print_rec(std::ostream& os, const Tensor& h, int64_t dim, int64_t of
       case DType::f32: return h.data<float>()[i];
       case DType::f64: return h.data<double>()[i];
       case DType::i32: return h.data<int32_t>()[i];
+      case DType::bf16: return (float)h.data<bf16>()[i];
     }
     return 0;
   };
@@ -257,7 +242,7 @@ void check_defined(const char* op, const Tensor& t, const char* arg) {
 }
 void check_float(const char* op, const Tensor& t, const char* arg) {
   check_defined(op, t, arg);
-  MG_CHECK(is_floating(t.dtype()), op, ": argument '", arg, "' must be f32 or f64, got ",
+  MG_CHECK(is_floating(t.dtype()), op, ": argument '", arg, "' must be f32 or f64 (or bf16), got ",
            dtype_name(t.dtype()), " of shape ", shape_str(t.shape()));
 }
 void check_dtype(const char* op, const Tensor& t, DType want, const char* arg) {

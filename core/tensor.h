@@ -89,7 +89,8 @@ class Tensor {
   // ---- conversions (none is recorded on the tape; ops/ has the differentiable forms) -----
   Tensor view(const Shape& shape) const;  // the same storage seen with another shape; one dim
                                           // may be -1 (reshape(x, shape) records it)
-  Tensor cast(DType dtype) const;         // a converted copy, on the CPU (to(x, dtype) records it)
+  Tensor cast(DType dtype) const;         // a converted copy on the same device (to(x, dtype)
+                                          // records it); to bf16 rounds to nearest even
   Tensor copy_to(Device device) const;    // a copy on `device` (to(x, device) records it)
   Tensor clone() const;                   // a deep copy on the same device
   // This tensor's values become src's (same number of elements; src on any device, any

@@ -26,7 +26,8 @@
 #include "core/error.h"
 #include "cuda/check.cuh"
 #include "cuda/runtime.h"
-#include "ops/arith.h"  // binary_forward: the add kernel
+#include "ops/arith.h"    // binary_forward: the add kernel
+#include "ops/convert.h"  // the f32 <-> bf16 cast kernels and the bf16 add
 
 namespace mg::cuda {
 
@@ -107,11 +108,26 @@ class CudaCachingAllocator final : public DeviceAllocator {
     if (n == 0) return;
     MG_CUDA_CHECK(cudaMemsetAsync(p, 0, n, cuda_stream()));
   }
-  // The add op's kernel (f32, as every CUDA kernel).
+  // The add op's kernel (f32), or the bf16 add (widen, add in f32, round once).
   void add_into(void* y, const void* a, const void* b, int64_t n, DType dtype) override {
-    MG_CHECK(dtype == DType::f32, "add_into: CUDA kernels are f32 only, got ", dtype_name(dtype));
+    if (dtype == DType::bf16) {
+      cuda::add_bf16(static_cast<const bf16*>(a), static_cast<const bf16*>(b), static_cast<bf16*>(y), n);
+      return;
+    }
+    MG_CHECK(dtype == DType::f32, "add_into: CUDA kernels are f32 or bf16, got ", dtype_name(dtype));
     binary_forward(BinaryOp::add, static_cast<const float*>(a), static_cast<const float*>(b),
                    static_cast<float*>(y), 1, n, Broadcast::none);
+  }
+  // The cast kernels of cuda/convert.cu: f32 <-> bf16 only.
+  void convert(void* y, DType y_t, const void* x, DType x_t, int64_t n) override {
+    if (x_t == DType::f32 && y_t == DType::bf16)
+      cuda::f32_to_bf16(static_cast<const float*>(x), static_cast<bf16*>(y), n);
+    else if (x_t == DType::bf16 && y_t == DType::f32)
+      cuda::bf16_to_f32(static_cast<const bf16*>(x), static_cast<float*>(y), n);
+    else
+      throw Error(mg::detail::cat("cast: no CUDA conversion from ", dtype_name(x_t), " to ",
+                                  dtype_name(y_t), " (CUDA converts f32 <-> bf16; copy the "
+                                  "tensor to the CPU for other pairs)"));
   }
 
   // Frees every cached block after the stream has finished with them (nothing, and no

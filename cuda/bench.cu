@@ -71,7 +71,7 @@ double cublas_sgemm_ms(int64_t batch, int64_t M, int64_t N, int64_t K, int repea
   cublasHandle_t h;
   MG_CUBLAS_CHECK(cublasCreate(&h));
   MG_CUBLAS_CHECK(cublasSetStream(h, s));
-  MG_CUBLAS_CHECK(cublasSetMathMode(h, settings().allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+  MG_CUBLAS_CHECK(cublasSetMathMode(h, settings().precision == Precision::tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
   const float one = 1.f, zero = 0.f;
   // Row-major C = A B as column-major C^T = B^T A^T (the same call mambagrad makes).
   double ms = median_ms([&] {

@@ -15,7 +15,7 @@ namespace mg::cuda::bench {
 double median_ms(const std::function<void()>& f, int repeats);
 
 // Median ms of `batch` row-major f32 GEMMs (M, K) x (K, N) through cublasSgemm (batch == 1)
-// or cublasSgemmStridedBatched, with TF32 as mg::settings().allow_tf32 says.
+// or cublasSgemmStridedBatched, with TF32 as mg::settings().precision says.
 double cublas_sgemm_ms(int64_t batch, int64_t M, int64_t N, int64_t K, int repeats);
 
 // Median ms of one device-to-device cudaMemcpyAsync of `bytes` bytes (reads and writes

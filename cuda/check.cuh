@@ -13,11 +13,13 @@
 // that caused it (slow; for debugging).
 #pragma once
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
 
+#include "core/bf16.h"
 #include "core/error.h"
 #include "cuda/runtime.h"
 
@@ -90,6 +92,30 @@ void launch_map(const char* op, const float* a, const float* b, const float* c, 
   bool vec4 = aligned16(a) && aligned16(b) && aligned16(c) && aligned16(y);
   Launch1d l = launch_1d(vec4 ? (n + 3) / 4 : n);
   map_kernel<<<l.grid, l.block, 0, cuda_stream()>>>(a, b, c, y, n, vec4, f);
+  check_launch(op);
+}
+
+// The same map on bf16 storage (mixed precision): every input widened to f32 (exact), f applied
+// in f32, the result rounded once to nearest even. Scalar loads (2 bytes a value).
+template <typename F>
+__global__ void map_bf16_kernel(const __nv_bfloat16* __restrict__ a,
+                                const __nv_bfloat16* __restrict__ b,
+                                const __nv_bfloat16* __restrict__ c, __nv_bfloat16* __restrict__ y,
+                                int64_t n, F f) {
+  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+    y[i] = __float2bfloat16_rn(f(a ? __bfloat162float(a[i]) : 0.f, b ? __bfloat162float(b[i]) : 0.f,
+                                 c ? __bfloat162float(c[i]) : 0.f));
+}
+
+template <typename F>
+void launch_map(const char* op, const bf16* a, const bf16* b, const bf16* c, bf16* y, int64_t n,
+                F f) {
+  if (n <= 0) return;
+  auto dev = [](const bf16* p) { return reinterpret_cast<const __nv_bfloat16*>(p); };
+  Launch1d l = launch_1d(n);
+  map_bf16_kernel<<<l.grid, l.block, 0, cuda_stream()>>>(
+      dev(a), dev(b), dev(c), reinterpret_cast<__nv_bfloat16*>(y), n, f);
   check_launch(op);
 }
 

@@ -19,8 +19,13 @@
 // cpu::causal_conv1d_state_forward in ops/conv1d.cpp): one thread per (b, c), its K-tap window
 // row read once, shifted in registers and written back; the taps summed in the CPU's order with
 // the same explicit roundings, so a step equals the CPU step to the bit.
+//
+// bf16 activations (mixed precision, ops/conv1d.h): the same kernels with x, y, dy, dx in bf16
+// (read widened to f32, y and dx rounded once), the weight, bias and their gradients f32.
+// Compiled, not yet run on a GPU.
 #include "ops/conv1d.h"
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -34,13 +39,23 @@ namespace mg::cuda {
 
 namespace {
 
+// Activation loads and stores: f32 as is, bf16 widened / rounded to nearest even.
+__device__ __forceinline__ float ld(const float* p, int64_t i) { return p[i]; }
+__device__ __forceinline__ float ld(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
+__device__ __forceinline__ void st(float* p, int64_t i, float v) { p[i] = v; }
+__device__ __forceinline__ void st(__nv_bfloat16* p, int64_t i, float v) { p[i] = __float2bfloat16_rn(v); }
+
+const __nv_bfloat16* dev(const bf16* p) { return reinterpret_cast<const __nv_bfloat16*>(p); }
+__nv_bfloat16* dev(bf16* p) { return reinterpret_cast<__nv_bfloat16*>(p); }
+
 unsigned grid_for(int64_t n, int threads) {
   return (unsigned)std::max<int64_t>(1, std::min<int64_t>((n + threads - 1) / threads, 65535 * 16));
 }
 
 // y[b,t,c] = bias[c] + sum_{k >= K-1-t} w[c,k] x[b, t-(K-1)+k, c]
-__global__ void conv_forward_kernel(const float* __restrict__ x, const float* __restrict__ w,
-                                    const float* __restrict__ bias, float* __restrict__ y,
+template <typename Act>
+__global__ void conv_forward_kernel(const Act* __restrict__ x, const float* __restrict__ w,
+                                    const float* __restrict__ bias, Act* __restrict__ y,
                                     int64_t rows, int64_t L, int64_t C, int64_t K) {
   int64_t n = rows * C;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
@@ -48,14 +63,15 @@ __global__ void conv_forward_kernel(const float* __restrict__ x, const float* __
     int64_t row = i / C, c = i - row * C, t = row % L;
     float acc = bias ? bias[c] : 0.f;
     for (int64_t k = max((int64_t)0, K - 1 - t); k < K; ++k)
-      acc = __fadd_rn(acc, __fmul_rn(w[c * K + k], x[(row - (K - 1) + k) * C + c]));
-    y[i] = acc;
+      acc = __fadd_rn(acc, __fmul_rn(w[c * K + k], ld(x, (row - (K - 1) + k) * C + c)));
+    st(y, i, acc);
   }
 }
 
 // dx[b,s,c] = sum_{k : s+(K-1)-k < L} w[c,k] dy[b, s+(K-1)-k, c]
-__global__ void conv_dx_kernel(const float* __restrict__ w, const float* __restrict__ dy,
-                               float* __restrict__ dx, int64_t rows, int64_t L, int64_t C,
+template <typename Act>
+__global__ void conv_dx_kernel(const float* __restrict__ w, const Act* __restrict__ dy,
+                               Act* __restrict__ dx, int64_t rows, int64_t L, int64_t C,
                                int64_t K) {
   int64_t n = rows * C;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
@@ -63,15 +79,16 @@ __global__ void conv_dx_kernel(const float* __restrict__ w, const float* __restr
     int64_t row = i / C, c = i - row * C, s = row % L;
     float acc = 0.f;
     for (int64_t k = max((int64_t)0, s + K - L); k < K; ++k)
-      acc = __fadd_rn(acc, __fmul_rn(w[c * K + k], dy[(row + (K - 1) - k) * C + c]));
-    dx[i] = acc;
+      acc = __fadd_rn(acc, __fmul_rn(w[c * K + k], ld(dy, (row + (K - 1) - k) * C + c)));
+    st(dx, i, acc);
   }
 }
 
 // Pass 1 of dw / dbias. Block (32 channels, 8 row-threads); blockIdx.y = chunk of rows;
 // tap = tap0 + blockIdx.z (tap K means the bias). part[(tap * chunks + chunk) * C + c].
 constexpr int kChannels = 32, kRowThreads = 8;
-__global__ void conv_dw_partial_kernel(const float* __restrict__ x, const float* __restrict__ dy,
+template <typename Act>
+__global__ void conv_dw_partial_kernel(const Act* __restrict__ x, const Act* __restrict__ dy,
                                        double* __restrict__ part, int64_t rows, int64_t L,
                                        int64_t C, int64_t K, int64_t rows_per_chunk, int tap0) {
   __shared__ double acc[kRowThreads][kChannels];
@@ -82,11 +99,11 @@ __global__ void conv_dw_partial_kernel(const float* __restrict__ x, const float*
   double s = 0;
   if (c < C) {
     for (int64_t row = r0 + threadIdx.y; row < r1; row += kRowThreads) {
-      double g = (double)dy[row * C + c];
+      double g = (double)ld(dy, row * C + c);
       if (tap == K) {
         s += g;
       } else if (row % L - (K - 1) + tap >= 0) {  // the tap reads time t-(K-1)+tap >= 0
-        s += g * (double)x[(row - (K - 1) + tap) * C + c];
+        s += g * (double)ld(x, (row - (K - 1) + tap) * C + c);
       }
     }
   }
@@ -149,8 +166,9 @@ void causal_conv1d_state_forward(const float* x, float* window, int64_t B, int64
 }
 
 // x (B, L, C), w (C, 1, K), bias (C) or null -> y (B, L, C).
-void causal_conv1d_forward(const float* x, const float* w, const float* bias, float* y, int64_t B,
-                           int64_t L, int64_t C, int64_t K) {
+template <typename Act>
+static void conv_forward(const Act* x, const float* w, const float* bias, Act* y, int64_t B,
+                         int64_t L, int64_t C, int64_t K) {
   int64_t rows = B * L;
   if (rows * C == 0) return;
   conv_forward_kernel<<<grid_for(rows * C, 256), 256, 0, cuda_stream()>>>(x, w, bias, y, rows,
@@ -159,8 +177,9 @@ void causal_conv1d_forward(const float* x, const float* w, const float* bias, fl
 }
 
 // x, dy, dx (B, L, C); w, dw (C, 1, K); dbias (C). A null dx, dw or dbias is skipped.
-void causal_conv1d_backward(const float* x, const float* w, const float* dy, float* dx, float* dw,
-                            float* dbias, int64_t B, int64_t L, int64_t C, int64_t K) {
+template <typename Act>
+static void conv_backward(const Act* x, const float* w, const Act* dy, Act* dx, float* dw,
+                          float* dbias, int64_t B, int64_t L, int64_t C, int64_t K) {
   cudaStream_t s = cuda_stream();
   int64_t rows = B * L;
   if (dx && rows * C > 0) {
@@ -199,6 +218,24 @@ void causal_conv1d_backward(const float* x, const float* w, const float* dy, flo
   if (dbias)
     sum_partials(part.data<double>() + K * chunks * C, dbias, PartialsLayout::rows(chunks, C),
                  false, "causal_conv1d_backward (dbias sum)");
+}
+
+void causal_conv1d_forward(const float* x, const float* w, const float* bias, float* y, int64_t B,
+                           int64_t L, int64_t C, int64_t K) {
+  conv_forward(x, w, bias, y, B, L, C, K);
+}
+void causal_conv1d_backward(const float* x, const float* w, const float* dy, float* dx, float* dw,
+                            float* dbias, int64_t B, int64_t L, int64_t C, int64_t K) {
+  conv_backward(x, w, dy, dx, dw, dbias, B, L, C, K);
+}
+void causal_conv1d_forward_bf16(const bf16* x, const float* w, const float* bias, bf16* y,
+                                int64_t B, int64_t L, int64_t C, int64_t K) {
+  conv_forward(dev(x), w, bias, dev(y), B, L, C, K);
+}
+void causal_conv1d_backward_bf16(const bf16* x, const float* w, const bf16* dy, bf16* dx,
+                                 float* dw, float* dbias, int64_t B, int64_t L, int64_t C,
+                                 int64_t K) {
+  conv_backward(dev(x), w, dev(dy), dx ? dev(dx) : nullptr, dw, dbias, B, L, C, K);
 }
 
 }  // namespace mg::cuda

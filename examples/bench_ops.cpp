@@ -165,7 +165,7 @@ static int run_cuda(int repeats, bool tf32) {
   }
   cuda::backend_init();
   Settings s = settings();
-  s.allow_tf32 = tf32;
+  s.precision = tf32 ? Precision::tf32 : Precision::f32;
   SettingsGuard tf32_for_this_run(s);
   if (!g_json)  // cuda::describe() ends with describe_settings(): "..., tf32 on|off"
     std::printf("%s\n%-10s %-14s %-18s %13s %18s\n", cuda::describe().c_str(), "impl", "op",

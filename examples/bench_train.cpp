@@ -6,7 +6,11 @@
 //          not part of "all": one step on a laptop CPU takes minutes)
 // The peer is the same model and step in PyTorch (tests/reference/train_step_peer_torch.py).
 //
-//   ./build/examples/bench_train [--config tiny|small|130m|all] [--repeats N] [--device cpu|cuda] [--json]
+//   ./build/examples/bench_train [--config tiny|small|130m|all] [--repeats N] [--device cpu|cuda]
+//                                [--precision f32|tf32|bf16] [--json]
+//
+// --precision sets Settings::precision (docs/mixed_precision.md). On the CPU, bf16 is the exact
+// emulation (widen, f32 kernel, round): slower than f32 there, it is the tests' reference.
 //
 // --device cuda: the model (and so AdamW's state) and the token batch live on the GPU; each
 // timed step ends with cuda::synchronize(), so the time is the step's, not its enqueueing.
@@ -26,6 +30,7 @@
 #include "examples/bench_util.h"
 #include "examples/cli.h"
 #include "examples/device_flag.h"
+#include "examples/precision_flag.h"
 #include "nn/mamba.h"
 #include "train/optimizer.h"
 
@@ -38,7 +43,7 @@ struct BenchConfig {
 };
 
 int main(int argc, char** argv) {
-  std::string which = "all", device = "cpu";
+  std::string which = "all", device = "cpu", precision = "f32";
   int64_t repeats = 10;
   bool json = false;
   examples::Cli cli("bench_train", "Times a full Mamba LM training step (forward, backward, AdamW).");
@@ -46,7 +51,9 @@ int main(int argc, char** argv) {
   cli.add("--repeats", &repeats, "timed steps (the median is reported; one warm-up step first)", {.min = 1, .max = 100000});
   cli.add("--device", &device, "where to run", {.choices = {"cpu", "cuda"}});
   cli.add("--json", &json, "one JSON object per line");
+  examples::add_precision_flag(cli, &precision);
   if (!cli.parse(argc, argv)) return cli.exit_code();
+  examples::apply_precision(precision);
   Device dev;
   try {  // no GPU (or no CUDA in this build): one clear error, now
     std::string gpu;
@@ -97,10 +104,10 @@ int main(int argc, char** argv) {
     int64_t peak = memory_stats(dev).peak_bytes;
     double tps = bc.batch * bc.seq_len / (ms / 1e3);
     if (json)
-      std::printf("{\"config\": \"%s\", \"device\": \"%s\", \"params\": %lld, \"median_ms\": %.3f, "
-                  "\"tokens_per_s\": %.1f, \"peak_bytes\": %lld, \"resident_bytes\": %lld}\n",
-                  bc.name, dev.str().c_str(), (long long)model.num_parameters(), ms, tps, (long long)peak,
-                  (long long)base);
+      std::printf("{\"config\": \"%s\", \"device\": \"%s\", \"precision\": \"%s\", \"params\": %lld, "
+                  "\"median_ms\": %.3f, \"tokens_per_s\": %.1f, \"peak_bytes\": %lld, \"resident_bytes\": %lld}\n",
+                  bc.name, dev.str().c_str(), precision.c_str(), (long long)model.num_parameters(), ms, tps,
+                  (long long)peak, (long long)base);
     else
       std::printf("%-6s %10lld %12.2f %12.0f %9.1f MB\n", bc.name, (long long)model.num_parameters(), ms, tps,
                   peak / 1048576.0);

@@ -25,6 +25,7 @@
 #include "autograd/grad_mode.h"
 #include "data/synthetic.h"
 #include "examples/cli.h"
+#include "examples/precision_flag.h"
 #include "examples/train_flags.h"
 #include "nn/mamba.h"
 #include "train/interrupt.h"
@@ -53,6 +54,7 @@ struct TrainFlags {
   int64_t ckpt_every = 0, keep_last = 2, seed = 0;
   double target_acc = 0.0;  // 0: run all --steps
   std::string run_dir, resume;
+  std::string precision = "f32";  // --precision: Settings::precision (set by check_train_flags)
   bool paper = false, overwrite = false;
 
   // --eval-batch, else the global batch (--batch x ranks: the held-out set of one process
@@ -80,6 +82,7 @@ inline void add_train_flags(Cli& cli, TrainFlags& f) {
   cli.add("--beta1", &f.beta1, "Adam beta1", {.min = 0, .max = 1, .max_open = true});
   cli.add("--beta2", &f.beta2, "Adam beta2", {.min = 0, .max = 1, .max_open = true});
   cli.add("--seed", &f.seed, "seed of the initialisation and of the training data", {.min = 0});
+  add_precision_flag(cli, &f.precision);
   cli.section("evaluation, checkpoints, log");
   cli.add("--eval-every", &f.eval_every, "steps between evaluations (0: only at the end)", {.min = 0});
   cli.add("--eval-batches", &f.eval_batches, "held-out batches per evaluation (fixed set)", {.min = 1, .max = 1 << 20});
@@ -98,6 +101,7 @@ inline void add_train_flags(Cli& cli, TrainFlags& f) {
 }
 
 // The checks across flags, after parsing and before any work: 0, or 2 after printing the error.
+// Also puts --precision in force (Settings::precision) once every flag has passed.
 inline int check_train_flags(Cli& cli, const TrainFlags& f) {
   train::LrSchedule unused;
   if (int rc = check_schedule_flags(cli, f.schedule, f.lr, f.min_lr, f.warmup, f.steps, &unused)) return rc;
@@ -113,6 +117,7 @@ inline int check_train_flags(Cli& cli, const TrainFlags& f) {
     std::fprintf(stderr, "%s\n", e.what());
     return 1;
   }
+  apply_precision(f.precision);
   return 0;
 }
 

@@ -290,7 +290,8 @@ MambaCheckpoint read_mamba_checkpoint(const std::string& path) {
 }
 
 MambaLM load_mamba(const std::string& path, DType dtype, Device device) {
-  MG_CHECK(is_floating(dtype), "load_mamba: dtype must be f32 or f64, got ", dtype_name(dtype));
+  MG_CHECK(dtype == DType::f32 || dtype == DType::f64, "load_mamba: dtype must be f32 or f64, got ",
+           dtype_name(dtype), " (a bf16 file loads into f32; bf16 compute is Settings::precision)");
   MambaCheckpoint ck = read_mamba_checkpoint(path);
   MambaLM model(ck.config, /*seed=*/0);  // initialised, then every value is overwritten
   model.to(dtype);

@@ -34,8 +34,8 @@
 //      dt_rank}, pad_vocab_size_multiple, norm_epsilon, tie_embeddings);
 //   3. inference from the tensors (infer_mamba_config below).
 // Loading is strict: one mg::Error lists every missing, unexpected and mis-shaped tensor, and
-// names the file(s) and where the config came from. Values are converted to `dtype` (a bf16 or
-// f16 file becomes f32; an f64 file loaded as f64 keeps every bit).
+// names the file(s) and where the config came from. Values are converted to `dtype`, f32 or f64
+// (a bf16 or f16 file becomes f32, exactly; an f64 file loaded as f64 keeps every bit).
 #pragma once
 #include <map>
 #include <string>

@@ -7,6 +7,7 @@
 #include "nn/init.h"
 #include "ops/arith.h"
 #include "ops/conv1d.h"
+#include "ops/convert.h"
 #include "ops/matmul.h"
 #include "ops/selective_scan/selective_scan.h"
 #include "ops/shape.h"
@@ -175,7 +176,9 @@ void MambaMixer::visit(ParamVisitor& v) {
 MambaBlock::MambaBlock(const MambaConfig& cfg) : norm(cfg.d_model, cfg.eps), mixer(cfg) {}
 
 Tensor MambaBlock::forward(const Tensor& h, LayerState* state) const {
-  return h + mixer.forward(norm.forward(h), state);  // (B, L, D), residual stream in f32
+  // (B, L, D): the residual stream stays f32; under bf16 precision the mixer's output is bf16
+  // and the add widens it (bf16 + f32 computes and returns f32).
+  return h + mixer.forward(norm.forward(h), state);
 }
 
 void MambaBlock::visit(ParamVisitor& v) {
@@ -226,7 +229,8 @@ Tensor MambaLM::hidden_states(const Tensor& ids) const {
 }
 
 Tensor MambaLM::forward(const Tensor& ids) const {
-  return linear(hidden_states(ids), lm_head_weight());  // (B, L, V_pad)
+  // (B, L, V_pad), f32 (a bf16 product under bf16 precision is widened for the caller)
+  return widen_bf16(linear(hidden_states(ids), lm_head_weight()));
 }
 
 Tensor MambaLM::loss(const Tensor& ids) const {

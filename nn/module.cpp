@@ -83,8 +83,10 @@ Module& Module::to(Device device) {
 }
 
 Module& Module::to(DType dtype) {
-  MG_CHECK(is_floating(dtype), "Module::to: parameters must be f32 or f64, asked for ",
-           dtype_name(dtype));
+  // bf16 parameters are refused: mixed precision keeps f32 master weights and casts copies
+  // (Settings::precision, docs/mixed_precision.md).
+  MG_CHECK(dtype == DType::f32 || dtype == DType::f64, "Module::to: parameters must be f32 or "
+           "f64, asked for ", dtype_name(dtype), " (for bf16 compute set Settings::precision)");
   NoGradGuard no_grad;
   for_each_parameter([&](const std::string&, Tensor& t, const ParamInfo&) {
     if (t.dtype() != dtype) t = new_leaf(t.cast(dtype), t.requires_grad());

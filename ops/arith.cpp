@@ -1,9 +1,12 @@
 #include "ops/arith.h"
 
+#include <utility>
 #include <vector>
 
+#include "autograd/grad_mode.h"
 #include "autograd/tape.h"
 #include "core/dispatch.h"
+#include "ops/convert.h"
 #include "core/parallel.h"
 
 namespace mg {
@@ -159,10 +162,45 @@ Tensor sum_to_shape(const Tensor& x, const Shape& shape) {
   return y;
 }
 
+// d(a op b) for the incoming dy: (da, db) before summing over broadcast dimensions.
+static std::pair<Tensor, Tensor> binary_grads(BinaryOp op, const Tensor& dy, const Tensor& a,
+                                              const Tensor& b) {
+  switch (op) {
+    case BinaryOp::add: return {dy, dy};
+    case BinaryOp::sub: return {dy, neg(dy)};
+    case BinaryOp::mul: return {mul(dy, b), mul(dy, a)};
+    case BinaryOp::div: return {div(dy, b), neg(div(mul(dy, a), mul(b, b)))};
+  }
+  return {};
+}
+
+static Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b);
+
+// A bf16 operand (mixed precision): computed in f32 on widened temporaries; bf16 with bf16
+// gives bf16 (rounded once), bf16 with f32 gives f32 (the residual add). One node on the
+// operands as given, widened again in the backward, so the tape keeps no f32 copy of a bf16
+// operand; the tape rounds each gradient to its operand's dtype.
+static Tensor binary_bf16(BinaryOp op, const Tensor& a, const Tensor& b) {
+  Tensor y;
+  {
+    NoGradGuard no_grad;
+    y = binary(op, a.cast(DType::f32), b.cast(DType::f32));
+  }
+  if (is_bf16(a) && is_bf16(b)) y = y.cast(DType::bf16);
+  record(op_name(op), {a, b}, {y}, [op, a, b](const std::vector<Tensor>& d) {
+    const Tensor a32 = a.cast(DType::f32), b32 = b.cast(DType::f32);
+    auto [da, db] = binary_grads(op, d[0].cast(DType::f32), a32, b32);
+    return std::vector<Tensor>{a.requires_grad() ? sum_to_shape(da, a.shape()) : Tensor(),
+                               b.requires_grad() ? sum_to_shape(db, b.shape()) : Tensor()};
+  });
+  return y;
+}
+
 static Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   const char* name = op_name(op);
   check_float(name, a, "a");
   check_float(name, b, "b");
+  if (is_bf16(a) || is_bf16(b)) return binary_bf16(op, a, b);
   check_same_dtype(name, a, b);
   check_same_device(name, a, b);
   Broadcast bc = Broadcast::none;
@@ -196,14 +234,7 @@ static Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
         cpu::binary_forward<T>(op, a.data<T>(), b.data<T>(), y.data<T>(), outer, inner, bc);
       });
   record(name, {a, b}, {y}, [op, a, b](const std::vector<Tensor>& d) {
-    const Tensor& dy = d[0];
-    Tensor da, db;
-    switch (op) {
-      case BinaryOp::add: da = dy; db = dy; break;
-      case BinaryOp::sub: da = dy; db = neg(dy); break;
-      case BinaryOp::mul: da = mul(dy, b); db = mul(dy, a); break;
-      case BinaryOp::div: da = div(dy, b); db = neg(div(mul(dy, a), mul(b, b))); break;
-    }
+    auto [da, db] = binary_grads(op, d[0], a, b);
     return std::vector<Tensor>{a.requires_grad() ? sum_to_shape(da, a.shape()) : Tensor(),
                                b.requires_grad() ? sum_to_shape(db, b.shape()) : Tensor()};
   });
@@ -213,6 +244,7 @@ static Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
 static Tensor scalar_op(BinaryOp op, const Tensor& a, double s, bool scalar_left) {
   const char* name = op_name(op);
   check_float(name, a, "a");
+  if (is_bf16(a)) return to(scalar_op(op, widen_bf16(a), s, scalar_left), DType::bf16);
   Tensor y = Tensor::empty(a.shape(), a.dtype(), a.device());
   dispatch_device(a.device(), a.dtype(), name,
       [&]<typename T>() {

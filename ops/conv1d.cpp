@@ -4,7 +4,9 @@
 #include <vector>
 
 #include "autograd/tape.h"
+#include "core/allocator.h"
 #include "core/dispatch.h"
+#include "ops/convert.h"
 #include "core/parallel.h"
 
 namespace mg {
@@ -106,7 +108,62 @@ MG_INSTANTIATE(float)
 MG_INSTANTIATE(double)
 #undef MG_INSTANTIATE
 
+void causal_conv1d_forward_bf16(const bf16* x, const float* w, const float* bias, bf16* y,
+                                int64_t B, int64_t L, int64_t C, int64_t K) {
+  const F32Scratch xf(x, B * L * C), yf(B * L * C);
+  causal_conv1d_forward<float>(xf.data(), w, bias, yf.data(), B, L, C, K);
+  yf.round_into(y);
+}
+
+void causal_conv1d_backward_bf16(const bf16* x, const float* w, const bf16* dy, bf16* dx,
+                                 float* dw, float* dbias, int64_t B, int64_t L, int64_t C,
+                                 int64_t K) {
+  const F32Scratch xf(x, B * L * C), dyf(dy, B * L * C), dxf(dx ? B * L * C : 0);
+  causal_conv1d_backward<float>(xf.data(), w, dyf.data(), dx ? dxf.data() : nullptr, dw, dbias,
+                                B, L, C, K);
+  if (dx) dxf.round_into(dx);
+}
+
 }  // namespace cpu
+
+namespace {
+
+// causal_conv1d with bf16 activations and f32 weight and bias (checked by the caller).
+Tensor causal_conv1d_bf16(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t B,
+                          int64_t L, int64_t C, int64_t K) {
+  const char* op = "causal_conv1d (bf16)";
+  Tensor y = Tensor::empty(x.shape(), DType::bf16, x.device());
+  dispatch_device(x.device(), op,
+      [&]<typename>() {
+        cuda::causal_conv1d_forward_bf16(x.data<bf16>(), weight.data<float>(),
+                                         bias.data_or_null<float>(), y.data<bf16>(), B, L, C, K);
+      },
+      [&] {
+        cpu::causal_conv1d_forward_bf16(x.data<bf16>(), weight.data<float>(),
+                                        bias.data_or_null<float>(), y.data<bf16>(), B, L, C, K);
+      });
+  record(op, {x, weight, bias}, {y}, [x, weight, bias, B, L, C, K, op](const std::vector<Tensor>& d) {
+    Tensor dx, dw, dbias;
+    if (x.requires_grad()) dx = Tensor::empty(x.shape(), DType::bf16, x.device());
+    if (weight.requires_grad()) dw = Tensor::empty(weight.shape(), DType::f32, x.device());
+    if (bias.defined() && bias.requires_grad()) dbias = Tensor::empty({C}, DType::f32, x.device());
+    dispatch_device(x.device(), op,
+        [&]<typename>() {
+          cuda::causal_conv1d_backward_bf16(x.data<bf16>(), weight.data<float>(), d[0].data<bf16>(),
+                                            dx.data_or_null<bf16>(), dw.data_or_null<float>(),
+                                            dbias.data_or_null<float>(), B, L, C, K);
+        },
+        [&] {
+          cpu::causal_conv1d_backward_bf16(x.data<bf16>(), weight.data<float>(), d[0].data<bf16>(),
+                                           dx.data_or_null<bf16>(), dw.data_or_null<float>(),
+                                           dbias.data_or_null<float>(), B, L, C, K);
+        });
+    return std::vector<Tensor>{dx, dw, dbias};
+  });
+  return y;
+}
+
+}  // namespace
 
 Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   const char* op = "causal_conv1d";
@@ -118,15 +175,20 @@ Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias) 
            op, ": weight must be (C, 1, K) = (", C, ", 1, K) with K >= 1 for x of shape ",
            shape_str(x.shape()), ", got ", shape_str(weight.shape()));
   int64_t K = weight.size(2);
-  check_same_dtype(op, x, weight);
   check_same_device(op, x, weight);
   if (bias.defined()) {
     check_float(op, bias, "bias");
     MG_CHECK(bias.shape() == Shape{C}, op, ": bias must be (C) = (", C, ") for x of shape ",
              shape_str(x.shape()), ", got ", shape_str(bias.shape()));
-    check_same_dtype(op, x, bias);
     check_same_device(op, x, bias);
   }
+  if (is_bf16(x)) {  // mixed precision: bf16 activations, f32 weight and bias
+    check_dtype(op, weight, DType::f32, "weight (f32 with a bf16 x)");
+    if (bias.defined()) check_dtype(op, bias, DType::f32, "bias (f32 with a bf16 x)");
+    return causal_conv1d_bf16(x, weight, bias, B, L, C, K);
+  }
+  check_same_dtype(op, x, weight);
+  if (bias.defined()) check_same_dtype(op, x, bias);
 
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   dispatch_device(x.device(), x.dtype(), op,
@@ -209,6 +271,8 @@ Tensor causal_conv1d_step(const Tensor& x, const Tensor& weight, const Tensor& b
                           const Tensor& window) {
   const char* op = "causal_conv1d_step";
   check_float(op, x, "x");
+  if (is_bf16(x))  // bf16 activations (mixed precision): f32 compute and window, y rounded
+    return causal_conv1d_step(x.cast(DType::f32), weight, bias, window).cast(DType::bf16);
   check_dim(op, x, 2, "x (B, C)");
   check_dim(op, window, 3, "window (B, C, K)");
   const int64_t B = x.size(0), C = x.size(1), K = window.size(2);
@@ -240,6 +304,7 @@ Tensor causal_conv1d_step(const Tensor& x, const Tensor& weight, const Tensor& b
 Tensor causal_conv1d_state(const Tensor& x, int64_t K) {
   const char* op = "causal_conv1d_state";
   check_float(op, x, "x");
+  if (is_bf16(x)) return causal_conv1d_state(x.cast(DType::f32), K);  // the state is f32
   check_dim(op, x, 3, "x (B, L, C)");
   MG_CHECK(K >= 1, op, ": K (taps) must be >= 1, got ", K);
   const int64_t B = x.size(0), L = x.size(1), C = x.size(2);

@@ -43,6 +43,13 @@ void causal_conv1d_forward(const T* x, const T* w, const T* bias, T* y, int64_t 
 template <typename T>
 void causal_conv1d_backward(const T* x, const T* w, const T* dy, T* dx, T* dw, T* dbias,
                             int64_t B, int64_t L, int64_t C, int64_t K);
+// Mixed precision (docs/mixed_precision.md): bf16 x, y, dy, dx; f32 w, bias, dw, dbias. The
+// reference: the f32 kernels on the exact widenings, y and dx rounded to bf16 once.
+void causal_conv1d_forward_bf16(const bf16* x, const float* w, const float* bias, bf16* y,
+                                int64_t B, int64_t L, int64_t C, int64_t K);
+void causal_conv1d_backward_bf16(const bf16* x, const float* w, const bf16* dy, bf16* dx,
+                                 float* dw, float* dbias, int64_t B, int64_t L, int64_t C,
+                                 int64_t K);
 }  // namespace cpu
 
 // The CUDA twins (cuda/conv1d.cu): the cpu:: kernels' arguments in the same order, f32,
@@ -55,9 +62,15 @@ void causal_conv1d_forward(const float* x, const float* w, const float* bias, fl
 // dx (B, L, C), dw (C, 1, K), dbias (C); any of the three may be null to skip it.
 void causal_conv1d_backward(const float* x, const float* w, const float* dy, float* dx, float* dw,
                             float* dbias, int64_t B, int64_t L, int64_t C, int64_t K);
+void causal_conv1d_forward_bf16(const bf16* x, const float* w, const float* bias, bf16* y,
+                                int64_t B, int64_t L, int64_t C, int64_t K);
+void causal_conv1d_backward_bf16(const bf16* x, const float* w, const bf16* dy, bf16* dx,
+                                 float* dw, float* dbias, int64_t B, int64_t L, int64_t C,
+                                 int64_t K);
 }  // namespace cuda
 
 // x (B, L, C), weight (C, 1, K), bias (C) or undefined -> y (B, L, C). CPU: f32, f64; CUDA: f32.
+// A bf16 x (mixed precision) with f32 weight and bias: y bf16, through the _bf16 kernels.
 Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 
 // ---- recurrent inference (one token at a time; no backward: the step throws if one is needed) -

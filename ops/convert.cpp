@@ -26,5 +26,8 @@ Tensor to(const Tensor& x, Device device) {
   return y;
 }
 
+bool is_bf16(const Tensor& x) { return x.defined() && x.dtype() == DType::bf16; }
+
+Tensor widen_bf16(const Tensor& x) { return is_bf16(x) ? to(x, DType::f32) : x; }
 
 }  // namespace mg

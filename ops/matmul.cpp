@@ -9,8 +9,13 @@
 
 #include <algorithm>
 #include <array>
+#include <vector>
 
 #include "autograd/tape.h"
+#include "core/allocator.h"
+#include "core/settings.h"
+#include "ops/arith.h"
+#include "ops/convert.h"
 #include "core/dispatch.h"
 #include "core/parallel.h"
 
@@ -265,7 +270,66 @@ MG_INSTANTIATE(float)
 MG_INSTANTIATE(double)
 #undef MG_INSTANTIATE
 
+// x (rows, in), W (out, in) -> y (rows, out), all bf16: the f32 kernel on exact widenings.
+void linear_forward_bf16(const bf16* x, const bf16* W, bf16* y, int64_t rows, int64_t in,
+                         int64_t out) {
+  const F32Scratch xf(x, rows * in), Wf(W, out * in), yf(rows * out);
+  linear_forward<float>(xf.data(), Wf.data(), nullptr, yf.data(), rows, in, out);
+  yf.round_into(y);
+}
+
+// dy (rows, out) -> dx (rows, in), dW (out, in), bf16; null ones are skipped.
+void linear_backward_bf16(const bf16* x, const bf16* W, const bf16* dy, bf16* dx, bf16* dW,
+                          int64_t rows, int64_t in, int64_t out) {
+  const F32Scratch xf(x, rows * in), Wf(W, out * in), dyf(dy, rows * out);
+  const F32Scratch dxf(dx ? rows * in : 0), dWf(dW ? out * in : 0);
+  linear_backward<float>(xf.data(), Wf.data(), dyf.data(), dx ? dxf.data() : nullptr,
+                         dW ? dWf.data() : nullptr, nullptr, rows, in, out);
+  if (dx) dxf.round_into(dx);
+  if (dW) dWf.round_into(dW);
+}
+
 }  // namespace cpu
+
+namespace {
+
+// Whether linear computes in bf16: a bf16 operand, or f32 operands under Settings::precision
+// = bf16 (f64, the gradcheck dtype, never).
+bool linear_in_bf16(const Tensor& x, const Tensor& W) {
+  if (is_bf16(x) || is_bf16(W)) return true;
+  return settings().precision == Precision::bf16 && x.dtype() == DType::f32 &&
+         W.dtype() == DType::f32;
+}
+
+// y (rows, out) = x (rows, in) W (out, in)^T, bf16 tensors, f32 accumulation.
+Tensor linear_bf16(const Tensor& x, const Tensor& W, const Shape& y_shape, int64_t rows,
+                   int64_t in, int64_t out) {
+  Tensor y = Tensor::empty(y_shape, DType::bf16, x.device());
+  dispatch_device(x.device(), "linear (bf16)",
+      [&]<typename>() {
+        cuda::linear_forward_bf16(x.data<bf16>(), W.data<bf16>(), y.data<bf16>(), rows, in, out);
+      },
+      [&] { cpu::linear_forward_bf16(x.data<bf16>(), W.data<bf16>(), y.data<bf16>(), rows, in, out); });
+  record("linear_bf16", {x, W}, {y}, [x, W, rows, in, out](const std::vector<Tensor>& d) {
+    auto grad_like = [](const Tensor& t) {
+      return t.requires_grad() ? Tensor::empty(t.shape(), DType::bf16, t.device()) : Tensor();
+    };
+    Tensor dx = grad_like(x), dW = grad_like(W);
+    dispatch_device(x.device(), "linear (bf16) backward",
+        [&]<typename>() {
+          cuda::linear_backward_bf16(x.data<bf16>(), W.data<bf16>(), d[0].data<bf16>(),
+                                     dx.data_or_null<bf16>(), dW.data_or_null<bf16>(), rows, in, out);
+        },
+        [&] {
+          cpu::linear_backward_bf16(x.data<bf16>(), W.data<bf16>(), d[0].data<bf16>(),
+                                    dx.data_or_null<bf16>(), dW.data_or_null<bf16>(), rows, in, out);
+        });
+    return std::vector<Tensor>{dx, dW};
+  });
+  return y;
+}
+
+}  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
   const char* op = "matmul";
@@ -320,7 +384,6 @@ Tensor linear(const Tensor& x, const Tensor& W, const Tensor& b) {
   const char* op = "linear";
   check_float(op, x, "x");
   check_float(op, W, "W");
-  check_same_dtype(op, x, W);
   check_same_device(op, x, W);
   MG_CHECK(x.dim() >= 1, op, ": x must be (..., in), got a 0-dimensional tensor");
   MG_CHECK(W.dim() == 2, op, ": W must be (out, in), got ", shape_str(W.shape()));
@@ -329,7 +392,6 @@ Tensor linear(const Tensor& x, const Tensor& W, const Tensor& b) {
            shape_str(W.shape()), " (out, in) expects in = ", W.size(1));
   if (b.defined()) {
     check_float(op, b, "b");
-    check_same_dtype(op, x, b);
     check_same_device(op, x, b);
     check_shape(op, b, {out}, "b");
   }
@@ -337,6 +399,12 @@ Tensor linear(const Tensor& x, const Tensor& W, const Tensor& b) {
                          : x.numel() / in;
   Shape y_shape = x.shape();
   y_shape.back() = out;
+  if (linear_in_bf16(x, W)) {  // mixed precision: see the top of ops/matmul.h
+    Tensor y = linear_bf16(to(x, DType::bf16), to(W, DType::bf16), y_shape, rows, in, out);
+    return b.defined() ? to(y + b, DType::bf16) : y;  // the bias added in f32, rounded once more
+  }
+  check_same_dtype(op, x, W);
+  if (b.defined()) check_same_dtype(op, x, b);
   Tensor y = Tensor::empty(y_shape, x.dtype(), x.device());
   dispatch_device(x.device(), x.dtype(), op,
       [&]<typename T>() {

@@ -28,6 +28,14 @@
 //   dW (out, in)   = dy^T x        (out, rows) (rows, in): one GEMM that sums over every row
 //   db (out)       = sum_r dy[r]   column sums, in row order (deterministic)
 //
+// Mixed precision (Settings::precision = bf16, or a bf16 x or W; docs/mixed_precision.md):
+// linear casts x and W to bf16 (recorded on the tape, so the f32 master weight receives its
+// gradient widened back to f32), multiplies with f32 accumulation and returns y in bf16; a
+// bias is then added in f32 and the sum rounded to bf16. The backward's dx and dW come out in
+// bf16 too (as under PyTorch's autocast). The bf16 kernels below: on CUDA cublasGemmEx with
+// bf16 operands and CUBLAS_COMPUTE_32F; on the CPU the reference: the operands widened
+// exactly to f32, the f32 GEMM, the result rounded to nearest even.
+//
 // Determinism: every result is bitwise the same at any thread count. cpu::gemm cuts C into
 // fixed tiles (a function of M, N and K only: cpu::gemm_tiling) and runs each tile as one
 // single-threaded Eigen GEMM over the whole K, the tiles spread over the threads; Eigen's own
@@ -76,6 +84,12 @@ void linear_forward(const T* x, const T* W, const T* bias, T* y, int64_t rows, i
 template <typename T>
 void linear_backward(const T* x, const T* W, const T* dy, T* dx, T* dW, T* dbias, int64_t rows,
                      int64_t in, int64_t out);
+
+// bf16 operands and results, f32 accumulation: y = x W^T; dx = dy W, dW = dy^T x (null skipped).
+void linear_forward_bf16(const bf16* x, const bf16* W, bf16* y, int64_t rows, int64_t in,
+                         int64_t out);
+void linear_backward_bf16(const bf16* x, const bf16* W, const bf16* dy, bf16* dx, bf16* dW,
+                          int64_t rows, int64_t in, int64_t out);
 }  // namespace cpu
 
 // The CUDA twins (cuda/matmul.cu): the cpu:: kernels' arguments in the same order, f32,
@@ -99,6 +113,11 @@ void linear_backward(const float* x, const float* W, const float* dy, float* dx,
 // dst (cols) = column sums of src (rows, cols), each column summed in a fixed order (in
 // double); used for linear's dbias. Deterministic.
 void column_sum(const float* src, float* dst, int64_t rows, int64_t cols);
+
+void linear_forward_bf16(const bf16* x, const bf16* W, bf16* y, int64_t rows, int64_t in,
+                         int64_t out);
+void linear_backward_bf16(const bf16* x, const bf16* W, const bf16* dy, bf16* dx, bf16* dW,
+                          int64_t rows, int64_t in, int64_t out);
 }  // namespace cuda
 
 // a (..., M, K) times b (K, N) or b (..., K, N) with a's leading dims -> (..., M, N).

@@ -6,6 +6,7 @@
 
 #include "autograd/tape.h"
 #include "core/dispatch.h"
+#include "ops/convert.h"
 #include "core/parallel.h"
 
 namespace mg {
@@ -190,6 +191,7 @@ static int64_t check_norm_args(const char* op, const Tensor& x, const Tensor& we
 
 Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
   const char* op = "rms_norm";
+  if (is_bf16(x)) return rms_norm(widen_bf16(x), weight, eps);  // norms in f32 (ops/convert.h)
   int64_t D = check_norm_args(op, x, weight, Tensor(), eps);
   int64_t rows = x.numel() / D;
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
@@ -223,6 +225,7 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
 
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
   const char* op = "layer_norm";
+  if (is_bf16(x)) return layer_norm(widen_bf16(x), weight, bias, eps);  // norms in f32
   int64_t D = check_norm_args(op, x, weight, bias, eps);
   int64_t rows = x.numel() / D;
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());

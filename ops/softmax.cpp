@@ -5,6 +5,7 @@
 
 #include "autograd/tape.h"
 #include "core/dispatch.h"
+#include "ops/convert.h"
 #include "core/parallel.h"
 #include "ops/reduce.h"
 
@@ -224,33 +225,41 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
            logits.size(0), ") to match logits ", shape_str(logits.shape()), ", got ",
            shape_str(targets.shape()));
   check_same_device(op, logits, targets);
-  if (logits.device().is_cuda()) check_cuda_f32(op, logits.dtype(), logits.device());
+  // bf16 logits (mixed precision): the softmax and the loss in f32 on a widened temporary,
+  // widened again in the backward, so the tape keeps only the bf16 logits (at V 50280 the f32
+  // copy would be the largest tensor of the step); the loss is f32, dlogits rounded to bf16.
+  const DType dt = logits.dtype() == DType::bf16 ? DType::f32 : logits.dtype();
+  if (logits.device().is_cuda()) check_cuda_f32(op, dt, logits.device());
   int64_t N = logits.size(0), V = logits.size(1);
   int64_t count = count_kept_targets(logits, targets, ignore_index);
-  Tensor loss = Tensor::empty({}, logits.dtype(), logits.device());
-  Tensor lse = Tensor::empty({N}, logits.dtype(), logits.device());
-  dispatch_device(logits.device(), logits.dtype(), op,
-      [&]<typename T>() {
-        cuda::cross_entropy_forward(logits.data<T>(), targets.data<int32_t>(), loss.data<T>(),
-                                    lse.data<T>(), N, V, ignore_index, count);
-      },
-      [&]<typename T>() {
-        cpu::cross_entropy_forward<T>(logits.data<T>(), targets.data<int32_t>(), loss.data<T>(),
+  Tensor loss = Tensor::empty({}, dt, logits.device());
+  Tensor lse = Tensor::empty({N}, dt, logits.device());
+  {
+    const Tensor x = logits.cast(dt);  // logits itself unless bf16
+    dispatch_device(x.device(), dt, op,
+        [&]<typename T>() {
+          cuda::cross_entropy_forward(x.data<T>(), targets.data<int32_t>(), loss.data<T>(),
                                       lse.data<T>(), N, V, ignore_index, count);
-      });
+        },
+        [&]<typename T>() {
+          cpu::cross_entropy_forward<T>(x.data<T>(), targets.data<int32_t>(), loss.data<T>(),
+                                        lse.data<T>(), N, V, ignore_index, count);
+        });
+  }
   record(op, {logits}, {loss},
-         [op, logits, targets, lse, N, V, ignore_index, count](const std::vector<Tensor>& d) {
-           Tensor dlogits = Tensor::empty(logits.shape(), logits.dtype(), logits.device());
-           dispatch_device(logits.device(), logits.dtype(), op,
+         [op, logits, targets, lse, N, V, ignore_index, count, dt](const std::vector<Tensor>& d) {
+           const Tensor x = logits.cast(dt);
+           Tensor dlogits = Tensor::empty(x.shape(), dt, x.device());
+           dispatch_device(x.device(), dt, op,
                [&]<typename T>() {
-                 cuda::cross_entropy_backward(logits.data<T>(), targets.data<int32_t>(), lse.data<T>(),
+                 cuda::cross_entropy_backward(x.data<T>(), targets.data<int32_t>(), lse.data<T>(),
                                               d[0].data<T>(), dlogits.data<T>(), N, V, ignore_index, count);
                },
                [&]<typename T>() {
-                 cpu::cross_entropy_backward<T>(logits.data<T>(), targets.data<int32_t>(), lse.data<T>(),
+                 cpu::cross_entropy_backward<T>(x.data<T>(), targets.data<int32_t>(), lse.data<T>(),
                                                 d[0].data<T>(), dlogits.data<T>(), N, V, ignore_index, count);
                });
-           return std::vector<Tensor>{dlogits};
+           return std::vector<Tensor>{dlogits.cast(logits.dtype())};
          });
   return loss;
 }

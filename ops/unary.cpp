@@ -1,9 +1,12 @@
 #include "ops/unary.h"
 
 #include <cmath>
+#include <vector>
 
 #include "autograd/tape.h"
+#include "core/allocator.h"
 #include "core/dispatch.h"
+#include "ops/convert.h"
 #include "core/parallel.h"
 #include "core/vmath.h"
 
@@ -100,10 +103,50 @@ static const char* op_name(UnaryOp op) {
   return "?";
 }
 
+namespace cpu {
+void unary_forward_bf16(UnaryOp op, const bf16* x, bf16* y, int64_t n, float p) {
+  const F32Scratch xf(x, n), yf(n);
+  unary_forward<float>(op, xf.data(), yf.data(), n, p);
+  yf.round_into(y);
+}
+
+void unary_backward_bf16(UnaryOp op, const bf16* x, const bf16* y, const bf16* dy, bf16* dx,
+                         int64_t n, float p) {
+  const F32Scratch xf(x, n), yf(y, n), dyf(dy, n), dxf(n);
+  unary_backward<float>(op, xf.data(), yf.data(), dyf.data(), dxf.data(), n, p);
+  dxf.round_into(dx);
+}
+}  // namespace cpu
+
+// bf16 storage (mixed precision): the _bf16 kernels, which read x, y, dy widened and round
+// their result once; the backward sees the rounded y, as the CUDA kernel does.
+static Tensor unary_bf16(UnaryOp op, const Tensor& x, double p) {
+  const char* name = op_name(op);
+  Tensor y = Tensor::empty(x.shape(), DType::bf16, x.device());
+  dispatch_device(x.device(), name,
+      [&]<typename>() { cuda::unary_forward_bf16(op, x.data<bf16>(), y.data<bf16>(), x.numel(), (float)p); },
+      [&] { cpu::unary_forward_bf16(op, x.data<bf16>(), y.data<bf16>(), x.numel(), (float)p); });
+  record(name, {x}, {y}, [op, x, y, p, name](const std::vector<Tensor>& d) {
+    Tensor dx = Tensor::empty(x.shape(), DType::bf16, x.device());
+    dispatch_device(x.device(), name,
+        [&]<typename>() {
+          cuda::unary_backward_bf16(op, x.data<bf16>(), y.data<bf16>(), d[0].data<bf16>(),
+                                    dx.data<bf16>(), x.numel(), (float)p);
+        },
+        [&] {
+          cpu::unary_backward_bf16(op, x.data<bf16>(), y.data<bf16>(), d[0].data<bf16>(),
+                                   dx.data<bf16>(), x.numel(), (float)p);
+        });
+    return std::vector<Tensor>{dx};
+  });
+  return y;
+}
+
 // checks -> allocate -> dispatch -> record backward: the shape of every public op.
 static Tensor unary(UnaryOp op, const Tensor& x, double p = 0) {
   const char* name = op_name(op);
   check_float(name, x, "x");
+  if (is_bf16(x)) return unary_bf16(op, x, p);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   dispatch_device(x.device(), x.dtype(), name,
       [&]<typename T>() { cuda::unary_forward(op, x.data<T>(), y.data<T>(), x.numel(), (T)p); },

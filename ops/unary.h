@@ -32,6 +32,10 @@ void unary_forward(UnaryOp op, const T* x, T* y, int64_t n, T p);
 // dx = dy * f'(x); x and y are the forward's input and output.
 template <typename T>
 void unary_backward(UnaryOp op, const T* x, const T* y, const T* dy, T* dx, int64_t n, T p);
+// bf16 storage (mixed precision): the f32 kernels on the exact widenings, rounded once.
+void unary_forward_bf16(UnaryOp op, const bf16* x, bf16* y, int64_t n, float p);
+void unary_backward_bf16(UnaryOp op, const bf16* x, const bf16* y, const bf16* dy, bf16* dx,
+                         int64_t n, float p);
 }  // namespace cpu
 
 // The CUDA twins (cuda/unary.cu): the cpu:: kernels' arguments in the same order, f32,
@@ -41,6 +45,9 @@ namespace cuda {
 void unary_forward(UnaryOp op, const float* x, float* y, int64_t n, float p);
 void unary_backward(UnaryOp op, const float* x, const float* y, const float* dy, float* dx,
                     int64_t n, float p);
+void unary_forward_bf16(UnaryOp op, const bf16* x, bf16* y, int64_t n, float p);
+void unary_backward_bf16(UnaryOp op, const bf16* x, const bf16* y, const bf16* dy, bf16* dx,
+                         int64_t n, float p);
 }  // namespace cuda
 
 Tensor exp(const Tensor& x);

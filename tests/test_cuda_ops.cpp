@@ -67,7 +67,7 @@ constexpr double kTol = 1e-5;
 TEST_CASE("cuda gemm matches cpu::gemm for every transpose, alpha and beta") {
   MG_SKIP_WITHOUT_GPU();
   mg::cuda::backend_init();
-  SettingsGuard full_f32(settings_with(&Settings::allow_tf32, false));
+  SettingsGuard full_f32(settings_with(&Settings::precision, Precision::f32));
   std::vector<std::array<int64_t, 3>> shapes;
   for (int64_t M : kOdd) for (int64_t N : kOdd) for (int64_t K : kOdd) shapes.push_back({M, N, K});
   shapes.push_back({512, 1536, 768});
@@ -90,7 +90,7 @@ TEST_CASE("cuda gemm matches cpu::gemm for every transpose, alpha and beta") {
 TEST_CASE("cuda matmul and linear kernels match the CPU, forward and backward") {
   MG_SKIP_WITHOUT_GPU();
   mg::cuda::backend_init();
-  SettingsGuard full_f32(settings_with(&Settings::allow_tf32, false));
+  SettingsGuard full_f32(settings_with(&Settings::precision, Precision::f32));
   for (bool shared : {true, false})
     for (int64_t batch : {1, 3})
       for (int64_t M : kOdd)
@@ -136,12 +136,12 @@ TEST_CASE("cuda matmul and linear kernels match the CPU, forward and backward") 
 TEST_CASE("cuda TF32 switch: off by default, and on it stays close to the CPU") {
   MG_SKIP_WITHOUT_GPU();
   mg::cuda::backend_init();
-  CHECK_FALSE(settings().allow_tf32);
+  CHECK(settings().precision == Precision::f32);
   int64_t M = 512, N = 512, K = 1024;
   Pair A = randn_pair({M, K}, 11), B = randn_pair({K, N}, 12), C = empty_pair({M, N});
   cpu::gemm<float>(false, false, M, N, K, 1.f, A.hp(), B.hp(), 0.f, C.hp());
   {
-    SettingsGuard tf32(settings_with(&Settings::allow_tf32, true));
+    SettingsGuard tf32(settings_with(&Settings::precision, Precision::tf32));
     cuda::gemm(false, false, M, N, K, 1.f, A.dp(), B.dp(), 0.f, C.dp());
   }
   double tf32_err = err(C);
@@ -322,7 +322,7 @@ TEST_CASE("cuda rms_norm and layer_norm match the CPU, forward and backward, det
 TEST_CASE("cuda public ops end to end: linear, matmul, conv1d, norms, embedding with the tape") {
   MG_SKIP_WITHOUT_GPU();
   mg::cuda::backend_init();
-  SettingsGuard full_f32(settings_with(&Settings::allow_tf32, false));
+  SettingsGuard full_f32(settings_with(&Settings::precision, Precision::f32));
   Generator gen(30);
   auto rnd = [&](const Shape& s) { return Tensor::randn(s, DType::f32, &gen); };
   Tensor x = rnd({3, 13, 33}), W = rnd({7, 33}), bl = rnd({7}), wc = rnd({7, 1, 4}), bc = rnd({7});

@@ -118,10 +118,10 @@ TEST_CASE("cuda runtime: switches and dispatch_device checks (no GPU needed)") {
     SettingsGuard off(settings_with(&Settings::deterministic, false));
     CHECK_FALSE(settings().deterministic);
   }
-  CHECK_FALSE(settings().allow_tf32);  // the default: full f32 GEMMs
+  CHECK(settings().precision == Precision::f32);  // the default: full f32 GEMMs
   {
-    SettingsGuard on(settings_with(&Settings::allow_tf32, true));
-    CHECK(settings().allow_tf32);
+    SettingsGuard on(settings_with(&Settings::precision, Precision::tf32));
+    CHECK(settings().precision == Precision::tf32);
   }
 
   int cpu_calls = 0, cuda_calls = 0;

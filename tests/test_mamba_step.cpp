@@ -14,6 +14,7 @@
 #include "ops/conv1d.h"
 #include "ops/selective_scan/selective_scan.h"
 #include "ops/shape.h"
+#include "test_util.h"
 
 using namespace mg;
 using namespace mg::nn;
@@ -83,6 +84,18 @@ TEST_CASE("mamba step: the same in f64 to near machine precision") {
   m.to(DType::f64);
   Tensor ids = random_ids({1, 37}, 50, 5);
   for (int64_t t : {1, 3, 36}) CHECK(prefill_then_step_error(m, ids, t) < 1e-12);
+}
+
+TEST_CASE("mamba step: under bf16 precision, decoding follows the parallel forward (f32 logits)") {
+  SettingsGuard bf(test::settings_with(&Settings::precision, Precision::bf16));
+  MambaLM m(step_config(), 23);
+  Tensor ids = random_ids({2, 20}, 50, 6);
+  CHECK(m.forward(ids).dtype() == DType::f32);
+  for (int64_t t : {1, 19}) {
+    double err = prefill_then_step_error(m, ids, t);
+    INFO("prompt length " << t << ": relative error " << err);
+    CHECK(err < 3e-2);  // the same bf16 roundings; sums in another order may flip a last bit
+  }
 }
 
 TEST_CASE("mamba step: prefill state layout and num_last_tokens") {

@@ -67,7 +67,7 @@ inline bool bitwise_equal(const Tensor& a, const Tensor& b) {
   return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0;
 }
 
-//   SettingsGuard tf32(settings_with(&Settings::allow_tf32, true));
+//   SettingsGuard tf32(settings_with(&Settings::precision, Precision::tf32));
 template <typename V>
 Settings settings_with(V Settings::*field, V value) {
   Settings s = settings();

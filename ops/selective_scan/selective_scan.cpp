@@ -8,6 +8,7 @@
 #include "autograd/tape.h"
 #include "core/dispatch.h"
 #include "core/settings.h"
+#include "ops/convert.h"
 #include "ops/selective_scan/kernels.h"
 
 namespace mg {
@@ -51,6 +52,22 @@ constexpr const char* kOp = "selective_scan";
 // The op's inputs in argument order, as recorded on the tape; optional ones may be undefined.
 enum Input { kU, kDelta, kA, kB, kC, kD, kZ, kDeltaBias, kH0, kNumInputs };
 
+// Mixed precision: the activations (u, delta, B, C, z) may be bf16 while A, D, delta_bias, h0
+// and the state stay f32 (ScanArgs<bf16, float>'s contract).
+bool is_activation(int k) { return k == kU || k == kDelta || k == kB || k == kC || k == kZ; }
+bool is_mixed(const std::vector<Tensor>& in) {
+  for (int k = 0; k < kNumInputs; ++k)
+    if (is_activation(k) && is_bf16(in[k])) return true;
+  return false;
+}
+// The inputs with the bf16 activations widened to f32: temporaries, not recorded.
+std::vector<Tensor> widened(const std::vector<Tensor>& in) {
+  std::vector<Tensor> w = in;
+  for (int k = 0; k < kNumInputs; ++k)
+    if (is_activation(k) && is_bf16(w[k])) w[k] = w[k].cast(DType::f32);
+  return w;
+}
+
 // The shapes every input must have, named in errors: (B, L, ED, N) from u and A.
 struct Dims {
   int64_t B, L, ED, N;
@@ -77,12 +94,17 @@ Dims check_inputs(const std::vector<Tensor>& in) {
   if (in[kZ].defined()) check_shape(kOp, in[kZ], {s.B, s.L, s.ED}, "z");
   if (in[kDeltaBias].defined()) check_shape(kOp, in[kDeltaBias], {s.ED}, "delta_bias");
   if (in[kH0].defined()) check_shape(kOp, in[kH0], {s.B, s.ED, s.N}, "h0");
-  for (const Tensor& t : in) {
+  const bool mixed = is_mixed(in);
+  for (int k = 0; k < kNumInputs; ++k) {
+    const Tensor& t = in[k];
     if (!t.defined()) continue;
-    check_same_dtype(kOp, u, t);
     check_same_device(kOp, u, t);
+    if (!mixed) check_same_dtype(kOp, u, t);
+    else if (!is_activation(k) || !is_bf16(t))  // mixed precision: the rest is f32
+      check_dtype(kOp, t, DType::f32, "(with bf16 activations, every other input is f32)");
   }
-  if (u.device().is_cuda()) check_dtype(kOp, u, DType::f32, "u (CUDA kernels are f32 only)");
+  if (u.device().is_cuda() && !mixed)
+    check_dtype(kOp, u, DType::f32, "u (CUDA kernels are f32 only)");
   return s;
 }
 
@@ -136,6 +158,55 @@ ScanResult run_scan(const std::vector<Tensor>& in, const Dims& s, bool delta_sof
   return {y, h_last};
 }
 
+// bf16 activations, f32 parameters and state, on the f32 kernels: the activations are widened
+// into temporaries for the forward kernel and again in the backward, so the tape keeps the
+// bf16 tensors and the f32 chunk states only (what a ScanArgs<bf16, float> kernel keeps); y
+// and the activations' gradients are rounded to bf16 once. The results are exactly those of
+// a bf16 kernel with f32 state and sums (the widening is exact).
+ScanResult run_scan_bf16(const std::vector<Tensor>& in, const Dims& s, bool delta_softplus) {
+  const Device dev = in[kU].device();
+  const int64_t T_chunk = settings().scan_chunk;
+  const ScanKernelPair<float> kernel = choose_scan_kernel<float>(dev, s.N);
+  Tensor h_last = Tensor::empty({s.B, s.ED, s.N}, DType::f32, dev);
+  const bool save = kernel.saves_chunk_states && needs_grad(in);
+  Tensor chunk_states =
+      save ? Tensor::empty({s.B, scan_num_chunks(s.L, T_chunk), s.ED, s.N}, DType::f32, dev)
+           : Tensor();
+  Tensor y;
+  {
+    const std::vector<Tensor> w = widened(in);
+    Tensor y32 = Tensor::empty({s.B, s.L, s.ED}, DType::f32, dev);
+    ScanArgs<float> a = scan_args<float>(w, s, delta_softplus, T_chunk);
+    a.y = y32.data<float>();
+    a.h_last = h_last.data<float>();
+    a.chunk_states = chunk_states.data_or_null<float>();
+    kernel.forward(a);
+    y = is_bf16(in[kU]) ? y32.cast(DType::bf16) : y32;
+  }
+  record(kOp, in, {y, h_last}, [in, s, delta_softplus, T_chunk, kernel, chunk_states](
+                                   const std::vector<Tensor>& d) {
+    const std::vector<Tensor> w = widened(in);
+    std::vector<Tensor> grads(kNumInputs);
+    for (int k = 0; k < kNumInputs; ++k)
+      if (w[k].defined()) grads[k] = Tensor::empty(w[k].shape(), DType::f32, w[k].device());
+    ScanArgs<float> a = scan_args<float>(w, s, delta_softplus, T_chunk);
+    a.chunk_states = chunk_states.data_or_null<float>();
+    const Tensor dy = d[0].cast(DType::f32);
+    const ScanGrads<float> g{.dy = dy.data<float>(), .dh_last = d[1].data<float>(),
+                             .du = grads[kU].data<float>(), .ddelta = grads[kDelta].data<float>(),
+                             .dA = grads[kA].data<float>(), .dB = grads[kB].data<float>(),
+                             .dC = grads[kC].data<float>(), .dD = grads[kD].data_or_null<float>(),
+                             .dz = grads[kZ].data_or_null<float>(),
+                             .ddelta_bias = grads[kDeltaBias].data_or_null<float>(),
+                             .dh0 = grads[kH0].data_or_null<float>()};
+    kernel.backward(a, g);
+    for (int k = 0; k < kNumInputs; ++k)
+      if (is_activation(k) && is_bf16(in[k])) grads[k] = grads[k].cast(DType::bf16);
+    return grads;
+  });
+  return {y, h_last};
+}
+
 }  // namespace
 
 ScanResult selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
@@ -143,6 +214,7 @@ ScanResult selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A,
                           const Tensor& delta_bias, bool delta_softplus, const Tensor& h0) {
   const std::vector<Tensor> in{u, delta, A, B, C, D, z, delta_bias, h0};
   const Dims s = check_inputs(in);
+  if (is_mixed(in)) return run_scan_bf16(in, s, delta_softplus);  // mixed precision
   ScanResult out;
   dispatch_device(u.device(), u.dtype(), kOp,
                   [&]<typename T>() { out = run_scan<T>(in, s, delta_softplus); },
@@ -156,6 +228,13 @@ Tensor selective_scan_step(const Tensor& u, const Tensor& delta, const Tensor& A
                            const Tensor& delta_bias, bool delta_softplus, const Tensor& state) {
   const char* op = "selective_scan_step";
   check_float(op, u, "u");
+  if (is_bf16(u) || is_bf16(delta) || is_bf16(Bm) || is_bf16(C) || is_bf16(z)) {
+    // bf16 activations (mixed precision): widened; the state stays f32, y is rounded.
+    auto wide = [](const Tensor& t) { return is_bf16(t) ? t.cast(DType::f32) : t; };
+    Tensor y = selective_scan_step(wide(u), wide(delta), A, wide(Bm), wide(C), D, wide(z),
+                                   delta_bias, delta_softplus, state);
+    return is_bf16(u) ? y.cast(DType::bf16) : y;
+  }
   check_dim(op, u, 2, "u (B, ED)");
   check_dim(op, A, 2, "A (ED, N)");
   const int64_t B = u.size(0), ED = u.size(1), N = A.size(1);

@@ -36,8 +36,9 @@ MPI_Datatype mpi_type(DType t) {
     case DType::f32: return MPI_FLOAT;
     case DType::f64: return MPI_DOUBLE;
     case DType::i32: return MPI_INT32_T;
+    case DType::bf16: break;  // never reduced: gradients are f32 under every precision
   }
-  return MPI_BYTE;
+  throw Error(::mg::detail::cat("MPI all_reduce: no MPI type for ", dtype_name(t), " (f32, f64, i32)"));
 }
 
 MPI_Op mpi_op(ReduceOp op) { return op == ReduceOp::max ? MPI_MAX : MPI_SUM; }
