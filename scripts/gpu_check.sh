@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # scripts/gpu_check.sh — the whole GPU check in one call, on a machine with an NVIDIA GPU.
 #
-#   scripts/gpu_check.sh [steps...]     default: info build tests bench train
+#   scripts/gpu_check.sh [steps...]     default: info build tests bench train nccl
 #
 # Steps: info (GPU, driver, tools) | build (Release, MG_CUDA=ON, architectures native, all
 # cores, into build-gpu/) | tests (every CUDA test case: mg_tests -sf='*cuda*') | sanitize
 # (compute-sanitizer memcheck + racecheck over the CUDA scan tests) | bench (bench_scan,
 # bench_ops and bench_generate --device cuda) | train (bench_train --device cuda --config 130m and all; train_lm
-# --device cuda on the fortunes text when it is installed).
+# --device cuda on the fortunes text when it is installed) | nccl (scripts/nccl_check.sh: the
+# data-parallel path through a 1-rank NCCL communicator equals the plain GPU run).
 # Every log goes to gpu-check-logs/, packed at the end into gpu-check-logs.tgz; the key lines
 # are collected in gpu-check-logs/summary.txt and printed last. Needs what scripts/setup.sh
 # installs (run it first) and the CUDA toolkit. Extra CMake flags: MG_CMAKE_ARGS="...".
 # (Our own runs on borrowed GPU machines use the same steps through ../shared/gpu/check.sh.)
 set -u
-case "${1:-}" in -h|--help) sed -n '2,14p' "$0"; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n '2,15p' "$0"; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 O=gpu-check-logs; BLD=build-gpu; rm -rf "$O"; mkdir -p "$O"; S=$O/summary.txt; : >"$S"
 START=$(date +%s)
@@ -24,7 +25,7 @@ run() {  # run NAME cmd...: the command's output into $O/NAME.log, its status in
   "$@" >"$O/$n.log" 2>&1; local rc=$?
   say "$n: exit $rc in $(( $(date +%s) - t0 ))s"; return $rc
 }
-for st in ${*:-info build tests bench train}; do case $st in
+for st in ${*:-info build tests bench train nccl}; do case $st in
 info)
   { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     nvcc --version | tail -1; g++ --version | head -1; cmake --version | head -1
@@ -58,6 +59,9 @@ train)
     run train_lm $BLD/examples/train_lm --device cuda --run-dir "$O/run-gpu"
     grep -E "val|tok/s" "$O/train_lm.log" | tail -4 >>"$S"
   fi ;;
+nccl)
+  run nccl bash scripts/nccl_check.sh $BLD
+  tail -4 "$O/nccl.log" >>"$S" ;;
 *) echo "gpu_check.sh: unknown step '$st' (see --help)" >&2; exit 2 ;;
 esac; done
 say "done"
