@@ -6,7 +6,7 @@
 # Steps: info (GPU, driver, tools) | build (Release, MG_CUDA=ON, architectures native, all
 # cores, into build-gpu/) | tests (every CUDA test case: mg_tests -sf='*cuda*') | sanitize
 # (compute-sanitizer memcheck + racecheck over the CUDA scan tests) | bench (bench_scan,
-# bench_ops and bench_generate --device cuda) | train (bench_train --device cuda --config 130m and all; train_lm
+# bench_ops and bench_generate --device cuda) | train (bench_train --device cuda --config 130m --precision f32|tf32|bf16, --config all; train_lm
 # --device cuda on the fortunes text when it is installed) | nccl (scripts/nccl_check.sh: the
 # data-parallel path through a 1-rank NCCL communicator equals the plain GPU run).
 # Every log goes to gpu-check-logs/, packed at the end into gpu-check-logs.tgz; the key lines
@@ -51,8 +51,10 @@ bench)
   run bench_generate $BLD/examples/bench_generate --device cuda
   tail -6 "$O/bench_generate.log" >>"$S" ;;
 train)
-  run bench_train $BLD/examples/bench_train --device cuda --config 130m --repeats 5
-  tail -3 "$O/bench_train.log" >>"$S"
+  for P in f32 tf32 bf16; do  # issue 13: the precisions side by side
+    run bench_train_$P $BLD/examples/bench_train --device cuda --config 130m --repeats 5 --precision $P
+    tail -3 "$O/bench_train_$P.log" >>"$S"
+  done
   run bench_train_small $BLD/examples/bench_train --device cuda --config all
   tail -3 "$O/bench_train_small.log" >>"$S"
   if [ -d /usr/share/games/fortunes ]; then
