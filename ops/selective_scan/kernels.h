@@ -58,8 +58,9 @@ void selective_scan_step_forward(const ScanArgs<T, S>& a);
 
 }  // namespace cpu
 
-// ---- the CUDA twins (cuda/selective_scan/, docs/cuda_scan.md): f32, device pointers, enqueued
-// on the backend's stream. Declared in every build; defined (and callable) in a CUDA build.
+// ---- the CUDA twins (cuda/selective_scan/, docs/cuda_scan.md): f32 (v2 also bf16 activations),
+// device pointers, enqueued on the backend's stream. Declared in every build; defined (and
+// callable) in a CUDA build.
 //   v1 (v1.cu): the teaching port of the CPU loop, one thread per (b, d).
 //   v2 (v2.cuh, v2_forward.cu, v2_backward.cu): parallel along L, one warp per channel,
 //      warp scans over 256-step tiles.
