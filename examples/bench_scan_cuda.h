@@ -51,35 +51,35 @@ struct Row {
   double fwd_ms, fwdbwd_ms, fwd_gbs, fwdbwd_gbs;
 };
 
-inline Row measure(const Shape4& s, CudaScanVersion v, int repeats, int64_t T) {
+// Act: the activations' type (float, or bf16 with f32 parameters and state).
+template <typename Act>
+Row measure(const Shape4& s, const ScanKernelPair<Act, float>& k, const std::string& version,
+            int repeats, int64_t T) {
   const Device g = Device::cuda();
+  const DType act = dtype_of<Act>();
   Generator gen(1);
   auto dev = [&](const Shape& shape, double scale) {
     return to(Tensor::randn(shape, DType::f32, &gen) * scale, g);
   };
-  Tensor u = dev({s.B, s.L, s.ED}, 1), delta = dev({s.B, s.L, s.ED}, 0.5), z = dev({s.B, s.L, s.ED}, 1);
-  Tensor A = to(Tensor::ones({s.ED, s.N}) * -1.0, g), Bm = dev({s.B, s.L, s.N}, 1), C = dev({s.B, s.L, s.N}, 1);
-  Tensor D = dev({s.ED}, 1), bias = dev({s.ED}, 0.1) - 4.0, dy = dev({s.B, s.L, s.ED}, 1);
+  auto dev_act = [&](const Shape& shape, double scale) { return dev(shape, scale).cast(act); };
+  Tensor u = dev_act({s.B, s.L, s.ED}, 1), delta = dev_act({s.B, s.L, s.ED}, 0.5), z = dev_act({s.B, s.L, s.ED}, 1);
+  Tensor A = to(Tensor::ones({s.ED, s.N}) * -1.0, g), Bm = dev_act({s.B, s.L, s.N}, 1), C = dev_act({s.B, s.L, s.N}, 1);
+  Tensor D = dev({s.ED}, 1), bias = dev({s.ED}, 0.1) - 4.0, dy = dev_act({s.B, s.L, s.ED}, 1);
   const int64_t nc = scan_num_chunks(s.L, T);
-  auto E = [&](const Shape& shape) { return Tensor::empty(shape, DType::f32, g); };
-  Tensor y = E({s.B, s.L, s.ED}), h_last = E({s.B, s.ED, s.N}), st = E({s.B, nc, s.ED, s.N});
-  Tensor du = E(y.shape()), ddelta = E(y.shape()), dz = E(y.shape()), dA = E({s.ED, s.N});
-  Tensor dB = E(Bm.shape()), dC = E(C.shape()), dD = E({s.ED}), dbias = E({s.ED});
+  auto E = [&](const Shape& shape, DType dt = DType::f32) { return Tensor::empty(shape, dt, g); };
+  Tensor y = E({s.B, s.L, s.ED}, act), h_last = E({s.B, s.ED, s.N}), st = E({s.B, nc, s.ED, s.N});
+  Tensor du = E(y.shape(), act), ddelta = E(y.shape(), act), dz = E(y.shape(), act), dA = E({s.ED, s.N});
+  Tensor dB = E(Bm.shape(), act), dC = E(C.shape(), act), dD = E({s.ED}), dbias = E({s.ED});
   auto f = [](const Tensor& t) { return t.data<float>(); };
-  const ScanArgs<float> args{.B = s.B, .L = s.L, .ED = s.ED, .N = s.N, .T = T, .u = f(u),
-                             .delta = f(delta), .A = f(A), .Bm = f(Bm), .C = f(C), .D = f(D),
-                             .z = f(z), .delta_bias = f(bias), .delta_softplus = true,
-                             .y = f(y), .h_last = f(h_last), .chunk_states = f(st)};
-  const ScanGrads<float> grads{.dy = f(dy), .du = f(du), .ddelta = f(ddelta), .dA = f(dA),
-                               .dB = f(dB), .dC = f(dC), .dD = f(dD), .dz = f(dz),
-                               .ddelta_bias = f(dbias)};
-  const ScanKernelPair<float> k = [&] {  // what the op runs for this version
-    Settings version = settings();
-    version.cuda_scan = v;
-    SettingsGuard guard(version);
-    return choose_scan_kernel<float>(g, s.N);
-  }();
-  Row r{s, cuda_scan_name(v), 0, 0, 0, 0};
+  auto a = [](const Tensor& t) { return t.data<Act>(); };
+  const ScanArgs<Act, float> args{.B = s.B, .L = s.L, .ED = s.ED, .N = s.N, .T = T, .u = a(u),
+                                  .delta = a(delta), .A = f(A), .Bm = a(Bm), .C = a(C), .D = f(D),
+                                  .z = a(z), .delta_bias = f(bias), .delta_softplus = true,
+                                  .y = a(y), .h_last = f(h_last), .chunk_states = f(st)};
+  const ScanGrads<Act, float> grads{.dy = a(dy), .du = a(du), .ddelta = a(ddelta), .dA = f(dA),
+                                    .dB = a(dB), .dC = a(dC), .dD = f(dD), .dz = a(dz),
+                                    .ddelta_bias = f(dbias)};
+  Row r{s, version, 0, 0, 0, 0};
   r.fwd_ms = cuda::bench::median_ms([&] { k.forward(args); }, repeats);
   r.fwdbwd_ms = cuda::bench::median_ms([&] { k.forward(args); k.backward(args, grads); }, repeats);
   const ScanBytes bytes = scan_bytes_moved(args);
@@ -99,13 +99,14 @@ inline int run(int argc, char** argv) {
   // v2 and v3 by default: v2 took ~1 s in all to L 2^17 on an H200 and v3 is predicted to be
   // faster, so the default run stays well under 30 s (v1 walks each channel's sequence with
   // one thread and took over 90 s to L 2^17 there: ask for it).
-  std::string versions = "v2,v3";
+  std::string versions = "v2,v3", dtype = "f32";
   bool json = false, nondeterministic = false;
   cli.add("--max-log2-len", &max_log2, "longest L of the batch-1 sweep, as log2 (9..17)");
   cli.add("--repeats", &repeats, "timed runs per measurement (the median is reported)");
   cli.add("--chunk", &chunk, "T: steps between saved states (the op's default is 64)");
   cli.add("--versions", &versions, "comma-separated list of v1, v2, v3 (v1 is slow: ask for it)");
   cli.add("--nondeterministic", &nondeterministic, "allow float atomics in the backward");
+  cli.add("--dtype", &dtype, "f32 or bf16 (bf16 activations, f32 state: the op's native kernels, v2 only)");
   cli.add("--json", &json, "print one JSON object instead of the table");
   if (!cli.parse(argc, argv)) return cli.exit_code();
   std::vector<CudaScanVersion> vs;
@@ -118,6 +119,10 @@ inline int run(int argc, char** argv) {
       return 2;
     }
     at = comma + 1;
+  }
+  if (dtype != "f32" && dtype != "bf16") {
+    std::fprintf(stderr, "bench_scan --device cuda: --dtype takes f32 or bf16, got '%s'\n", dtype.c_str());
+    return 2;
   }
   if (!cuda::available()) {
     std::fprintf(stderr, "bench_scan --device cuda: no CUDA device is visible (%s); nothing to measure.\n",
@@ -138,7 +143,22 @@ inline int run(int argc, char** argv) {
   std::vector<Row> rows;
   for (const Shape4& s : shapes)
     for (auto v : vs) {
-      rows.push_back(measure(s, v, (int)repeats, chunk));
+      // What the op runs for this version (and dtype).
+      Settings version = settings();
+      version.cuda_scan = v;
+      SettingsGuard guard_version(version);
+      const std::string name = std::string(cuda_scan_name(v)) + (dtype == "bf16" ? " bf16" : "");
+      if (dtype == "f32") {
+        rows.push_back(measure<float>(s, choose_scan_kernel<float>(Device::cuda(), s.N), name,
+                                      (int)repeats, chunk));
+      } else if (const auto k = choose_scan_kernel_bf16(Device::cuda(), s.N)) {
+        rows.push_back(measure<bf16>(s, *k, name, (int)repeats, chunk));
+      } else {
+        if (!json && &s == &shapes.front())
+          std::printf("%s: no native bf16 kernel (the op widens bf16 activations to f32 for it); not timed\n",
+                      cuda_scan_name(v));
+        continue;
+      }
       if (!json) {
         const Row& r = rows.back();
         std::printf("B %-2lld L %-7lld ED %-5lld N %-3lld %s  fwd %9.3f ms %7.1f GB/s (%4.1f%%)   "
@@ -150,8 +170,10 @@ inline int run(int argc, char** argv) {
       }
     }
   if (json) {
-    std::printf("{\"device\": \"%s\", \"deterministic\": %s, \"chunk\": %lld, \"memcpy_d2d_gbs\": %.1f, \"rows\": [",
-                cuda::describe().c_str(), nondeterministic ? "false" : "true", (long long)chunk, copy_gbs);
+    std::printf("{\"device\": \"%s\", \"deterministic\": %s, \"chunk\": %lld, \"dtype\": \"%s\", "
+                "\"memcpy_d2d_gbs\": %.1f, \"rows\": [",
+                cuda::describe().c_str(), nondeterministic ? "false" : "true", (long long)chunk,
+                dtype.c_str(), copy_gbs);
     for (size_t i = 0; i < rows.size(); ++i) {
       const Row& r = rows[i];
       std::printf("%s\n  {\"B\": %lld, \"L\": %lld, \"ED\": %lld, \"N\": %lld, \"version\": \"%s\", "

@@ -48,20 +48,7 @@ void reduce_param_partials(const float* dA_part, const float* dD_part, const flo
   sum_over_batch(dbias_part, dbias, batch, ED);
 }
 
+// forward_if_empty / backward_if_empty (templates on the activation type) are in common.cuh.
 // (Found in review: the versions returned early on empty sizes and left outputs unwritten.)
-bool forward_if_empty(const ScanArgs<float>& a) {
-  if (a.L != 0) return false;
-  copy_or_zero(a.h_last, a.h0, a.B * a.ED * a.N);
-  return true;
-}
-
-bool backward_if_empty(const ScanArgs<float>& a, const ScanGrads<float>& g) {
-  if (a.B != 0 && a.L != 0) return false;
-  copy_or_zero(g.dA, nullptr, a.ED * a.N);
-  copy_or_zero(g.dD, nullptr, a.ED);
-  copy_or_zero(g.ddelta_bias, nullptr, a.ED);
-  copy_or_zero(g.dh0, g.dh_last, a.B * a.ED * a.N);
-  return true;
-}
 
 }  // namespace mg::cuda::scan_detail

@@ -46,9 +46,24 @@ void reduce_param_partials(const float* dA_part, const float* dD_part, const flo
 // Empty sizes, called first by every version, with the CPU kernels' results: L = 0 is the
 // identity on the state (h_last = h0, dh0 = dh_last, zeros where absent); the parameter
 // gradients are sums over an empty range (B = 0 or L = 0), so zero. True when the sizes were
-// empty (the outputs are then written and there is nothing to launch).
-bool forward_if_empty(const ScanArgs<float>& a);
-bool backward_if_empty(const ScanArgs<float>& a, const ScanGrads<float>& g);
+// empty (the outputs are then written and there is nothing to launch). Act: the activations'
+// type (float or bf16); what is written here is all f32 (state and parameter gradients).
+void copy_or_zero(float* dst, const float* src, int64_t n);  // below
+template <typename Act>
+bool forward_if_empty(const ScanArgs<Act, float>& a) {
+  if (a.L != 0) return false;
+  copy_or_zero(a.h_last, a.h0, a.B * a.ED * a.N);
+  return true;
+}
+template <typename Act>
+bool backward_if_empty(const ScanArgs<Act, float>& a, const ScanGrads<Act, float>& g) {
+  if (a.B != 0 && a.L != 0) return false;
+  copy_or_zero(g.dA, nullptr, a.ED * a.N);
+  copy_or_zero(g.dD, nullptr, a.ED);
+  copy_or_zero(g.ddelta_bias, nullptr, a.ED);
+  copy_or_zero(g.dh0, g.dh_last, a.B * a.ED * a.N);
+  return true;
+}
 
 // dst[0, n) = src (device copy) or zeros when src is null; nothing when dst is null.
 void copy_or_zero(float* dst, const float* src, int64_t n);

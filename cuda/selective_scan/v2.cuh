@@ -38,10 +38,12 @@
 // its kItems maps sequentially and cub::WarpScan scans the 32 lane aggregates.
 #pragma once
 #include <cub/warp/warp_scan.cuh>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
+#include "core/bf16.h"
 #include "core/error.h"
 #include "cuda/check.cuh"
 #include "cuda/selective_scan/common.cuh"
@@ -54,7 +56,9 @@ using namespace scan_detail;  // delta_of, sigmoidf_, ...
 // One launch of the forward kernel (v2_forward.cu): h0 has batch stride h0_stride (ED*N, or
 // the saved-states stride when the backward re-derives boundaries); y, h_last, states may be
 // null; states: (B, ceil(L/T), ED, N), the entering state of every T-step chunk.
-void launch_forward(const ScanArgs<float>& p, const float* h0, int64_t h0_stride, float* y,
+// Act: the activations' type, float or bf16 (instantiated for both); the state is f32.
+template <typename Act>
+void launch_forward(const ScanArgs<Act, float>& p, const float* h0, int64_t h0_stride, Act* y,
                     float* h_last, float* states, int64_t T);
 
 // (Internal linkage: each .cu file compiles its own copy, as the one file did before.)
@@ -83,36 +87,56 @@ using WarpScan = cub::WarpScan<Affine>;
 __device__ __forceinline__ Affine shfl_affine(Affine v, int src) {
   return {__shfl_sync(0xffffffffu, v.a, src), __shfl_sync(0xffffffffu, v.b, src)};
 }
+// Activation loads and stores, the only place the activation type shows (the kernels are
+// templates on Act = float or mg::bf16, the bits of an __nv_bfloat16): f32 as is (the same
+// instructions as before the templates); bf16 widened exactly on load and rounded to nearest
+// even once on store. Everything in between (shared tiles, registers, sums) is f32.
+__device__ __forceinline__ float ld(const float* p, int64_t i) { return p[i]; }
+__device__ __forceinline__ float ld(const bf16* p, int64_t i) {
+  return __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(p)[i]);
+}
+__device__ __forceinline__ void st(float* p, int64_t i, float v) { p[i] = v; }
+__device__ __forceinline__ void st(bf16* p, int64_t i, float v) {
+  reinterpret_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v);
+}
+static_assert(sizeof(bf16) == sizeof(__nv_bfloat16), "bf16 layouts must match");
+
 // The position of lane l's item i inside a transposed tile row.
 __device__ __forceinline__ int slot(int lane, int i) { return lane * kPad + i; }
 
 // Tile rows [t0, t_end) x channels [c0, c0 + kWarps) of a (B, L, ED) tensor -> s[w * kRow +
 // slot] (0 outside). Consecutive threads take consecutive channels of one step: each step's
-// kWarps floats are one 32-byte segment.
-__device__ void load_tile(const float* __restrict__ src, int64_t b, int64_t L, int64_t ED,
+// kWarps floats are one 32-byte segment (16 bytes in bf16).
+template <typename Act>
+__device__ void load_tile(const Act* __restrict__ src, int64_t b, int64_t L, int64_t ED,
                           int64_t t0, int64_t t_end, int64_t c0, float* s) {
   for (int k = threadIdx.x; k < kTile * kWarps; k += kThreads) {
     const int tt = k / kWarps, w = k % kWarps;
     const int64_t t = t0 + tt, d = c0 + w;
     s[w * kRow + slot(tt / kItems, tt % kItems)] =
-        (t < t_end && d < ED) ? src[(b * L + t) * ED + d] : 0.f;
+        (t < t_end && d < ED) ? ld(src, (b * L + t) * ED + d) : 0.f;
   }
 }
+template <typename Act>
 __device__ void store_tile(const float* s, int64_t b, int64_t L, int64_t ED, int64_t t0,
-                           int64_t t_end, int64_t c0, float* __restrict__ dst) {
+                           int64_t t_end, int64_t c0, Act* __restrict__ dst) {
   for (int k = threadIdx.x; k < kTile * kWarps; k += kThreads) {
     const int tt = k / kWarps, w = k % kWarps;
     const int64_t t = t0 + tt, d = c0 + w;
-    if (t < t_end && d < ED) dst[(b * L + t) * ED + d] = s[w * kRow + slot(tt / kItems, tt % kItems)];
+    if (t < t_end && d < ED) {
+      const float v = s[w * kRow + slot(tt / kItems, tt % kItems)];  // (read first, as before)
+      st(dst, (b * L + t) * ED + d, v);
+    }
   }
 }
 // States [n0, n0 + ng) of B or C (B, L, N), steps [t0, t_end) -> s[nn * kRow + slot].
-__device__ void stage_states(const float* __restrict__ src, int64_t b, int64_t L, int64_t N,
+template <typename Act>
+__device__ void stage_states(const Act* __restrict__ src, int64_t b, int64_t L, int64_t N,
                              int64_t t0, int64_t t_end, int64_t n0, int ng, float* s) {
   for (int k = threadIdx.x; k < kTile * ng; k += kThreads) {
     const int tt = k / ng, nn = k % ng;
     const int64_t t = t0 + tt;
-    s[nn * kRow + slot(tt / kItems, tt % kItems)] = t < t_end ? src[(b * L + t) * N + n0 + nn] : 0.f;
+    s[nn * kRow + slot(tt / kItems, tt % kItems)] = t < t_end ? ld(src, (b * L + t) * N + n0 + nn) : 0.f;
   }
 }
 
@@ -123,13 +147,14 @@ __device__ __forceinline__ float warp_sum(float v) {  // a fixed shuffle tree
   return v;
 }
 
-// The kernels read the sizes and inputs from `p`, a ScanArgs<float> passed by value; the
+// The kernels read the sizes and inputs from `p`, a ScanArgs<Act, float> passed by value; the
 // outputs (which the re-derivation pass points elsewhere) come as separate parameters.
 
 // A tile of a (B, L, ED) tensor into registers, through s_tile (free before and after the
 // call): r[i] = src at warp w's channel and lane l's step t0 + l*kItems + i (0 past t_end).
-__device__ __forceinline__ void tile_to_regs(const float* __restrict__ src,
-                                             const ScanArgs<float>& p, int64_t b, int64_t t0,
+template <typename Act>
+__device__ __forceinline__ void tile_to_regs(const Act* __restrict__ src,
+                                             const ScanArgs<Act, float>& p, int64_t b, int64_t t0,
                                              int64_t t_end, int64_t c0, float* s_tile,
                                              float (&r)[kItems]) {
   const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -142,7 +167,8 @@ __device__ __forceinline__ void tile_to_regs(const float* __restrict__ src,
 // The first loads of a tile, in the forward and the backward alike: u_r[i] = u_t and
 // dt_r[i] = delta_t = softplus(delta_raw_t + bias), 0 on padded steps t >= t_end (which the
 // scans then treat as the identity).
-__device__ __forceinline__ void load_u_delta(const ScanArgs<float>& p, int64_t b, int64_t t0,
+template <typename Act>
+__device__ __forceinline__ void load_u_delta(const ScanArgs<Act, float>& p, int64_t b, int64_t t0,
                                              int64_t t_end, int64_t c0, float bias,
                                              float* s_tile, float (&u_r)[kItems],
                                              float (&dt_r)[kItems]) {

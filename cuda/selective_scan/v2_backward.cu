@@ -2,6 +2,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "core/error.h"
 #include "core/settings.h"
@@ -11,6 +12,7 @@
 #include "cuda/runtime.h"
 #include "cuda/selective_scan/common.cuh"
 #include "cuda/selective_scan/v2.cuh"
+#include "ops/convert.h"
 #include "ops/selective_scan/kernels.h"
 
 namespace mg::cuda {
@@ -21,12 +23,17 @@ using namespace v2_detail;
 namespace {
 
 // ---- backward -------------------------------------------------------------------------------
+// Act: the activations' type (dy, du, ddelta, dz here; u, delta, z, B, C in ScanArgs), float
+// or bf16. Everything else is f32, dB and dC included (sums over channels: rounded to bf16
+// once, after the last block's contribution, by the host code below).
+template <typename Act>
 struct BwdOut {
-  const float *states, *dy;
+  const float* states;
+  const Act* dy;
   int64_t sT, snc;  // the boundary states used: chunk length and count
-  float *du, *ddelta, *dz;
+  Act *du, *ddelta, *dz;
   float* mu;                          // (B, ED, N): the adjoint carry, in and out
-  float *dB, *dC;                     // atomic targets (partB == null) or final outputs
+  float *dB, *dC;                     // f32 atomic targets (partB == null) or sums' outputs
   float *partB, *partC;               // (B, G, win_len, N) window partials, or null
   float *dA_part, *dD_part, *dbias_part;  // (B, ED, N), (B, ED), (B, ED): accumulated (+=)
 };
@@ -34,8 +41,10 @@ struct BwdOut {
 // Tiles [tile_begin, tile_end) of Kb steps, last first. p: the ScanArgs layouts (inputs); o: the
 // gradients, the boundary states (B, snc, ED, N) and the partials, layouts in BwdOut.
 // Grid (G = ceil(ED/8), B), 256 threads.
+template <typename Act>
 __global__ void __launch_bounds__(kThreads)
-    v2_bwd_kernel(ScanArgs<float> p, BwdOut o, int64_t Kb, int64_t tile_begin, int64_t tile_end) {
+    v2_bwd_kernel(ScanArgs<Act, float> p, BwdOut<Act> o, int64_t Kb, int64_t tile_begin,
+                  int64_t tile_end) {
   __shared__ float s_tile[kWarps * kRow];
   __shared__ float s_B[kNGroup * kRow], s_C[kNGroup * kRow];
   __shared__ float s_rB[kWarps * kRow], s_rC[kWarps * kRow];  // dB, dC per channel, to be summed
@@ -221,18 +230,17 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-}  // namespace
-
 // The forward's layouts; dy, du, ddelta, dz: (B, L, ED); dB, dC: (B, L, N); dA: (ED, N);
 // dD, ddelta_bias: (ED); dh_last, dh0: (B, ED, N). Device pointers.
-void selective_scan_backward_v2(const ScanArgs<float>& p, const ScanGrads<float>& g) {
+template <typename Act>
+void backward_v2(const ScanArgs<Act, float>& p, const ScanGrads<Act, float>& g) {
   if (backward_if_empty(p, g)) return;
   check_v2(p.B, p.N, p.T);
   if (p.B == 0 || p.L == 0 || p.ED == 0) return;
   const int64_t B = p.B, L = p.L, ED = p.ED, N = p.N, T = p.T;
   const int64_t nc = (L + T - 1) / T, G = (ED + kWarps - 1) / kWarps;
   cudaStream_t s = cuda_stream();
-  BwdOut o{};
+  BwdOut<Act> o{};
   o.dy = g.dy;
   o.du = g.du;
   o.ddelta = g.ddelta;
@@ -248,8 +256,8 @@ void selective_scan_backward_v2(const ScanArgs<float>& p, const ScanGrads<float>
   } else {  // one forward pass from the saved chunk starts re-derives kTile-step boundaries
     o.snc = (L + kTile - 1) / kTile;
     rederived = scratch_empty(B * o.snc * ED * N);
-    launch_forward(p, p.chunk_states, nc * ED * N, nullptr, nullptr, rederived.data<float>(),
-                   kTile);
+    launch_forward<Act>(p, p.chunk_states, nc * ED * N, nullptr, nullptr,
+                        rederived.data<float>(), kTile);
     o.states = rederived.data<float>();
     o.sT = kTile;
   }
@@ -266,15 +274,28 @@ void selective_scan_backward_v2(const ScanArgs<float>& p, const ScanGrads<float>
   o.dD_part = o.dA_part + B * ED * N;
   o.dbias_part = o.dD_part + B * ED;
 
+  // dB, dC: f32 sums. f32 activations: straight into the outputs; bf16: into an f32 scratch
+  // (B L N floats each, N/ED of one activation tensor) rounded to bf16 once at the end.
+  Tensor dBC32;
+  float *dB32, *dC32;
+  if constexpr (std::is_same_v<Act, float>) {
+    dB32 = g.dB;
+    dC32 = g.dC;
+  } else {
+    dBC32 = scratch_empty(2 * B * L * N);
+    dB32 = dBC32.data<float>();
+    dC32 = dB32 + B * L * N;
+  }
+
   const dim3 grid((unsigned)G, (unsigned)B);
   const size_t dyn = 2 * kWarps * N * sizeof(float);
-  allow_dynamic_smem(v2_bwd_kernel, dyn);
+  allow_dynamic_smem(v2_bwd_kernel<Act>, dyn);
   if (!settings().deterministic) {  // one launch, dB/dC by atomicAdd
-    MG_CUDA_CHECK(cudaMemsetAsync(g.dB, 0, B * L * N * sizeof(float), s));
-    MG_CUDA_CHECK(cudaMemsetAsync(g.dC, 0, B * L * N * sizeof(float), s));
-    o.dB = g.dB;
-    o.dC = g.dC;
-    v2_bwd_kernel<<<grid, kThreads, dyn, s>>>(p, o, Kb, 0, ntiles);
+    MG_CUDA_CHECK(cudaMemsetAsync(dB32, 0, B * L * N * sizeof(float), s));
+    MG_CUDA_CHECK(cudaMemsetAsync(dC32, 0, B * L * N * sizeof(float), s));
+    o.dB = dB32;
+    o.dC = dC32;
+    v2_bwd_kernel<Act><<<grid, kThreads, dyn, s>>>(p, o, Kb, 0, ntiles);
     check_launch("selective_scan_backward (CUDA v2)");
   } else {  // windows of tiles, last first; partials summed over channel groups in order
     const int64_t per_tile = 2 * B * G * Kb * N * (int64_t)sizeof(float);
@@ -289,7 +310,7 @@ void selective_scan_backward_v2(const ScanArgs<float>& p, const ScanGrads<float>
     for (int64_t tile_end = ntiles; tile_end > 0; tile_end -= tiles_per_window) {
       const int64_t tile_begin = std::max<int64_t>(0, tile_end - tiles_per_window);
       const int64_t win0 = tile_begin * Kb, win_len = (tile_end - tile_begin) * Kb;
-      v2_bwd_kernel<<<grid, kThreads, dyn, s>>>(p, o, Kb, tile_begin, tile_end);
+      v2_bwd_kernel<Act><<<grid, kThreads, dyn, s>>>(p, o, Kb, tile_begin, tile_end);
       check_launch("selective_scan_backward (CUDA v2)");
       const int64_t count = std::min(L, win0 + win_len) - win0;
       // dB[b, win0 + k, n] = sum_g partB[b, g, k, n] in g order (and dC), k < count
@@ -297,14 +318,29 @@ void selective_scan_backward_v2(const ScanArgs<float>& p, const ScanGrads<float>
       const PartialsLayout per_group{.groups = B, .n = count * N, .parts = G,
                                      .part_group = G * win_len * N, .part_stride = win_len * N,
                                      .out_group = L * N};
-      sum_partials(o.partB, g.dB + win0 * N, per_group, false,
+      sum_partials(o.partB, dB32 + win0 * N, per_group, false,
                    "selective_scan_backward (CUDA v2, dB sums)");
-      sum_partials(o.partC, g.dC + win0 * N, per_group, false,
+      sum_partials(o.partC, dC32 + win0 * N, per_group, false,
                    "selective_scan_backward (CUDA v2, dC sums)");
     }
   }
+  if constexpr (!std::is_same_v<Act, float>) {  // the one rounding of dB and dC
+    mg::cuda::f32_to_bf16(dB32, g.dB, B * L * N);  // (qualified: ADL would find the CPU one)
+    mg::cuda::f32_to_bf16(dC32, g.dC, B * L * N);
+  }
   reduce_param_partials(o.dA_part, o.dD_part, o.dbias_part, g.dA, g.dD, g.ddelta_bias, B, ED,
                         N);
+}
+
+}  // namespace
+
+void selective_scan_backward_v2(const ScanArgs<float>& p, const ScanGrads<float>& g) {
+  backward_v2(p, g);
+}
+// bf16 activations and their gradients (du, ddelta, dz, dB, dC rounded once); dA, dD,
+// ddelta_bias, dh0, dh_last and the saved chunk states f32.
+void selective_scan_backward_v2(const ScanArgs<bf16, float>& p, const ScanGrads<bf16, float>& g) {
+  backward_v2(p, g);
 }
 
 }  // namespace mg::cuda

@@ -19,10 +19,12 @@ namespace {
 // p: the ScanArgs layouts (inputs); h0: (B, .., ED, N) with batch stride h0_stride (ED*N, or the
 // saved-states stride when the backward re-derives boundaries); y: (B, L, ED); h_last:
 // (B, ED, N); states: (B, nc = ceil(L/T), ED, N), the entering state; y, h_last, states may
-// be null. Grid (ceil(ED/8), B), 256 threads.
+// be null. Grid (ceil(ED/8), B), 256 threads. Act: the activations' type (u, delta, z, B, C,
+// y), float or bf16; the state, A, D, bias and every sum are f32.
+template <typename Act>
 __global__ void __launch_bounds__(kThreads)
-    v2_fwd_kernel(ScanArgs<float> p, const float* __restrict__ h0, int64_t h0_stride,
-                  float* __restrict__ y, float* __restrict__ h_last, float* __restrict__ states,
+    v2_fwd_kernel(ScanArgs<Act, float> p, const float* __restrict__ h0, int64_t h0_stride,
+                  Act* __restrict__ y, float* __restrict__ h_last, float* __restrict__ states,
                   int64_t T, int64_t nc) {
   __shared__ float s_tile[kWarps * kRow];
   __shared__ float s_B[kNGroup * kRow], s_C[kNGroup * kRow];
@@ -104,23 +106,36 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
-void v2_detail::launch_forward(const ScanArgs<float>& p, const float* h0, int64_t h0_stride,
-                               float* y, float* h_last, float* states, int64_t T) {
+template <typename Act>
+void v2_detail::launch_forward(const ScanArgs<Act, float>& p, const float* h0, int64_t h0_stride,
+                               Act* y, float* h_last, float* states, int64_t T) {
   const dim3 grid((unsigned)((p.ED + kWarps - 1) / kWarps), (unsigned)p.B);
   const size_t dyn = kWarps * p.N * sizeof(float);
-  allow_dynamic_smem(v2_fwd_kernel, dyn);
-  v2_fwd_kernel<<<grid, kThreads, dyn, cuda_stream()>>>(p, h0, h0_stride, y, h_last, states, T,
-                                                        (p.L + T - 1) / T);
+  allow_dynamic_smem(v2_fwd_kernel<Act>, dyn);
+  v2_fwd_kernel<Act><<<grid, kThreads, dyn, cuda_stream()>>>(p, h0, h0_stride, y, h_last, states,
+                                                             T, (p.L + T - 1) / T);
   check_launch("selective_scan_forward (CUDA v2)");
 }
+template void v2_detail::launch_forward<float>(const ScanArgs<float, float>&, const float*,
+                                               int64_t, float*, float*, float*, int64_t);
+template void v2_detail::launch_forward<bf16>(const ScanArgs<bf16, float>&, const float*,
+                                              int64_t, bf16*, float*, float*, int64_t);
 
-// u, delta, z, y: (B, L, ED); Bm, C: (B, L, N); A: (ED, N); D, delta_bias: (ED);
-// h0, h_last: (B, ED, N); chunk_states: (B, ceil(L/T), ED, N). Device pointers.
-void selective_scan_forward_v2(const ScanArgs<float>& p) {
+namespace {
+template <typename Act>
+void forward_v2(const ScanArgs<Act, float>& p) {
   if (forward_if_empty(p)) return;
   check_v2(p.B, p.N, p.T);
   if (p.B == 0 || p.L == 0 || p.ED == 0) return;
   launch_forward(p, p.h0, p.ED * p.N, p.y, p.h_last, p.chunk_states, p.T);
 }
+}  // namespace
+
+// u, delta, z, y: (B, L, ED); Bm, C: (B, L, N); A: (ED, N); D, delta_bias: (ED);
+// h0, h_last: (B, ED, N); chunk_states: (B, ceil(L/T), ED, N). Device pointers.
+void selective_scan_forward_v2(const ScanArgs<float>& p) { forward_v2(p); }
+// The same with bf16 activations (u, delta, z, B, C read widened; y rounded once); the state,
+// h0, h_last, chunk_states, A, D, delta_bias f32 (mixed precision, docs/mixed_precision.md).
+void selective_scan_forward_v2(const ScanArgs<bf16, float>& p) { forward_v2(p); }
 
 }  // namespace mg::cuda

@@ -13,20 +13,26 @@
 // state entering each chunk of a.T steps, in one layout: CPU and CUDA can read each other's).
 #pragma once
 #include <cstdint>
+#include <optional>
 
+#include "core/bf16.h"
 #include "core/device.h"
 #include "ops/selective_scan/scan_args.h"
 
 namespace mg {
 
-template <typename T> using ScanForwardFn = void(const ScanArgs<T>& a);
-template <typename T> using ScanBackwardFn = void(const ScanArgs<T>& a, const ScanGrads<T>& g);
+template <typename T, typename S = T> using ScanForwardFn = void(const ScanArgs<T, S>& a);
+template <typename T, typename S = T>
+using ScanBackwardFn = void(const ScanArgs<T, S>& a, const ScanGrads<T, S>& g);
 
 namespace cpu {
 
 // ---- the readable spec (sequential.cpp): one (b, d) at a time, scalar std:: math, one thread.
 // Saves nothing: the backward replays each (b, d) from a.h0 keeping its (L+1)*N states.
-// S (state, parameters, every sum) may be wider than T (activations); instantiated for S = T.
+// S (state, parameters, every sum) may be wider than T (activations); instantiated for S = T
+// (f32, f64) and for <bf16, float>: the reference of the bf16 CUDA kernels (bf16 read widened,
+// the state and every sum in f32, each output rounded to bf16 once: exactly the f32 spec run
+// on widened inputs with its outputs rounded).
 template <typename T, typename S>
 void selective_scan_sequential_forward(const ScanArgs<T, S>& a);
 template <typename T, typename S>
@@ -52,8 +58,9 @@ void selective_scan_step_forward(const ScanArgs<T, S>& a);
 
 }  // namespace cpu
 
-// ---- the CUDA twins (cuda/selective_scan/, docs/cuda_scan.md): f32, device pointers, enqueued
-// on the backend's stream. Declared in every build; defined (and callable) in a CUDA build.
+// ---- the CUDA twins (cuda/selective_scan/, docs/cuda_scan.md): f32 (v2 also bf16 activations),
+// device pointers, enqueued on the backend's stream. Declared in every build; defined (and
+// callable) in a CUDA build.
 //   v1 (v1.cu): the teaching port of the CPU loop, one thread per (b, d).
 //   v2 (v2.cuh, v2_forward.cu, v2_backward.cu): parallel along L, one warp per channel,
 //      warp scans over 256-step tiles.
@@ -71,6 +78,12 @@ void selective_scan_forward_v1(const ScanArgs<float>& a);
 void selective_scan_backward_v1(const ScanArgs<float>& a, const ScanGrads<float>& g);
 void selective_scan_forward_v2(const ScanArgs<float>& a);
 void selective_scan_backward_v2(const ScanArgs<float>& a, const ScanGrads<float>& g);
+// v2 with bf16 activations (mixed precision): u, delta, z, B, C, y and du, ddelta, dz, dB, dC in
+// bf16 (read widened, written rounded to nearest even once); A, D, delta_bias, h0, h_last,
+// chunk_states, dA, dD, ddelta_bias, dh0, dh_last and every sum in f32. The same kernels as
+// the f32 v2 (templates on the activation type). Compiled, not yet run on a GPU.
+void selective_scan_forward_v2(const ScanArgs<bf16, float>& a);
+void selective_scan_backward_v2(const ScanArgs<bf16, float>& a, const ScanGrads<bf16, float>& g);
 void selective_scan_forward_v3(const ScanArgs<float>& a);
 void selective_scan_backward_v3(const ScanArgs<float>& a, const ScanGrads<float>& g);
 // One token (step.cu), the twin of cpu::selective_scan_step_forward: a.L == 1, a.h0 (may be
@@ -80,11 +93,11 @@ void selective_scan_step_forward(const ScanArgs<float>& a);
 
 // ---- the choice -------------------------------------------------------------------------------
 // A forward kernel and the backward that reads what it saved.
-template <typename T>
+template <typename T, typename S = T>
 struct ScanKernelPair {
-  const char* name;  // "sequential", "fast", "fixed", "cuda v1", "cuda v2"
-  ScanForwardFn<T>* forward;
-  ScanBackwardFn<T>* backward;
+  const char* name;  // "sequential", "fast", "fixed", "cuda v1", "cuda v2", "cuda v2 bf16"
+  ScanForwardFn<T, S>* forward;
+  ScanBackwardFn<T, S>* backward;
   bool saves_chunk_states = true;  // false: the backward replays from h0 (the sequential spec)
 };
 
@@ -94,6 +107,12 @@ struct ScanKernelPair {
 // T = float or double; a CUDA device needs float and a CUDA build (else mg::Error).
 template <typename T>
 ScanKernelPair<T> choose_scan_kernel(Device device, int64_t N);
+// Mixed precision (every activation bf16): the kernel that reads and writes bf16 natively, if
+// there is one for `device` under the current settings (CUDA v2 in a CUDA build; the CPU's
+// sequential spec when settings().scan_kernel is sequential); nullopt
+// means the op widens the bf16 activations for choose_scan_kernel<float>'s kernel instead.
+// Defined next to choose_scan_kernel, which says why.
+std::optional<ScanKernelPair<bf16, float>> choose_scan_kernel_bf16(Device device, int64_t N);
 
 // ---- the bytes a pass must move at least (every input read once, every output written once;
 // optional tensors counted when their pointer is set), for GB/s in the CUDA benchmark:
@@ -101,21 +120,24 @@ ScanKernelPair<T> choose_scan_kernel(Device device, int64_t N);
 //             writes y (B*L*ED) + h_last + chunk_states (B*ceil(L/T)*ED*N)
 //   backward: reads u, delta, z, dy (4 B*L*ED) + Bm, C + chunk_states + dh_last;
 //             writes du, ddelta, dz (3 B*L*ED) + dB, dC (2 B*L*N) + dA, dD, dbias, dh0
+// Activations (the BLE and BLN terms) count sizeof(T) bytes each, the parameters and states
+// sizeof(S): with bf16 activations (T = bf16, S = float) the (B, L, .) tensors cost half.
 struct ScanBytes {
   double forward = 0, backward = 0;
 };
-template <typename T>
-ScanBytes scan_bytes_moved(const ScanArgs<T>& a) {
+template <typename T, typename S = T>
+ScanBytes scan_bytes_moved(const ScanArgs<T, S>& a) {
   const bool has_D = a.D, has_z = a.z, has_bias = a.delta_bias, has_h0 = a.h0;
-  const double f = sizeof(T), BLE = double(a.B) * a.L * a.ED, BLN = double(a.B) * a.L * a.N;
+  const double f = sizeof(T), fs = sizeof(S);
+  const double BLE = double(a.B) * a.L * a.ED, BLN = double(a.B) * a.L * a.N;
   const double EN = double(a.ED) * a.N, state = double(a.B) * a.ED * a.N;
   const double saved = double(a.B) * scan_num_chunks(a.L, a.T) * a.ED * a.N;
   const double vec = (has_D ? a.ED : 0) + (has_bias ? a.ED : 0);
   ScanBytes r;
-  r.forward = f * ((2 + has_z) * BLE + 2 * BLN + EN + vec + (has_h0 ? state : 0)  // reads
-                   + BLE + state + saved);                                        // writes
-  r.backward = f * ((3 + has_z) * BLE + 2 * BLN + EN + vec + saved + state        // reads
-                    + (2 + has_z) * BLE + 2 * BLN + EN + vec + (has_h0 ? state : 0));  // writes
+  r.forward = f * ((2 + has_z) * BLE + 2 * BLN + BLE)                           // u, delta, z, B, C; y
+              + fs * (EN + vec + (has_h0 ? state : 0) + state + saved);         // A, D, bias, h0; h_last, states
+  r.backward = f * ((3 + has_z) * BLE + 2 * BLN + (2 + has_z) * BLE + 2 * BLN)  // u, delta, z, dy, B, C; du, ddelta, dz, dB, dC
+               + fs * (EN + vec + saved + state + EN + vec + (has_h0 ? state : 0));  // A, D, bias, states, dh_last; dA, dD, dbias, dh0
   return r;
 }
 

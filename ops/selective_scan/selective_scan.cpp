@@ -45,6 +45,34 @@ ScanKernelPair<T> choose_scan_kernel(Device device, int64_t N) {
 template ScanKernelPair<float> choose_scan_kernel<float>(Device, int64_t);
 template ScanKernelPair<double> choose_scan_kernel<double>(Device, int64_t);
 
+// Mixed precision (u, delta, B, C and z all bf16): a native bf16 kernel when there is one —
+// CUDA v2, the default CUDA scan and the training step's, which reads and writes the bf16
+// activations itself (half their bytes; docs/cuda_scan.md); and on the CPU the sequential spec
+// (settings().scan_kernel == sequential), the bf16 kernels' reference, so the op's native path
+// (its tape, dtypes and bf16 gradients) runs in the CPU tests too. Everything else widens the
+// bf16 activations into f32 temporaries for choose_scan_kernel<float>'s kernel
+// (run_scan_bf16): CUDA v1 (the teaching port) and v3 (not yet run on a GPU) have f32 kernels
+// only, and the CPU's fast kernels are f32/f64 (the CPU's bf16 is storage). Same numbers
+// either way up to f32 summation order: every kernel reads bf16 widened exactly, keeps the
+// state and sums in f32 and rounds each output once.
+std::optional<ScanKernelPair<bf16, float>> choose_scan_kernel_bf16(Device device, int64_t N) {
+  (void)N;  // v2 takes any N up to its limit (it checks)
+  if (device.is_cpu()) {
+    if (settings().scan_kernel == ScanKernel::sequential)
+      return ScanKernelPair<bf16, float>{"sequential bf16",
+                                         cpu::selective_scan_sequential_forward<bf16, float>,
+                                         cpu::selective_scan_sequential_backward<bf16, float>,
+                                         false};
+    return std::nullopt;
+  }
+#ifdef MG_WITH_CUDA
+  if (settings().cuda_scan == CudaScanVersion::v2)
+    return ScanKernelPair<bf16, float>{"cuda v2 bf16", cuda::selective_scan_forward_v2,
+                                       cuda::selective_scan_backward_v2};
+#endif
+  return std::nullopt;
+}
+
 namespace {
 
 constexpr const char* kOp = "selective_scan";
@@ -59,6 +87,12 @@ bool is_mixed(const std::vector<Tensor>& in) {
   for (int k = 0; k < kNumInputs; ++k)
     if (is_activation(k) && is_bf16(in[k])) return true;
   return false;
+}
+// Every activation given is bf16 (what a native ScanArgs<bf16, float> kernel takes).
+bool all_activations_bf16(const std::vector<Tensor>& in) {
+  for (int k = 0; k < kNumInputs; ++k)
+    if (is_activation(k) && in[k].defined() && !is_bf16(in[k])) return false;
+  return true;
 }
 // The inputs with the bf16 activations widened to f32: temporaries, not recorded.
 std::vector<Tensor> widened(const std::vector<Tensor>& in) {
@@ -109,32 +143,36 @@ Dims check_inputs(const std::vector<Tensor>& in) {
 }
 
 // The kernels' inputs from the op's tensors (undefined -> null); outputs are set by the caller.
-template <typename T>
-ScanArgs<T> scan_args(const std::vector<Tensor>& in, const Dims& s, bool delta_softplus,
-                      int64_t T_chunk) {
+// T: the activations' element type, S: the parameters' and state's (S = T but for bf16).
+template <typename T, typename S = T>
+ScanArgs<T, S> scan_args(const std::vector<Tensor>& in, const Dims& s, bool delta_softplus,
+                         int64_t T_chunk) {
   return {.B = s.B, .L = s.L, .ED = s.ED, .N = s.N, .T = T_chunk,
-          .u = in[kU].data<T>(), .delta = in[kDelta].data<T>(), .A = in[kA].data<T>(),
-          .Bm = in[kB].data<T>(), .C = in[kC].data<T>(), .D = in[kD].data_or_null<T>(),
-          .z = in[kZ].data_or_null<T>(), .delta_bias = in[kDeltaBias].data_or_null<T>(),
-          .delta_softplus = delta_softplus, .h0 = in[kH0].data_or_null<T>()};
+          .u = in[kU].data<T>(), .delta = in[kDelta].data<T>(), .A = in[kA].data<S>(),
+          .Bm = in[kB].data<T>(), .C = in[kC].data<T>(), .D = in[kD].data_or_null<S>(),
+          .z = in[kZ].data_or_null<T>(), .delta_bias = in[kDeltaBias].data_or_null<S>(),
+          .delta_softplus = delta_softplus, .h0 = in[kH0].data_or_null<S>()};
 }
 
-template <typename T>
-ScanResult run_scan(const std::vector<Tensor>& in, const Dims& s, bool delta_softplus) {
+// Runs `kernel` on the inputs as given: f32 or f64 throughout (S = T), or bf16 activations with
+// f32 parameters and state (T = bf16, S = float: y and the activations' gradients bf16, h_last,
+// the chunk states and the parameters' gradients f32).
+template <typename T, typename S = T>
+ScanResult run_scan(const std::vector<Tensor>& in, const Dims& s, bool delta_softplus,
+                    const ScanKernelPair<T, S>& kernel) {
   const Device dev = in[kU].device();
-  const DType dt = in[kU].dtype();
+  const DType dt = dtype_of<T>(), ds = dtype_of<S>();
   const int64_t T_chunk = settings().scan_chunk;
-  const ScanKernelPair<T> kernel = choose_scan_kernel<T>(dev, s.N);
   Tensor y = Tensor::empty({s.B, s.L, s.ED}, dt, dev);
-  Tensor h_last = Tensor::empty({s.B, s.ED, s.N}, dt, dev);
+  Tensor h_last = Tensor::empty({s.B, s.ED, s.N}, ds, dev);
   // The only thing saved besides the inputs: the state entering each chunk of T steps.
   const bool save = kernel.saves_chunk_states && needs_grad(in);
   Tensor chunk_states =
-      save ? Tensor::empty({s.B, scan_num_chunks(s.L, T_chunk), s.ED, s.N}, dt, dev) : Tensor();
-  ScanArgs<T> a = scan_args<T>(in, s, delta_softplus, T_chunk);
+      save ? Tensor::empty({s.B, scan_num_chunks(s.L, T_chunk), s.ED, s.N}, ds, dev) : Tensor();
+  ScanArgs<T, S> a = scan_args<T, S>(in, s, delta_softplus, T_chunk);
   a.y = y.data<T>();
-  a.h_last = h_last.data<T>();
-  a.chunk_states = chunk_states.data_or_null<T>();
+  a.h_last = h_last.data<S>();
+  a.chunk_states = chunk_states.data_or_null<S>();
   kernel.forward(a);
 
   // The backward runs the forward's family (it reads what that forward saved).
@@ -143,22 +181,25 @@ ScanResult run_scan(const std::vector<Tensor>& in, const Dims& s, bool delta_sof
     std::vector<Tensor> grads(kNumInputs);  // one per defined input, in argument order
     for (int k = 0; k < kNumInputs; ++k)
       if (in[k].defined()) grads[k] = Tensor::empty(in[k].shape(), in[k].dtype(), in[k].device());
-    ScanArgs<T> a = scan_args<T>(in, s, delta_softplus, T_chunk);
-    a.chunk_states = chunk_states.data_or_null<T>();
-    const ScanGrads<T> g{.dy = d[0].data<T>(), .dh_last = d[1].data<T>(),
-                         .du = grads[kU].data<T>(), .ddelta = grads[kDelta].data<T>(),
-                         .dA = grads[kA].data<T>(), .dB = grads[kB].data<T>(),
-                         .dC = grads[kC].data<T>(), .dD = grads[kD].data_or_null<T>(),
-                         .dz = grads[kZ].data_or_null<T>(),
-                         .ddelta_bias = grads[kDeltaBias].data_or_null<T>(),
-                         .dh0 = grads[kH0].data_or_null<T>()};
+    ScanArgs<T, S> a = scan_args<T, S>(in, s, delta_softplus, T_chunk);
+    a.chunk_states = chunk_states.data_or_null<S>();
+    // (Autograd hands y's gradient in y's dtype; cast only if a caller seeded another.)
+    const Tensor dy = d[0].dtype() == dtype_of<T>() ? d[0] : d[0].cast(dtype_of<T>());
+    const ScanGrads<T, S> g{.dy = dy.data<T>(), .dh_last = d[1].data<S>(),
+                            .du = grads[kU].data<T>(), .ddelta = grads[kDelta].data<T>(),
+                            .dA = grads[kA].data<S>(), .dB = grads[kB].data<T>(),
+                            .dC = grads[kC].data<T>(), .dD = grads[kD].data_or_null<S>(),
+                            .dz = grads[kZ].data_or_null<T>(),
+                            .ddelta_bias = grads[kDeltaBias].data_or_null<S>(),
+                            .dh0 = grads[kH0].data_or_null<S>()};
     kernel.backward(a, g);
     return grads;
   });
   return {y, h_last};
 }
 
-// bf16 activations, f32 parameters and state, on the f32 kernels: the activations are widened
+// bf16 activations, f32 parameters and state, on the f32 kernels (where no native bf16 kernel
+// runs: the CPU, CUDA v1 and v3, activations mixing bf16 and f32): the activations are widened
 // into temporaries for the forward kernel and again in the backward, so the tape keeps the
 // bf16 tensors and the f32 chunk states only (what a ScanArgs<bf16, float> kernel keeps); y
 // and the activations' gradients are rounded to bf16 once. The results are exactly those of
@@ -214,11 +255,17 @@ ScanResult selective_scan(const Tensor& u, const Tensor& delta, const Tensor& A,
                           const Tensor& delta_bias, bool delta_softplus, const Tensor& h0) {
   const std::vector<Tensor> in{u, delta, A, B, C, D, z, delta_bias, h0};
   const Dims s = check_inputs(in);
-  if (is_mixed(in)) return run_scan_bf16(in, s, delta_softplus);  // mixed precision
+  if (is_mixed(in)) {  // mixed precision: native bf16 kernel, or widened (choose_scan_kernel_bf16)
+    if (all_activations_bf16(in))
+      if (const auto native = choose_scan_kernel_bf16(u.device(), s.N))
+        return run_scan<bf16, float>(in, s, delta_softplus, *native);
+    return run_scan_bf16(in, s, delta_softplus);
+  }
   ScanResult out;
-  dispatch_device(u.device(), u.dtype(), kOp,
-                  [&]<typename T>() { out = run_scan<T>(in, s, delta_softplus); },
-                  [&]<typename T>() { out = run_scan<T>(in, s, delta_softplus); });
+  auto run = [&]<typename T>() {
+    out = run_scan<T>(in, s, delta_softplus, choose_scan_kernel<T>(u.device(), s.N));
+  };
+  dispatch_device(u.device(), u.dtype(), kOp, run, run);
   return out;
 }
 

@@ -46,7 +46,7 @@ void selective_scan_sequential_forward(const ScanArgs<T, S>& a) {
         const int64_t i = (b * L + t) * ED + d;  // (b, t, d)
         const T* B_t = a.Bm + (b * L + t) * N;
         const T* C_t = a.C + (b * L + t) * N;
-        const S u_t = a.u[i];
+        const S u_t = S(a.u[i]);
         const S dt = delta_of(S(a.delta[i]) + (a.delta_bias ? a.delta_bias[d] : S(0)),
                               a.delta_softplus);
         S y_t = 0;
@@ -106,7 +106,7 @@ void selective_scan_sequential_backward(const ScanArgs<T, S>& a, const ScanGrads
         const T* C_t = a.C + (b * L + t) * N;
         const S* h_t = &h[(t + 1) * N];
         const S* h_prev = &h[t * N];
-        const S u_t = u[i], dy_t = g.dy[i];
+        const S u_t = S(u[i]), dy_t = S(g.dy[i]);
         const S r = S(delta[i]) + bias;
         const S dt = delta_of(r, a.delta_softplus);
         // The gate: out = y * silu(z). g_hat = dL/dy (pre-gate).
@@ -114,7 +114,7 @@ void selective_scan_sequential_backward(const ScanArgs<T, S>& a, const ScanGrads
         if (z) {
           S y_pre = D ? D[d] * u_t : S(0);
           for (int64_t n = 0; n < N; ++n) y_pre += S(C_t[n]) * h_t[n];
-          const S z_t = z[i], s = sigmoid(z_t);
+          const S z_t = S(z[i]), s = sigmoid(z_t);
           g.dz[i] = T(dy_t * y_pre * s * (S(1) + z_t * (S(1) - s)));
           g_hat = dy_t * z_t * s;
         }
@@ -148,12 +148,15 @@ void selective_scan_sequential_backward(const ScanArgs<T, S>& a, const ScanGrads
   }
 }
 
-#define MG_INSTANTIATE(T)                                                                    \
-  template void selective_scan_sequential_forward<T, T>(const ScanArgs<T, T>&);              \
-  template void selective_scan_sequential_backward<T, T>(const ScanArgs<T, T>&,              \
-                                                         const ScanGrads<T, T>&);
-MG_INSTANTIATE(float)
-MG_INSTANTIATE(double)
+#define MG_INSTANTIATE(T, S)                                                                 \
+  template void selective_scan_sequential_forward<T, S>(const ScanArgs<T, S>&);              \
+  template void selective_scan_sequential_backward<T, S>(const ScanArgs<T, S>&,              \
+                                                         const ScanGrads<T, S>&);
+MG_INSTANTIATE(float, float)
+MG_INSTANTIATE(double, double)
+// Mixed precision: the reference of the bf16 CUDA kernels (tests/test_scan_bf16.cpp checks it
+// against the f32 spec on widened inputs, tests/test_cuda_scan_bf16.cpp the GPU against it).
+MG_INSTANTIATE(bf16, float)
 #undef MG_INSTANTIATE
 
 }  // namespace mg::cpu
