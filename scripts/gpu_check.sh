@@ -46,6 +46,8 @@ sanitize)
 bench)
   run bench_scan $BLD/examples/bench_scan --device cuda --max-log2-len 15
   tail -14 "$O/bench_scan.log" >>"$S"
+  run bench_scan_bf16 $BLD/examples/bench_scan --device cuda --versions v2 --dtype bf16 --max-log2-len 15
+  tail -8 "$O/bench_scan_bf16.log" >>"$S"
   run bench_ops $BLD/examples/bench_ops --device cuda
   tail -30 "$O/bench_ops.log" >>"$S"
   run bench_generate $BLD/examples/bench_generate --device cuda
