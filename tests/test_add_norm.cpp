@@ -224,8 +224,49 @@ TEST_CASE("add_rms_norm in the Mamba LM: the fused layer loop equals the unfused
     auto fused = loss_and_grads([&] { return model.loss(ids); });
     auto plain = loss_and_grads(unfused_loss);
     CHECK(fused == plain);
-    // The norm writes the GEMM's dtype: under bf16 the head (and in_proj) get bf16 directly.
-    CHECK(model.hidden_states(ids).dtype() == (p == Precision::bf16 ? DType::bf16 : DType::f32));
+    // One fused node per norm and no separate add; the norm writes the GEMM's dtype, so
+    // under bf16 in_proj and the head take its output as it is: every cast to bf16 left on
+    // the tape is a weight's (a leaf), none an activation's.
+    Tensor hidden = model.hidden_states(ids);
+    CHECK(hidden.dtype() == (p == Precision::bf16 ? DType::bf16 : DType::f32));
+    Tensor logits = model.forward(ids);
+    int fused_nodes = 0, adds = 0, activation_casts = 0;
+    for (const Node& n : tape().nodes()) {
+      fused_nodes += n.name == "add_rms_norm";
+      adds += n.name == "add";
+      activation_casts += n.name == "to_bf16" && !n.inputs[0].is_leaf();
+    }
+    CHECK(fused_nodes == 2 * (cfg.n_layer + 1));  // hidden_states, then forward
+    CHECK(adds == 0);
+    CHECK(activation_casts == 0);
     tape().clear();
+  }
+}
+
+// Generation (nn/inference.cpp): prefill and the O(1) step through the fused norms give the
+// logits of the unfused composition bit for bit (prefill's last position, then each step).
+TEST_CASE("add_rms_norm in generation: prefill and step logits equal the unfused composition bit for bit") {
+  nn::MambaConfig cfg = test::tiny_lm_config(/*V=*/40, /*N=*/8);
+  nn::MambaLM model(cfg, 6);
+  NoGradGuard no_grad;
+  const Tensor ids = Tensor::from_vector(std::vector<int32_t>{3, 17, 5, 29, 1, 8, 8, 33}, {2, 4});
+  nn::InferenceState fused_state;
+  const Tensor fused_prefill = model.prefill(ids, fused_state, 1);  // (2, 1, V_pad)
+  // Unfused: the old layer loop, h = h + mixer(norm(h)), filling its own state.
+  nn::InferenceState plain_state;
+  plain_state.layers.assign(model.layers.size(), nn::LayerState{});
+  Tensor h = model.embeddings.forward(ids);
+  for (size_t i = 0; i < model.layers.size(); ++i)
+    h = h + model.layers[i].mixer.forward(model.layers[i].norm.forward(h), &plain_state.layers[i]);
+  const Tensor plain_prefill = linear(model.norm_f.forward(slice(h, 1, 3, 4)), model.embeddings.weight);
+  CHECK(same_bits(fused_prefill, plain_prefill));
+  for (int32_t t : {7, 21, 39}) {
+    const Tensor next = Tensor::from_vector(std::vector<int32_t>{t, (int32_t)(t / 2)}, {2});
+    const Tensor fused_step = model.step(next, fused_state);
+    Tensor hs = model.embeddings.forward(next);  // (2, D)
+    for (size_t i = 0; i < model.layers.size(); ++i)
+      hs = hs + model.layers[i].mixer.step(model.layers[i].norm.forward(hs), plain_state.layers[i]);
+    const Tensor plain_step = linear(model.norm_f.forward(hs), model.embeddings.weight);
+    CHECK(same_bits(fused_step, plain_step));
   }
 }
