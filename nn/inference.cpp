@@ -95,7 +95,8 @@ Tensor MambaLM::step_trusted(const Tensor& ids, InferenceState& state) const {
            " for a state of batch ", state.batch());
   HiddenResidual h{embedding(ids, embeddings.weight, /*check_ids=*/false), Tensor()};  // (B, D)
   for (size_t i = 0; i < layers.size(); ++i) h = layers[i].step(h, state.layers[i]);
-  return linear(norm_f.forward(h.hidden, h.residual).y, lm_head_weight());  // (B, V_pad)
+  return linear(norm_f.forward(h.hidden, h.residual, std::nullopt, false).y,
+                lm_head_weight());                      // (B, V_pad)
 }
 
 }  // namespace mg::nn

@@ -65,9 +65,10 @@ class RMSNorm : public Module {
   Tensor forward(const Tensor& x) const;  // (..., D) -> (..., D)
   // The pre-norm of a residual block, fused (mg::add_rms_norm, ops/add_norm.h): s = residual
   // + x (residual undefined: zero), y = norm(s) in out_dtype (default: the weight's); returns
-  // {y, s}.
+  // {y, s}, or {y} without return_residual (a final norm).
   AddNormResult forward(const Tensor& x, const Tensor& residual,
-                        std::optional<DType> out_dtype = std::nullopt) const;
+                        std::optional<DType> out_dtype = std::nullopt,
+                        bool return_residual = true) const;
   void visit(ParamVisitor& v) override;
 
   Tensor weight;  // (D)

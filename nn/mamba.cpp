@@ -232,7 +232,8 @@ Tensor MambaLM::hidden_states(const Tensor& ids) const {
 
 Tensor MambaLM::final_norm(const HiddenResidual& h) const {
   const DType gemm = linear_input_dtype(norm_f.weight.dtype(), lm_head_weight().dtype());
-  return norm_f.forward(h.hidden, h.residual, gemm).y;  // norm_f(hidden + residual)
+  // norm_f(hidden + residual); the sum feeds nothing else (the reference's prenorm=False)
+  return norm_f.forward(h.hidden, h.residual, gemm, /*return_residual=*/false).y;
 }
 
 Tensor MambaLM::forward(const Tensor& ids) const {

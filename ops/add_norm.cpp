@@ -158,7 +158,7 @@ int64_t check_args(const char* op, const Tensor& x, const Tensor& residual,
 }  // namespace
 
 AddNormResult add_rms_norm(const Tensor& x, const Tensor& residual, const Tensor& weight,
-                           double eps, std::optional<DType> out_dtype) {
+                           double eps, std::optional<DType> out_dtype, bool return_residual) {
   const char* op = "add_rms_norm";
   check_defined(op, weight, "weight");
   const DType out = out_dtype.value_or(weight.dtype());
@@ -183,13 +183,18 @@ AddNormResult add_rms_norm(const Tensor& x, const Tensor& residual, const Tensor
                                              rstd.data<U>(), rows, D, (U)eps);
         });
       });
-  // The backward saves s (its own output), rstd and the weight; never x or the old residual.
+  // The backward saves s, rstd and the weight; never x or the old residual. Without
+  // return_residual, s is no output of the node: the backward has no ds.
   const bool x_grad = x.requires_grad(), res_grad = residual.defined() && residual.requires_grad();
   const DType x_dtype = x.dtype();
-  record(op, {x, residual, weight}, {r.y, r.residual},
-         [s = r.residual, weight, rstd, rows, D, x_grad, res_grad, x_dtype,
-          op](const std::vector<Tensor>& d) {
-           const Tensor &dy = d[0], &ds = d[1];
+  const Tensor s = r.residual;
+  if (!return_residual) r.residual = Tensor();
+  std::vector<Tensor> outputs{r.y};
+  if (return_residual) outputs.push_back(s);
+  record(op, {x, residual, weight}, outputs,
+         [s, weight, rstd, rows, D, x_grad, res_grad, x_dtype, op](const std::vector<Tensor>& d) {
+           const Tensor& dy = d[0];
+           const Tensor ds = d.size() > 1 ? d[1] : Tensor();
            const DType T = s.dtype();
            // dresidual (T) also serves as dx when x is T; dx (bf16) is its rounding.
            const bool x_low = x_dtype != T;
@@ -201,7 +206,8 @@ AddNormResult add_rms_norm(const Tensor& x, const Tensor& residual, const Tensor
                [&]<typename U>() {
                  with_storage<U>(x_dtype, dy.dtype(), [&]<typename X, typename Y>() {
                    cuda::add_rms_norm_backward<X, Y>(s.data<U>(), weight.data<U>(),
-                                                     rstd.data<U>(), dy.data<Y>(), ds.data<U>(),
+                                                     rstd.data<U>(), dy.data<Y>(),
+                                                     ds.data_or_null<U>(),
                                                      dres.data_or_null<U>(), dx.data_or_null<X>(),
                                                      dw.data_or_null<U>(), rows, D);
                  });
@@ -209,7 +215,8 @@ AddNormResult add_rms_norm(const Tensor& x, const Tensor& residual, const Tensor
                [&]<typename U>() {
                  with_storage<U>(x_dtype, dy.dtype(), [&]<typename X, typename Y>() {
                    cpu::add_rms_norm_backward<U, X, Y>(s.data<U>(), weight.data<U>(),
-                                                       rstd.data<U>(), dy.data<Y>(), ds.data<U>(),
+                                                       rstd.data<U>(), dy.data<Y>(),
+                                                       ds.data_or_null<U>(),
                                                        dres.data_or_null<U>(),
                                                        dx.data_or_null<X>(), dw.data_or_null<U>(),
                                                        rows, D);

@@ -9,11 +9,13 @@
 //   r  = 1 / sqrt(mean_j(s_j^2) + eps)         (saved: rstd, one per row)
 //   y  = (s r) * w                             (written in out_dtype)
 //
-// and both y and s are returned. Backward, with dy reaching y and ds reaching s (zeros when
-// nothing read s: the final norm's), g = dy * w, sh = s r (ops/norm.h's RMSNorm backward):
+// and both y and s are returned, or y alone (return_residual = false: the reference's
+// prenorm=False, for the final norm, whose sum nothing else reads). Backward, with dy reaching
+// y and ds reaching s (none without return_residual), g = dy * w, sh = s r (ops/norm.h's
+// RMSNorm backward):
 //
 //   dn_i      = r (g_i - sh_i * mean_j(g_j sh_j))     the norm's input gradient
-//   ds_tot_i  = ds_i + dn_i                           everything s feeds
+//   ds_tot_i  = ds_i + dn_i  (dn_i without ds)        everything s feeds
 //   dresidual = ds_tot,   dx = ds_tot rounded to x's dtype
 //   dw        = sum_rows dy * sh
 //
@@ -73,13 +75,17 @@ void add_rms_norm_backward(const float* s, const float* w, const float* rstd, co
 
 struct AddNormResult {
   Tensor y;         // (..., D) rms_norm(residual + x) * w, in out_dtype
-  Tensor residual;  // (..., D) s = residual + x, in the weight's dtype: the next layer's residual
+  Tensor residual;  // (..., D) s = residual + x, in the weight's dtype: the next layer's
+                    // residual (undefined when return_residual is false)
 };
 
 // x (..., D) (the weight's dtype, or bf16 with an f32 weight); residual (..., D) of the
 // weight's dtype, or undefined (zero); weight (D) f32 or f64; out_dtype: the weight's dtype
-// (the default) or bf16 with an f32 weight. CPU: f32, f64; CUDA: f32 (x, y f32 or bf16).
+// (the default) or bf16 with an f32 weight; return_residual = false returns y alone (the
+// sum is still computed and kept for the backward, but is no output: no gradient can reach
+// it). CPU: f32, f64; CUDA: f32 (x, y f32 or bf16).
 AddNormResult add_rms_norm(const Tensor& x, const Tensor& residual, const Tensor& weight,
-                           double eps = 1e-5, std::optional<DType> out_dtype = std::nullopt);
+                           double eps = 1e-5, std::optional<DType> out_dtype = std::nullopt,
+                           bool return_residual = true);
 
 }  // namespace mg

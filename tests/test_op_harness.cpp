@@ -118,6 +118,8 @@ const std::vector<OpCase>& op_cases() {
       {"add_rms_norm (7,33) no residual, eps 1e-2, y|s", [](const Ins& x) { AddNormResult r = add_rms_norm(x[0], Tensor(), x[1], 1e-2); return cat({r.y, r.residual}, 0); },
        {in({7, 33}, -0.2, 0.2), in({33})}},
       {"add_rms_norm (1,1) D=1 y", [](const Ins& x) { return add_rms_norm(x[0], x[1], x[2]).y; }, {in({1, 1}), in({1, 1}), in({1})}},
+      {"add_rms_norm (2,5,13) y alone (return_residual false)", [](const Ins& x) { return add_rms_norm(x[0], x[1], x[2], 1e-5, std::nullopt, false).y; },
+       {in({2, 5, 13}), in({2, 5, 13}), in({13}, -1.5, 1.5)}},
   };
   return rows;
 }
