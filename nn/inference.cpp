@@ -95,8 +95,9 @@ Tensor MambaLM::step_trusted(const Tensor& ids, InferenceState& state) const {
            " for a state of batch ", state.batch());
   HiddenResidual h{embedding(ids, embeddings.weight, /*check_ids=*/false), Tensor()};  // (B, D)
   for (size_t i = 0; i < layers.size(); ++i) h = layers[i].step(h, state.layers[i]);
-  return linear(norm_f.forward(h.hidden, h.residual, std::nullopt, false).y,
-                lm_head_weight());                      // (B, V_pad)
+  const Tensor hf = norm_f.forward(h.hidden, h.residual, /*out_dtype=*/std::nullopt,
+                                   /*return_residual=*/false).y;  // (B, D)
+  return linear(hf, lm_head_weight());                  // (B, V_pad)
 }
 
 }  // namespace mg::nn
