@@ -22,30 +22,13 @@
 
 #include "core/tensor.h"
 #include "cuda/check.cuh"
+#include "cuda/norm_rows.cuh"
 #include "cuda/partial_sums.h"
 #include "cuda/runtime.h"
 
 namespace mg::cuda {
 
 namespace {
-
-// Threads per row block: a function of D only (so the reduction order is too).
-int row_threads(int64_t D) { return D <= 256 ? 64 : D <= 1024 ? 128 : 256; }
-
-unsigned row_blocks(int64_t rows) { return (unsigned)std::min<int64_t>(rows, 1 << 20); }
-
-// The sum of v over the block, in a fixed order: shuffle tree within each warp, then the warp
-// sums in warp order. Every thread gets the result. blockDim.x is a multiple of 32 (<= 1024);
-// `scratch` holds 32 doubles in shared memory.
-__device__ double block_sum(double v, double* scratch) {
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
-  __syncthreads();  // the previous call's readers are done with scratch
-  if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = v;
-  __syncthreads();
-  double total = 0;
-  for (int k = 0; k < (int)(blockDim.x >> 5); ++k) total += scratch[k];
-  return total;
-}
 
 // r = 1/sqrt(mean(x^2) + eps); y = (x r) w.
 __global__ void rms_forward_kernel(const float* __restrict__ x, const float* __restrict__ w,

@@ -24,6 +24,7 @@
 #include "core/tensor.h"
 #include "examples/bench_util.h"
 #include "examples/cli.h"
+#include "ops/add_norm.h"
 #include "ops/arith.h"
 #include "ops/conv1d.h"
 #include "ops/matmul.h"
@@ -138,6 +139,7 @@ static void bench_memory_bound_cuda(int repeats) {
   int64_t rows = 16384, D = 2048;
   std::string nd = std::to_string(rows) + "x" + std::to_string(D);
   Tensor h = Tensor::randn({rows, D}).copy_to(gpu), w = Tensor::randn({D}).copy_to(gpu);
+  Tensor h2 = Tensor::randn({rows, D}).copy_to(gpu), h16 = h.cast(DType::bf16);
   int64_t B = 8, L = 2048, C = 2048, K = 4;
   std::string cs = std::to_string(B) + "x" + std::to_string(L) + "x" + std::to_string(C);
   Tensor xc = Tensor::randn({B, L, C}).copy_to(gpu), wc = Tensor::randn({C, 1, K}).copy_to(gpu);
@@ -150,6 +152,12 @@ static void bench_memory_bound_cuda(int repeats) {
       {"exp", ns, 2 * n * f, [&] { Tensor z = exp(x); }},
       {"rms_norm", nd, 2 * hb, [&] { Tensor z = rms_norm(h, w); }},
       {"layer_norm", nd, 2 * hb, [&] { Tensor z = layer_norm(h, w, w); }},
+      // The Mamba block's residual add + norm: fused (reads x, residual; writes s, y), the
+      // same with bf16 x and y (mixed precision), and the unfused pair, rated by the fused
+      // op's bytes (so the rates compare as speed).
+      {"add_rms_norm", nd, 4 * hb, [&] { AddNormResult r = add_rms_norm(h, h2, w); }},
+      {"add_rms_bf16", nd, 3 * hb, [&] { AddNormResult r = add_rms_norm(h16, h2, w, 1e-5, DType::bf16); }},
+      {"add,rms_norm", nd, 4 * hb, [&] { Tensor z = rms_norm(add(h2, h), w); }},
       {"conv1d", cs, 2 * cb, [&] { Tensor z = causal_conv1d(xc, wc, bc); }},
   };
   run_gpu_cases(cases, repeats);

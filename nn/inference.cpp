@@ -39,8 +39,11 @@ Tensor MambaMixer::step(const Tensor& h, LayerState& state) const {
   return out_proj.forward(y);                           // (B, D)
 }
 
-Tensor MambaBlock::step(const Tensor& h, LayerState& state) const {
-  return h + mixer.step(norm.forward(h), state);        // (B, D)
+HiddenResidual MambaBlock::step(const HiddenResidual& in, LayerState& state) const {
+  // As forward, but the norm's output stays in the model's dtype: MambaMixer::step checks it
+  // against the state's (in_proj casts it under bf16 precision).
+  AddNormResult n = norm.forward(in.hidden, in.residual);  // (B, D) each
+  return {mixer.step(n.y, state), n.residual};
 }
 
 // ---- the model ------------------------------------------------------------------------------
@@ -64,11 +67,12 @@ Tensor MambaLM::prefill(const Tensor& ids, InferenceState& state, int64_t num_la
   MG_CHECK(num_last_tokens >= 0, "MambaLM::prefill: num_last_tokens must be >= 0, got ",
            num_last_tokens);
   state.layers.assign(layers.size(), LayerState{});
-  Tensor h = embeddings.forward(ids);                   // (B, L, D)
+  HiddenResidual h{embeddings.forward(ids), Tensor()};  // (B, L, D), no residual yet
   for (size_t i = 0; i < layers.size(); ++i) h = layers[i].forward(h, &state.layers[i]);
-  if (num_last_tokens > 0 && num_last_tokens < L) h = slice(h, 1, L - num_last_tokens, L);
+  if (num_last_tokens > 0 && num_last_tokens < L)
+    h = {slice(h.hidden, 1, L - num_last_tokens, L), slice(h.residual, 1, L - num_last_tokens, L)};
   state.seqlen = L;
-  return linear(norm_f.forward(h), lm_head_weight());   // (B, L or num_last_tokens, V_pad)
+  return linear(final_norm(h), lm_head_weight());       // (B, L or num_last_tokens, V_pad)
 }
 
 Tensor MambaLM::step(const Tensor& ids, InferenceState& state) const {
@@ -89,9 +93,11 @@ Tensor MambaLM::step_trusted(const Tensor& ids, InferenceState& state) const {
            " (call prefill or new_state first)");
   MG_CHECK(state.batch() == ids.size(0), "MambaLM::step: ids ", shape_str(ids.shape()),
            " for a state of batch ", state.batch());
-  Tensor h = embedding(ids, embeddings.weight, /*check_ids=*/false);  // (B, D)
+  HiddenResidual h{embedding(ids, embeddings.weight, /*check_ids=*/false), Tensor()};  // (B, D)
   for (size_t i = 0; i < layers.size(); ++i) h = layers[i].step(h, state.layers[i]);
-  return linear(norm_f.forward(h), lm_head_weight());   // (B, V_pad)
+  const Tensor hf = norm_f.forward(h.hidden, h.residual, /*out_dtype=*/std::nullopt,
+                                   /*return_residual=*/false).y;  // (B, D)
+  return linear(hf, lm_head_weight());                  // (B, V_pad)
 }
 
 }  // namespace mg::nn

@@ -67,6 +67,10 @@ RMSNorm::RMSNorm(int64_t D, double eps_) : eps(eps_) {
   weight = leaf(Tensor::ones({D}));
 }
 Tensor RMSNorm::forward(const Tensor& x) const { return rms_norm(x, weight, eps); }
+AddNormResult RMSNorm::forward(const Tensor& x, const Tensor& residual,
+                               std::optional<DType> out_dtype, bool return_residual) const {
+  return add_rms_norm(x, residual, weight, eps, out_dtype, return_residual);
+}
 void RMSNorm::visit(ParamVisitor& v) { v.parameter("weight", weight, {.weight_decay = false}); }
 
 // ---- LayerNorm ----------------------------------------------------------------------------

@@ -1,12 +1,14 @@
 // nn/layers.h — the thin layers a Mamba model is assembled from. Each one holds its
 // parameters as plain Tensor members and calls exactly one op (names run straight through:
-// nn::RMSNorm -> mg::rms_norm -> cpu::rms_norm_forward).
+// nn::RMSNorm -> mg::rms_norm -> cpu::rms_norm_forward; the fused form nn::RMSNorm::forward(x,
+// residual) -> mg::add_rms_norm -> cpu::add_rms_norm_forward).
 //
 //   layer          parameters (shapes)                         forward
 //   Linear         weight (out, in), bias (out) optional       y = x W^T + b       (..., in) -> (..., out)
 //   Embedding      weight (V, D)                               y = W[ids]          ids (...) i32 -> (..., D)
 //   CausalConv1d   weight (C, 1, K), bias (C)                  y[t] = b + sum_k w[k] x[t-K+1+k]   (B, L, C)
 //   RMSNorm        weight (D)                                  y = x / sqrt(mean(x^2) + eps) * w  (..., D)
+//                                                              or s = residual + x, y = norm(s)   (fused)
 //   LayerNorm      weight (D), bias (D)                        y = (x - mu) / sqrt(var + eps) * w + b
 //
 // Constructors make correctly shaped parameters with PyTorch's default initialisation (Linear
@@ -16,6 +18,7 @@
 #include <cstdint>
 
 #include "core/rng.h"
+#include "ops/add_norm.h"
 #include "nn/module.h"
 
 namespace mg::nn {
@@ -60,6 +63,12 @@ class RMSNorm : public Module {
   RMSNorm() = default;
   explicit RMSNorm(int64_t dim, double eps = 1e-5);
   Tensor forward(const Tensor& x) const;  // (..., D) -> (..., D)
+  // The pre-norm of a residual block, fused (mg::add_rms_norm, ops/add_norm.h): s = residual
+  // + x (residual undefined: zero), y = norm(s) in out_dtype (default: the weight's); returns
+  // {y, s}, or {y} without return_residual (a final norm).
+  AddNormResult forward(const Tensor& x, const Tensor& residual,
+                        std::optional<DType> out_dtype = std::nullopt,
+                        bool return_residual = true) const;
   void visit(ParamVisitor& v) override;
 
   Tensor weight;  // (D)

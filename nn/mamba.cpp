@@ -175,10 +175,12 @@ void MambaMixer::visit(ParamVisitor& v) {
 // ---- MambaBlock -----------------------------------------------------------------------------
 MambaBlock::MambaBlock(const MambaConfig& cfg) : norm(cfg.d_model, cfg.eps), mixer(cfg) {}
 
-Tensor MambaBlock::forward(const Tensor& h, LayerState* state) const {
-  // (B, L, D): the residual stream stays f32; under bf16 precision the mixer's output is bf16
-  // and the add widens it (bf16 + f32 computes and returns f32).
-  return h + mixer.forward(norm.forward(h), state);
+HiddenResidual MambaBlock::forward(const HiddenResidual& in, LayerState* state) const {
+  // residual = hidden + residual (f32; under bf16 precision the mixer's bf16 output is widened
+  // on load), normed in the same pass and written in in_proj's GEMM dtype (bf16 or f32).
+  const DType gemm = linear_input_dtype(norm.weight.dtype(), mixer.in_proj.weight.dtype());
+  AddNormResult n = norm.forward(in.hidden, in.residual, gemm);  // (B, L, D) each
+  return {mixer.forward(n.y, state), n.residual};
 }
 
 void MambaBlock::visit(ParamVisitor& v) {
@@ -223,9 +225,15 @@ void MambaLM::check_ids(const char* op, const Tensor& ids, int64_t want_dim) con
 
 Tensor MambaLM::hidden_states(const Tensor& ids) const {
   check_ids("MambaLM::forward", ids, 2);
-  Tensor h = embeddings.forward(ids);  // (B, L, D)
+  HiddenResidual h{embeddings.forward(ids), Tensor()};  // (B, L, D), no residual yet
   for (const MambaBlock& layer : layers) h = layer.forward(h);
-  return norm_f.forward(h);            // (B, L, D)
+  return final_norm(h);                                  // (B, L, D)
+}
+
+Tensor MambaLM::final_norm(const HiddenResidual& h) const {
+  const DType gemm = linear_input_dtype(norm_f.weight.dtype(), lm_head_weight().dtype());
+  // norm_f(hidden + residual); the sum feeds nothing else (the reference's prenorm=False)
+  return norm_f.forward(h.hidden, h.residual, gemm, /*return_residual=*/false).y;
 }
 
 Tensor MambaLM::forward(const Tensor& ids) const {

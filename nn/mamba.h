@@ -12,6 +12,16 @@
 //   for each layer:  h = h + mixer(rms_norm(h))           (the residual stream, f32)
 //   logits = rms_norm_f(h) @ embeddings^T                 (B, L, V_pad)   (tied lm_head)
 //
+// computed as the reference (state-spaces mamba_ssm MixerModel / Block, fused_add_norm)
+// computes it, with each residual add fused into the norm that reads it (ops/add_norm.h):
+//   hidden = embeddings[ids], residual = none (zero)
+//   for each layer:  residual = hidden + residual         (B, L, D) f32: the residual stream
+//                    hidden   = mixer(norm(residual))     (one add_rms_norm, then the mixer)
+//   logits = norm_f(hidden + residual) @ embeddings^T     (one add_rms_norm, then the head)
+// (residual_i is h_i above, hidden_i the mixer's output: the same sums, bit for bit.) Under
+// Settings::precision = bf16 each norm writes its output in bf16, the dtype of the GEMM that
+// reads it (in_proj, the head), so linear has no cast to make.
+//
 // The mixer (paper Figure 3; one op per line in MambaMixer::forward):
 //   x, z  = split(in_proj(h))                  (B, L, ED) each: x = SSM branch, z = gate
 //   u     = silu(causal_conv1d(x))             (B, L, ED)
@@ -92,12 +102,21 @@ class MambaMixer : public Module {
   Linear out_proj;      // (D, ED), no bias
 };
 
+// What flows between blocks: the last mixer's output and the residual stream before it.
+struct HiddenResidual {
+  Tensor hidden;    // (B, L, D) or (B, D): the previous mixer's output (the embeddings first)
+  Tensor residual;  // same shape, f32 (the model's dtype); undefined before the first block
+};
+
 class MambaBlock : public Module {
  public:
   MambaBlock() = default;
   explicit MambaBlock(const MambaConfig& cfg);
-  Tensor forward(const Tensor& h, LayerState* state = nullptr) const;  // h + mixer(norm(h))
-  Tensor step(const Tensor& h, LayerState& state) const;               // (B, D) -> (B, D)
+  // The reference's Block: residual = hidden + residual; hidden = mixer(norm(residual)), the
+  // add and the norm one fused op. (B, L, D) in and out.
+  HiddenResidual forward(const HiddenResidual& in, LayerState* state = nullptr) const;
+  // One token, (B, D) in and out, advancing `state` in place (nn/inference.cpp).
+  HiddenResidual step(const HiddenResidual& in, LayerState& state) const;
   void visit(ParamVisitor& v) override;
 
   RMSNorm norm;
@@ -120,7 +139,8 @@ class MambaLM : public Module {
 
   // ids (B, L) i32 in [0, V_pad) -> logits (B, L, V_pad).
   Tensor forward(const Tensor& ids) const;
-  // The final normalised hidden states (B, L, D) (logits = hidden @ embeddings^T).
+  // The final normalised hidden states (B, L, D) (logits = hidden @ embeddings^T): f32, or
+  // bf16 under Settings::precision = bf16 (the head's GEMM input).
   Tensor hidden_states(const Tensor& ids) const;
   // Mean next-token cross-entropy: logits[:, :-1] against ids[:, 1:] (L >= 2).
   Tensor loss(const Tensor& ids) const;
@@ -153,6 +173,8 @@ class MambaLM : public Module {
 
  private:
   const Tensor& lm_head_weight() const { return cfg_.tie_embeddings ? embeddings.weight : lm_head; }
+  // norm_f(hidden + residual), fused, in the head's GEMM dtype: (..., D).
+  Tensor final_norm(const HiddenResidual& h) const;
   void build(Generator& gen);
   void check_ids(const char* op, const Tensor& ids, int64_t want_dim) const;
   MambaConfig cfg_;

@@ -291,14 +291,19 @@ void linear_backward_bf16(const bf16* x, const bf16* W, const bf16* dy, bf16* dx
 
 }  // namespace cpu
 
+DType linear_input_dtype(DType x_dtype, DType W_dtype) {
+  if (x_dtype == DType::bf16 || W_dtype == DType::bf16) return DType::bf16;
+  if (settings().precision == Precision::bf16 && x_dtype == DType::f32 && W_dtype == DType::f32)
+    return DType::bf16;
+  return x_dtype;
+}
+
 namespace {
 
 // Whether linear computes in bf16: a bf16 operand, or f32 operands under Settings::precision
 // = bf16 (f64, the gradcheck dtype, never).
 bool linear_in_bf16(const Tensor& x, const Tensor& W) {
-  if (is_bf16(x) || is_bf16(W)) return true;
-  return settings().precision == Precision::bf16 && x.dtype() == DType::f32 &&
-         W.dtype() == DType::f32;
+  return linear_input_dtype(x.dtype(), W.dtype()) == DType::bf16;
 }
 
 // y (rows, out) = x (rows, in) W (out, in)^T, bf16 tensors, f32 accumulation.

@@ -126,4 +126,10 @@ Tensor matmul(const Tensor& a, const Tensor& b);
 // x (..., in), W (out, in), b (out) optional -> (..., out) = x W^T + b.
 Tensor linear(const Tensor& x, const Tensor& W, const Tensor& b = Tensor());
 
+// The dtype linear multiplies in for an x of dtype x_dtype and a W of W_dtype: bf16 when
+// either is bf16, or both are f32 under Settings::precision = bf16 (mixed precision, above);
+// x_dtype otherwise. An op that produces linear's input can write it in this dtype (the fused
+// add + norm, ops/add_norm.h), and linear's cast of x then has nothing to do.
+DType linear_input_dtype(DType x_dtype, DType W_dtype);
+
 }  // namespace mg

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include "op_harness.h"
+#include "ops/add_norm.h"
 #include "ops/arith.h"
 #include "ops/conv1d.h"
 #include "ops/embedding.h"
@@ -111,6 +112,14 @@ const std::vector<OpCase>& op_cases() {
       {"layer_norm (7,13) bias", [](const Ins& x) { return layer_norm(x[0], x[1], x[2]); }, {in({7, 13}), in({13}), in({13})}},
       {"layer_norm (3,1,33)", [](const Ins& x) { return layer_norm(x[0], x[1]); }, {in({3, 1, 33}), in({33})}},
       {"layer_norm (7,1) D=1", [](const Ins& x) { return layer_norm(x[0], x[1], x[2], 1e-3); }, {in({7, 1}), in({1}), in({1})}},
+      // ---- fused residual add + RMSNorm: both outputs (y, s) side by side, so each gets its cotangent
+      {"add_rms_norm (3,7,13) y|s", [](const Ins& x) { AddNormResult r = add_rms_norm(x[0], x[1], x[2]); return cat({r.y, r.residual}, -1); },
+       {in({3, 7, 13}), in({3, 7, 13}), in({13}, 0.5, 1.5)}},
+      {"add_rms_norm (7,33) no residual, eps 1e-2, y|s", [](const Ins& x) { AddNormResult r = add_rms_norm(x[0], Tensor(), x[1], 1e-2); return cat({r.y, r.residual}, 0); },
+       {in({7, 33}, -0.2, 0.2), in({33})}},
+      {"add_rms_norm (1,1) D=1 y", [](const Ins& x) { return add_rms_norm(x[0], x[1], x[2]).y; }, {in({1, 1}), in({1, 1}), in({1})}},
+      {"add_rms_norm (2,5,13) y alone (return_residual false)", [](const Ins& x) { return add_rms_norm(x[0], x[1], x[2], 1e-5, std::nullopt, false).y; },
+       {in({2, 5, 13}), in({2, 5, 13}), in({13}, -1.5, 1.5)}},
   };
   return rows;
 }
