@@ -203,7 +203,7 @@ ScanResult run_scan(const std::vector<Tensor>& in, const Dims& s, bool delta_sof
 }
 
 // bf16 activations, f32 parameters and state, on the f32 kernels (where no native bf16 kernel
-// runs: the CPU, CUDA v1 and v3, activations mixing bf16 and f32): the activations are widened
+// runs: the CPU, CUDA v1, activations mixing bf16 and f32): the activations are widened
 // into temporaries for the forward kernel and again in the backward, so the tape keeps the
 // bf16 tensors and the f32 chunk states only (what a ScanArgs<bf16, float> kernel keeps); y
 // and the activations' gradients are rounded to bf16 once. The results are exactly those of
