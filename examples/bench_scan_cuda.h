@@ -106,7 +106,7 @@ inline int run(int argc, char** argv) {
   cli.add("--chunk", &chunk, "T: steps between saved states (the op's default is 64)");
   cli.add("--versions", &versions, "comma-separated list of v1, v2, v3 (v1 is slow: ask for it)");
   cli.add("--nondeterministic", &nondeterministic, "allow float atomics in the backward");
-  cli.add("--dtype", &dtype, "f32 or bf16 (bf16 activations, f32 state: the op's native kernels, v2 only)");
+  cli.add("--dtype", &dtype, "f32 or bf16 (bf16 activations, f32 state: the op's native kernels: v2, v3)");
   cli.add("--json", &json, "print one JSON object instead of the table");
   if (!cli.parse(argc, argv)) return cli.exit_code();
   std::vector<CudaScanVersion> vs;

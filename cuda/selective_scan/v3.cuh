@@ -73,13 +73,19 @@
 // outputs). Numerics: f32 state and accumulation; A_bar = ex2.approx.ftz(delta A log2 e) (one
 // MUFU op; below 2^-126 it flushes to exactly 0); softplus = log1pf(expf) below 20, linear
 // above, in both directions; no division by a product of A_bar anywhere.
+// Activations: f32, or bf16 (ScanArgs<bf16, float>): every kernel that reads or writes u,
+// delta, z, B, C, y, dy or their gradients is a template on the activation type (ldg/ld/st
+// below); the state, all scratch and every sum stay f32, and each bf16 output is rounded once
+// (v3.cu: y's and du/ddelta/dz's running sums over state groups and dB/dC in f32 scratch).
 #pragma once
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <vector>
 
+#include "core/bf16.h"
 #include "core/tensor.h"
 #include "cuda/check.cuh"
 #include "cuda/selective_scan/common.cuh"
@@ -137,16 +143,36 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// Activation loads and stores, the only place the activation type shows (the kernels are
+// templates on Act = float or mg::bf16, the bits of an __nv_bfloat16; as v2's ld/st): f32 as
+// is (the same instructions as before the templates); bf16 widened exactly on load, rounded to
+// nearest even once on store. Everything in between (shared tiles, registers, every sum, the
+// scratch: dt, hloc/h_in, mloc/mend, sdt, partials) is f32.
+__device__ __forceinline__ float ldg(const float* p, int64_t i) { return __ldg(p + i); }
+__device__ __forceinline__ float ldg(const bf16* p, int64_t i) {
+  return __bfloat162float(__ldg(reinterpret_cast<const __nv_bfloat16*>(p) + i));
+}
+__device__ __forceinline__ float ld(const float* p, int64_t i) { return p[i]; }
+__device__ __forceinline__ float ld(const bf16* p, int64_t i) {
+  return __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(p)[i]);
+}
+__device__ __forceinline__ void st(float* p, int64_t i, float v) { p[i] = v; }
+__device__ __forceinline__ void st(bf16* p, int64_t i, float v) {
+  reinterpret_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v);
+}
+static_assert(sizeof(bf16) == sizeof(__nv_bfloat16), "bf16 layouts must match");
+
 // Rows [t0, t0 + nrows) x states [n0, n0 + kNG) of B or C (B, L, N) -> s[tt * kNG + j]
 // (0 past nrows or N), by a block of kWalkThreads threads. Row-major: with N = 16 the block
 // reads one contiguous run. Rows are 64 bytes, 16-byte aligned: the walks read them from shared
 // memory as float4 (the global loads here are scalar; a warp still reads whole 128-byte lines).
-__device__ __forceinline__ void stage_rows(const float* __restrict__ X, float* s, int64_t b,
+template <typename Act>
+__device__ __forceinline__ void stage_rows(const Act* __restrict__ X, float* s, int64_t b,
                                            int64_t t0, int nrows, int64_t n0, int64_t L,
                                            int64_t N) {
   for (int k = threadIdx.x; k < kWin * kNG; k += kWalkThreads) {
     const int tt = k / kNG, j = k % kNG;
-    s[k] = (tt < nrows && n0 + j < N) ? __ldg(X + (b * L + t0 + tt) * N + n0 + j) : 0.f;
+    s[k] = (tt < nrows && n0 + j < N) ? ldg(X, (b * L + t0 + tt) * N + n0 + j) : 0.f;
   }
 }
 
@@ -156,20 +182,26 @@ enum class WalkMode { kLocal, kForward, kRederive };
 // walk<kLocal>: hloc, sdt, dt out. walk<kForward>: from hin and dt; y, h_last, states
 // (chunk_states).
 // walk<kRederive>: from hin = the saved chunk starts (segments = chunks of T); states out.
+// Act: the activations' type (u, delta, z, B, C, y), float or bf16 (instantiated for both).
+template <typename Act>
 struct WalkArgs {
-  ScanArgs<float> a;
+  ScanArgs<Act, float> a;
   const float* hin = nullptr;  // (B, nseg, ED, N): state entering each segment (not kLocal)
   int64_t S = 0, nseg = 0;     // segment length, count
   float* hloc = nullptr;       // kLocal: (B, nseg, ED, N) state at the segment end from 0
   float* sdt = nullptr;        // kLocal: (B, nseg, ED) sum of delta over the segment
   float* dt = nullptr;         // (B, L, ED) delta_t = softplus(delta + bias): kLocal writes it,
                                // kForward reads it (one softplus per step, not two)
-  float* y = nullptr;          // kForward
+  Act* y = nullptr;            // kForward
   float* h_last = nullptr;     // kForward
   float* states = nullptr;     // kForward / kRederive: state at t % T_out == 0, may be null
   int64_t T_out = 1, nc_out = 0;
+  // kForward, bf16 with N > kNG: (B, L, ED) f32, y's partial sums over the earlier groups (y
+  // itself is rounded once, by the last group). f32: unused (y holds them, as before).
+  float* y_acc = nullptr;
 };
-void launch_walk(WalkMode mode, const WalkArgs& w);
+template <typename Act>
+void launch_walk(WalkMode mode, const WalkArgs<Act>& w);
 // Sequential over segments (reverse: last first), in place: agg[s] <- the state (mu) entering
 // segment s from the left (right); `seed` (h0 / dh_last, may be null: 0); `final_out` gets the
 // final value (dh0) when not null.
@@ -177,7 +209,8 @@ void launch_combine(bool reverse, float* agg, const float* sdt, const float* A, 
                     float* final_out, int64_t B, int64_t nseg, int64_t ED, int64_t N);
 
 // Argument checks shared by both passes (sizes, T, N, required inputs); `pass` names it.
-void check_args(const ScanArgs<float>& a, const char* pass);
+template <typename Act>
+void check_args(const ScanArgs<Act, float>& a, const char* pass);
 using scan_detail::copy_or_zero;  // (common.cuh)
 
 // ---- occupancy (scan_v3_occupancy) --------------------------------------------------------
@@ -205,18 +238,21 @@ void append_walk_occupancy(std::vector<KernelOccupancy>& out);  // v3_walks.cu
 void append_tile_occupancy(std::vector<KernelOccupancy>& out);  // v3_tile.cu
 
 // bwd_local: block (b, sub-segment sg, 128 channels); see v3_walks.cu.
+template <typename Act>
 struct LocalArgs {
-  ScanArgs<float> a;
-  const float* dy;
+  ScanArgs<Act, float> a;
+  const Act* dy;
   int64_t Kt, m, sa, nseg_a;  // the plan's tiles and sub-segments
   float *mloc, *sdt;          // (B, nseg_a, ED, N), (B, nseg_a, ED): out
 };
-void launch_bwd_local(const LocalArgs& l);
+template <typename Act>
+void launch_bwd_local(const LocalArgs<Act>& l);
 
 // bwd_tile: block (b, tile, channel group); see v3_tile.cu.
+template <typename Act>
 struct TileArgs {
-  ScanArgs<float> a;
-  ScanGrads<float> g;
+  ScanArgs<Act, float> a;
+  ScanGrads<Act, float> g;
   Plan pl;
   const float* st;       // states at the tile starts: st[b][t0 / T_s][d][n]
   int64_t T_s, nc_s;
@@ -225,15 +261,21 @@ struct TileArgs {
   float *outB, *outC;    // dB/dC (G == 1), the partials (B, L, N) per group, or atomic targets
   int64_t out_stride;    // between groups' partials (0 when G == 1 or atomic)
   bool atomic;
-  bool vec4;             // ED % 4 == 0 and every (B, L, ED) pointer 16-byte aligned
+  bool vec4;             // ED % 4 == 0 and every (B, L, ED) pointer aligned to 4 elements
+  // bf16 with N > kNG: (B, L, ED) f32 each, du, ddelta, dz's running sums over the earlier
+  // groups (the outputs are rounded once, by the last group). f32: unused (the outputs hold
+  // them, as before).
+  float *run_du = nullptr, *run_ddelta = nullptr, *run_dz = nullptr;
 };
 
-void launch_bwd_tile(const TileArgs& t);
+template <typename Act>
+void launch_bwd_tile(const TileArgs<Act>& t);
 // dB[k] = sum over g of partB[g * BLN + k], in g order (and dC).
 void launch_sum_groups(const float* partB, const float* partC, float* dB, float* dC, int64_t G,
                        int64_t BLN);
-// dA, dD, dbias = the (b, tile) partials of t summed in order (null outputs skipped).
-void launch_param_sums(const TileArgs& t, float* dA, float* dD, float* dbias);
+// dA, dD, dbias = the (b, tile) partials summed in order (null outputs skipped); BT = B ntiles.
+void launch_param_sums(const float* part_A, const float* part_D, const float* part_bias,
+                       int64_t BT, int64_t ED, int64_t N, float* dA, float* dD, float* dbias);
 
 // ---- scratch ------------------------------------------------------------------------------
 // An f32 tensor of max(n, 1) elements on the current device, not filled (caching allocator:

@@ -1,89 +1,45 @@
 // cuda/selective_scan/v3_tile.cu — v3's bwd_tile (replay + adjoint + every gradient, per tile
-// and channel group) and the ordered sums of the backward. The design is in
-// cuda/selective_scan/v3.cuh; the math in ops/selective_scan.h.
+// and channel group) and the ordered sums of the backward; its tile copies are in
+// v3_tile_io.cuh. The design is in cuda/selective_scan/v3.cuh; the math in ops/selective_scan.h.
 #include <cuda_runtime.h>
+
+#include <type_traits>
 
 #include "core/error.h"
 #include "cuda/check.cuh"
 #include "cuda/partial_sums.h"
 #include "cuda/runtime.h"
 #include "cuda/selective_scan/v3.cuh"
+#include "cuda/selective_scan/v3_tile_io.cuh"
 
 namespace mg::cuda::v3 {
 namespace {
 
-// Position of tile step tt in a shared-memory row: 4 floats of padding after every 32, so a
-// warp's 16-byte reads of its lanes' 8 consecutive steps hit distinct banks.
-__device__ __forceinline__ int pos(int tt) { return tt + ((tt >> 5) << 2); }
-
-__device__ __forceinline__ void row_to_regs(const float* row, int lane, float (&r)[kK]) {
-  const float4* q = reinterpret_cast<const float4*>(row + pos(lane * kK));
-  const float4 x = q[0], y = q[1];
-  r[0] = x.x, r[1] = x.y, r[2] = x.z, r[3] = x.w, r[4] = y.x, r[5] = y.y, r[6] = y.z, r[7] = y.w;
-}
-__device__ __forceinline__ void regs_to_row(float* row, int lane, const float (&r)[kK]) {
-  float4* q = reinterpret_cast<float4*>(row + pos(lane * kK));
-  q[0] = make_float4(r[0], r[1], r[2], r[3]);
-  q[1] = make_float4(r[4], r[5], r[6], r[7]);
-}
-
-// Steps [t0, t0 + tl) x channels [c0, c0 + kW) of a (B, L, ED) tensor -> s[w * kRow +
-// pos(tt)] (0 outside), by the whole block. vec4: 16-byte loads of 4 channels (2 per step).
-// Plain loads: du, ddelta, dz are read back after this block wrote them.
-__device__ void load_tile(const float* src, int64_t b, int64_t L, int64_t ED, int64_t t0, int tl,
-                          int64_t c0, bool vec4, float* s) {
-  if (vec4) {
-    for (int k = threadIdx.x; k < 2 * kTile; k += kTileThreads) {
-      const int tt = k >> 1, half = k & 1;
-      const int64_t c = c0 + 4 * half;
-      float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-      if (tt < tl && c < ED) v = *reinterpret_cast<const float4*>(src + (b * L + t0 + tt) * ED + c);
-      float* r = s + 4 * half * kRow + pos(tt);
-      r[0] = v.x, r[kRow] = v.y, r[2 * kRow] = v.z, r[3 * kRow] = v.w;
-    }
-  } else {
-    for (int k = threadIdx.x; k < kW * kTile; k += kTileThreads) {
-      const int tt = k >> 3, w = k & 7;
-      const int64_t c = c0 + w;
-      s[w * kRow + pos(tt)] = (tt < tl && c < ED) ? src[(b * L + t0 + tt) * ED + c] : 0.f;
-    }
-  }
-}
-// The reverse: s -> dst at valid steps and channels only.
-__device__ void store_tile(const float* s, int64_t b, int64_t L, int64_t ED, int64_t t0, int tl,
-                           int64_t c0, bool vec4, float* dst) {
-  if (vec4) {
-    for (int k = threadIdx.x; k < 2 * kTile; k += kTileThreads) {
-      const int tt = k >> 1, half = k & 1;
-      const int64_t c = c0 + 4 * half;
-      if (tt >= tl || c >= ED) continue;
-      const float* r = s + 4 * half * kRow + pos(tt);
-      *reinterpret_cast<float4*>(dst + (b * L + t0 + tt) * ED + c) =
-          make_float4(r[0], r[kRow], r[2 * kRow], r[3 * kRow]);
-    }
-  } else {
-    for (int k = threadIdx.x; k < kW * kTile; k += kTileThreads) {
-      const int tt = k >> 3, w = k & 7;
-      const int64_t c = c0 + w;
-      if (tt < tl && c < ED) dst[(b * L + t0 + tt) * ED + c] = s[w * kRow + pos(tt)];
-    }
-  }
-}
+// The running sums of du, ddelta, dz over the earlier state groups (N > kNG): f32 keeps them
+// in the outputs (as before the templates); bf16 in f32 scratch, the outputs rounded once by
+// the last group (the end of the sub-batch loop).
+__device__ __forceinline__ float* run_du(const TileArgs<float>& p) { return p.g.du; }
+__device__ __forceinline__ float* run_ddelta(const TileArgs<float>& p) { return p.g.ddelta; }
+__device__ __forceinline__ float* run_dz(const TileArgs<float>& p) { return p.g.dz; }
+__device__ __forceinline__ float* run_du(const TileArgs<bf16>& p) { return p.run_du; }
+__device__ __forceinline__ float* run_ddelta(const TileArgs<bf16>& p) { return p.run_ddelta; }
+__device__ __forceinline__ float* run_dz(const TileArgs<bf16>& p) { return p.run_dz; }
 
 // Block (b, tile tau, channel group grp): blockIdx.x = (b * ntiles + tau) * G + grp. Warp w
 // takes channel sb * kW + w of each sub-batch sb of the group in turn; lane l owns tile steps
 // 8l .. 8l+7. Every __syncthreads below is reached by all threads: the loops over groups ng,
 // sub-batches sb and states nn have block-uniform bounds (n >= N breaks for all), and only
 // work without barriers sits under `active` (warp-uniform) or per-lane validity.
-__global__ void __launch_bounds__(kTileThreads, 2) v3_bwd_tile_kernel(TileArgs p) {
+template <typename Act>
+__global__ void __launch_bounds__(kTileThreads, 2) v3_bwd_tile_kernel(TileArgs<Act> p) {
   extern __shared__ __align__(16) float smem[];
   float* const sB = smem;                    // [kNG][kRow]: B of the tile, this group's states
   float* const sC = sB + kNG * kRow;         // [kNG][kRow]
   float* const sAccB = sC + kNG * kRow;      // [kNG][kAccRow]: dB summed over the group's channels
   float* const sAccC = sAccB + kNG * kAccRow;
   float* const sX = sAccC + kNG * kAccRow;   // 4 x [kW][kRow]: tiles, or contributions
-  const ScanArgs<float>& a = p.a;
-  const ScanGrads<float>& gr = p.g;
+  const ScanArgs<Act, float>& a = p.a;
+  const ScanGrads<Act, float>& gr = p.g;
   const Plan& pl = p.pl;
   const int64_t L = a.L, ED = a.ED, N = a.N;
   const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31;
@@ -105,8 +61,8 @@ __global__ void __launch_bounds__(kTileThreads, 2) v3_bwd_tile_kernel(TileArgs p
       const int tt = k >> 4, j = k & 15;
       const bool ok = tt < tl && n0 + j < N;
       const int64_t at = (b * L + t0 + tt) * N + n0 + j;
-      sB[j * kRow + pos(tt)] = ok ? __ldg(a.Bm + at) : 0.f;
-      sC[j * kRow + pos(tt)] = ok ? __ldg(a.C + at) : 0.f;
+      sB[j * kRow + pos(tt)] = ok ? ldg(a.Bm, at) : 0.f;
+      sC[j * kRow + pos(tt)] = ok ? ldg(a.C, at) : 0.f;
     }
     for (int64_t sb = sb0; sb < sb1; ++sb) {
       const int64_t c0 = sb * kW, d = c0 + w;
@@ -115,10 +71,10 @@ __global__ void __launch_bounds__(kTileThreads, 2) v3_bwd_tile_kernel(TileArgs p
       const float Dd = (active && a.D) ? a.D[d] : 0.f;
       float* const my0 = sX + w * kRow;  // this warp's row of tile q: my0 + q * kW * kRow
       __syncthreads();  // sB, sC staged; the previous readers of sX are done
-      load_tile(a.u, b, L, ED, t0, tl, c0, p.vec4, sX);
-      load_tile(a.delta, b, L, ED, t0, tl, c0, p.vec4, sX + kW * kRow);
-      load_tile(gr.dy, b, L, ED, t0, tl, c0, p.vec4, sX + 2 * kW * kRow);
-      if (has_z) load_tile(a.z, b, L, ED, t0, tl, c0, p.vec4, sX + 3 * kW * kRow);
+      tile_in<Act>(a.u, b, L, ED, t0, tl, c0, p.vec4, sX);
+      tile_in<Act>(a.delta, b, L, ED, t0, tl, c0, p.vec4, sX + kW * kRow);
+      tile_in<Act>(gr.dy, b, L, ED, t0, tl, c0, p.vec4, sX + 2 * kW * kRow);
+      if (has_z) tile_in<Act>(a.z, b, L, ED, t0, tl, c0, p.vec4, sX + 3 * kW * kRow);
       __syncthreads();
       // Per lane item i (step t0 + 8 lane + i), kept through the states: delta_t (0 past the
       // tile: identity maps), delta_t u_t, g = dL/dy_pre, y_pre (from D u) and the sums over
@@ -147,11 +103,11 @@ __global__ void __launch_bounds__(kTileThreads, 2) v3_bwd_tile_kernel(TileArgs p
           if (lane == 0) p.part_D[pbt * ED + d] = gu;
         }
       }
-      if (ng > 0) {  // the earlier groups' sums, kept in du, ddelta, dz by this block
+      if (ng > 0) {  // the earlier groups' sums, kept by this block (run_du, ...: f32 in du, ...)
         __syncthreads();  // every lane has read its items of the input tiles
-        load_tile(gr.du, b, L, ED, t0, tl, c0, p.vec4, sX);
-        load_tile(gr.ddelta, b, L, ED, t0, tl, c0, p.vec4, sX + kW * kRow);
-        if (has_z) load_tile(gr.dz, b, L, ED, t0, tl, c0, p.vec4, sX + 2 * kW * kRow);
+        tile_in<Act>(run_du(p), b, L, ED, t0, tl, c0, p.vec4, sX);
+        tile_in<Act>(run_ddelta(p), b, L, ED, t0, tl, c0, p.vec4, sX + kW * kRow);
+        if (has_z) tile_in<Act>(run_dz(p), b, L, ED, t0, tl, c0, p.vec4, sX + 2 * kW * kRow);
         __syncthreads();
         row_to_regs(my0, lane, slB_r);
         row_to_regs(my0 + kW * kRow, lane, ddt_r);
@@ -253,11 +209,11 @@ __global__ void __launch_bounds__(kTileThreads, 2) v3_bwd_tile_kernel(TileArgs p
       // This sub-batch's du, ddelta, dz (or, before the last group, the running sums).
       __syncthreads();  // the sum pass's reads of sX are done
       if (last) {  // u, raw delta, dy, z again (L2): the softplus slope and the dz factor
-        load_tile(a.u, b, L, ED, t0, tl, c0, p.vec4, sX);
-        load_tile(a.delta, b, L, ED, t0, tl, c0, p.vec4, sX + kW * kRow);
+        tile_in<Act>(a.u, b, L, ED, t0, tl, c0, p.vec4, sX);
+        tile_in<Act>(a.delta, b, L, ED, t0, tl, c0, p.vec4, sX + kW * kRow);
         if (has_z) {
-          load_tile(gr.dy, b, L, ED, t0, tl, c0, p.vec4, sX + 2 * kW * kRow);
-          load_tile(a.z, b, L, ED, t0, tl, c0, p.vec4, sX + 3 * kW * kRow);
+          tile_in<Act>(gr.dy, b, L, ED, t0, tl, c0, p.vec4, sX + 2 * kW * kRow);
+          tile_in<Act>(a.z, b, L, ED, t0, tl, c0, p.vec4, sX + 3 * kW * kRow);
         }
         __syncthreads();
         // Item by item, in place in this warp's rows (each lane touches only its own items):
@@ -288,9 +244,19 @@ __global__ void __launch_bounds__(kTileThreads, 2) v3_bwd_tile_kernel(TileArgs p
         if (has_z) regs_to_row(my0 + 2 * kW * kRow, lane, yp_r);
       }
       __syncthreads();
-      store_tile(sX, b, L, ED, t0, tl, c0, p.vec4, gr.du);
-      store_tile(sX + kW * kRow, b, L, ED, t0, tl, c0, p.vec4, gr.ddelta);
-      if (has_z) store_tile(sX + 2 * kW * kRow, b, L, ED, t0, tl, c0, p.vec4, gr.dz);
+      if constexpr (std::is_same_v<Act, float>) {  // (written out: the f32 code as before)
+        tile_out<Act>(sX, b, L, ED, t0, tl, c0, p.vec4, gr.du);
+        tile_out<Act>(sX + kW * kRow, b, L, ED, t0, tl, c0, p.vec4, gr.ddelta);
+        if (has_z) tile_out<Act>(sX + 2 * kW * kRow, b, L, ED, t0, tl, c0, p.vec4, gr.dz);
+      } else if (last) {  // bf16: rounded once, after the last group
+        tile_out<Act>(sX, b, L, ED, t0, tl, c0, p.vec4, gr.du);
+        tile_out<Act>(sX + kW * kRow, b, L, ED, t0, tl, c0, p.vec4, gr.ddelta);
+        if (has_z) tile_out<Act>(sX + 2 * kW * kRow, b, L, ED, t0, tl, c0, p.vec4, gr.dz);
+      } else {  // bf16: the f32 running sums
+        tile_out<Act>(sX, b, L, ED, t0, tl, c0, p.vec4, run_du(p));
+        tile_out<Act>(sX + kW * kRow, b, L, ED, t0, tl, c0, p.vec4, run_ddelta(p));
+        if (has_z) tile_out<Act>(sX + 2 * kW * kRow, b, L, ED, t0, tl, c0, p.vec4, run_dz(p));
+      }
     }
 
     // dB, dC of this group's states: every sum pass is behind the barriers above.
@@ -313,7 +279,8 @@ __global__ void __launch_bounds__(kTileThreads, 2) v3_bwd_tile_kernel(TileArgs p
 // ---- the ordered sums ---------------------------------------------------------------------
 }  // namespace
 
-void launch_bwd_tile(const TileArgs& t) {
+template <typename Act>
+void launch_bwd_tile(const TileArgs<Act>& t) {
   const int64_t blocks = t.a.B * t.pl.ntiles * t.pl.G;
   MG_CHECK(blocks <= INT32_MAX, "selective_scan (CUDA v3 backward): ", blocks, " blocks exceed the grid");
   // bwd_tile's 107.6 KB of shared memory fit sm_80 (163 KB a block) and sm_90 (227 KB), not
@@ -324,11 +291,13 @@ void launch_bwd_tile(const TileArgs& t) {
   MG_CHECK(smem_optin >= (int)kTileSmemBytes, "selective_scan (CUDA v3 backward): needs ",
            kTileSmemBytes, " bytes of shared memory per block, this GPU allows ", smem_optin,
            "; use the v2 scan on it (Settings::cuda_scan = CudaScanVersion::v2)");
-  MG_CUDA_CHECK(cudaFuncSetAttribute(v3_bwd_tile_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     (int)kTileSmemBytes));
-  v3_bwd_tile_kernel<<<(unsigned)blocks, kTileThreads, kTileSmemBytes, cuda_stream()>>>(t);
+  MG_CUDA_CHECK(cudaFuncSetAttribute(v3_bwd_tile_kernel<Act>,
+                                     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kTileSmemBytes));
+  v3_bwd_tile_kernel<Act><<<(unsigned)blocks, kTileThreads, kTileSmemBytes, cuda_stream()>>>(t);
   check_launch("selective_scan backward (CUDA v3, bwd_tile)");
 }
+template void launch_bwd_tile(const TileArgs<float>&);
+template void launch_bwd_tile(const TileArgs<bf16>&);
 
 // dB[k] = sum over groups g of partB[g][k] in g order (and dC): cuda/partial_sums.h.
 void launch_sum_groups(const float* partB, const float* partC, float* dB, float* dC, int64_t G,
@@ -339,16 +308,18 @@ void launch_sum_groups(const float* partB, const float* partC, float* dB, float*
 }
 
 // dA, dD, d(delta_bias): the per-(b, tile) partials summed in (b, tile) order.
-void launch_param_sums(const TileArgs& t, float* dA, float* dD, float* dbias) {
-  const int64_t ED = t.a.ED, N = t.a.N, BT = t.a.B * t.pl.ntiles;
+void launch_param_sums(const float* part_A, const float* part_D, const float* part_bias,
+                       int64_t BT, int64_t ED, int64_t N, float* dA, float* dD, float* dbias) {
   const char* op = "selective_scan backward (CUDA v3, parameter sums)";
-  sum_partials(t.part_A, dA, PartialsLayout::rows(BT, ED * N), false, op);
-  if (dD) sum_partials(t.part_D, dD, PartialsLayout::rows(BT, ED), false, op);
-  if (dbias) sum_partials(t.part_bias, dbias, PartialsLayout::rows(BT, ED), false, op);
+  sum_partials(part_A, dA, PartialsLayout::rows(BT, ED * N), false, op);
+  if (dD) sum_partials(part_D, dD, PartialsLayout::rows(BT, ED), false, op);
+  if (dbias) sum_partials(part_bias, dbias, PartialsLayout::rows(BT, ED), false, op);
 }
 
 void append_tile_occupancy(std::vector<KernelOccupancy>& out) {
-  out.push_back(occupancy_of("v3_bwd_tile_kernel", v3_bwd_tile_kernel, kTileThreads, kTileSmemBytes));
+  out.push_back(occupancy_of("v3_bwd_tile_kernel", v3_bwd_tile_kernel<float>, kTileThreads, kTileSmemBytes));
+  out.push_back(occupancy_of("v3_bwd_tile_kernel<bf16>", v3_bwd_tile_kernel<bf16>, kTileThreads,
+                             kTileSmemBytes));
 }
 
 }  // namespace mg::cuda::v3

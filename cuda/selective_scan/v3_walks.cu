@@ -3,6 +3,8 @@
 // design is in cuda/selective_scan/v3.cuh; the math in ops/selective_scan.h.
 #include <cuda_runtime.h>
 
+#include <type_traits>
+
 #include "core/error.h"
 #include "cuda/check.cuh"
 #include "cuda/runtime.h"
@@ -23,12 +25,28 @@ constexpr int walk_min_blocks(WalkMode m) {
   return m == WalkMode::kLocal ? 7 : m == WalkMode::kForward ? 4 : 5;
 }
 
-template <WalkMode kMode>
-__global__ void __launch_bounds__(kWalkThreads, walk_min_blocks(kMode)) v3_walk_kernel(WalkArgs w) {
+// y's partial sum over the earlier groups (N > kNG), and y's store: f32 keeps the partial
+// sums in y itself (as before the templates); bf16 in the f32 y_acc, y rounded once at the end.
+__device__ __forceinline__ float y_partial(const WalkArgs<float>& w, int64_t i) { return w.y[i]; }
+__device__ __forceinline__ float y_partial(const WalkArgs<bf16>& w, int64_t i) { return w.y_acc[i]; }
+__device__ __forceinline__ void store_y(const WalkArgs<float>& w, int64_t i, float v, bool) {
+  if (w.y) w.y[i] = v;
+}
+__device__ __forceinline__ void store_y(const WalkArgs<bf16>& w, int64_t i, float v, bool final) {
+  if (final) {
+    if (w.y) st(w.y, i, v);
+  } else {
+    w.y_acc[i] = v;
+  }
+}
+
+template <WalkMode kMode, typename Act>
+__global__ void __launch_bounds__(kWalkThreads, walk_min_blocks(kMode))
+    v3_walk_kernel(WalkArgs<Act> w) {
   constexpr bool kY = kMode == WalkMode::kForward;  // y, C, z, h_last
   __shared__ __align__(16) float sB[kWin * kNG];
   __shared__ __align__(16) float sC[kY ? kWin * kNG : 4];
-  const ScanArgs<float>& a = w.a;
+  const ScanArgs<Act, float>& a = w.a;
   const int64_t L = a.L, ED = a.ED, N = a.N;
   const int64_t ndblk = cdiv(ED, kWalkThreads);
   int64_t blk = blockIdx.x;
@@ -70,9 +88,9 @@ __global__ void __launch_bounds__(kWalkThreads, walk_min_blocks(kMode)) v3_walk_
         for (int k = 0; k < 4; ++k) {
           const bool ok = tt0 + k < wl;
           const int64_t i = i0 + (int64_t)(tt0 + k) * ED;
-          uu[k] = ok ? __ldg(a.u + i) : 0.f;
-          dd[k] = ok ? __ldg((kY ? w.dt : a.delta) + i) : 0.f;  // kForward: delta_t itself
-          zz[k] = (kY && ok && a.z) ? __ldg(a.z + i) : 0.f;
+          uu[k] = ok ? ldg(a.u, i) : 0.f;
+          dd[k] = ok ? (kY ? ldg(w.dt, i) : ldg(a.delta, i)) : 0.f;  // kForward: delta_t itself
+          zz[k] = (kY && ok && a.z) ? ldg(a.z, i) : 0.f;
         }
         const int nk = min(4, wl - tt0);
 #pragma unroll 1
@@ -116,10 +134,10 @@ __global__ void __launch_bounds__(kWalkThreads, walk_min_blocks(kMode)) v3_walk_
             if (ng == 0) {
               if (a.D) yv = fmaf(Dd, uu[0], yv);  // + D u
             } else {
-              yv = w.y[i] + yv;  // the earlier groups' partial sum (written by this thread)
+              yv = y_partial(w, i) + yv;  // the earlier groups' sum (written by this thread)
             }
             if (ng == ngroups - 1 && a.z) yv *= zz[0] * sigmoidf_(zz[0]);  // * silu(z)
-            if (w.y) w.y[i] = yv;
+            store_y(w, i, yv, ng == ngroups - 1);
           }
 #pragma unroll
           for (int q = 0; q < 3; ++q) uu[q] = uu[q + 1], dd[q] = dd[q + 1], zz[q] = zz[q + 1];
@@ -187,9 +205,14 @@ constexpr int kCombineThreads = 256;
 // lambda = g_t C_t + mu, mu = A_bar_t lambda; the final mu is mloc. C is staged kWin rows at
 // a time, windows last first.
 
-__global__ void __launch_bounds__(kWalkThreads) v3_bwd_local_kernel(LocalArgs p) {
+// Resident blocks asked of the compiler: f32 none (0: its heuristics, 80 registers, 6 blocks,
+// as before the templates); bf16 5 (its heuristics gave 80 registers with 4 bytes spilled;
+// at 5 blocks it takes 95 registers and spills nothing).
+template <typename Act>
+__global__ void __launch_bounds__(kWalkThreads, std::is_same_v<Act, float> ? 0 : 5)
+    v3_bwd_local_kernel(LocalArgs<Act> p) {
   __shared__ __align__(16) float sC[kWin * kNG];
-  const ScanArgs<float>& a = p.a;
+  const ScanArgs<Act, float>& a = p.a;
   const int64_t L = a.L, ED = a.ED, N = a.N;
   const int64_t ndblk = cdiv(ED, kWalkThreads);
   int64_t blk = blockIdx.x;
@@ -228,9 +251,9 @@ __global__ void __launch_bounds__(kWalkThreads) v3_bwd_local_kernel(LocalArgs p)
           for (int k = 0; k < 4; ++k) {
             const bool ok = tt0 - k >= 0;
             const int64_t i = i0 + (int64_t)(tt0 - k) * ED;
-            gy[k] = ok ? __ldg(p.dy + i) : 0.f;
-            dd[k] = ok ? __ldg(a.delta + i) : 0.f;
-            zz[k] = (ok && a.z) ? __ldg(a.z + i) : 0.f;
+            gy[k] = ok ? ldg(p.dy, i) : 0.f;
+            dd[k] = ok ? ldg(a.delta, i) : 0.f;
+            zz[k] = (ok && a.z) ? ldg(a.z, i) : 0.f;
           }
 #pragma unroll
           for (int k = 0; k < 4; ++k) {
@@ -267,20 +290,21 @@ __global__ void __launch_bounds__(kWalkThreads) v3_bwd_local_kernel(LocalArgs p)
 
 }  // namespace
 
-void launch_walk(WalkMode mode, const WalkArgs& w) {
+template <typename Act>
+void launch_walk(WalkMode mode, const WalkArgs<Act>& w) {
   const int64_t blocks = w.a.B * w.nseg * cdiv(w.a.ED, kWalkThreads);
   MG_CHECK(blocks <= INT32_MAX, "selective_scan (CUDA v3): ", blocks, " walk blocks exceed the grid");
   const unsigned grid = (unsigned)blocks;
   cudaStream_t s = cuda_stream();
   switch (mode) {
     case WalkMode::kLocal:
-      v3_walk_kernel<WalkMode::kLocal><<<grid, kWalkThreads, 0, s>>>(w);
+      v3_walk_kernel<WalkMode::kLocal, Act><<<grid, kWalkThreads, 0, s>>>(w);
       break;
     case WalkMode::kForward:
-      v3_walk_kernel<WalkMode::kForward><<<grid, kWalkThreads, 0, s>>>(w);
+      v3_walk_kernel<WalkMode::kForward, Act><<<grid, kWalkThreads, 0, s>>>(w);
       break;
     case WalkMode::kRederive:
-      v3_walk_kernel<WalkMode::kRederive><<<grid, kWalkThreads, 0, s>>>(w);
+      v3_walk_kernel<WalkMode::kRederive, Act><<<grid, kWalkThreads, 0, s>>>(w);
       break;
   }
   check_launch("selective_scan (CUDA v3, walk)");
@@ -296,20 +320,31 @@ void launch_combine(bool reverse, float* agg, const float* sdt, const float* A, 
   check_launch("selective_scan (CUDA v3, combine)");
 }
 
-void launch_bwd_local(const LocalArgs& l) {
+template <typename Act>
+void launch_bwd_local(const LocalArgs<Act>& l) {
   const int64_t blocks = l.a.B * l.nseg_a * cdiv(l.a.ED, kWalkThreads);
   MG_CHECK(blocks <= INT32_MAX, "selective_scan (CUDA v3 backward): ", blocks, " blocks exceed the grid");
-  v3_bwd_local_kernel<<<(unsigned)blocks, kWalkThreads, 0, cuda_stream()>>>(l);
+  v3_bwd_local_kernel<Act><<<(unsigned)blocks, kWalkThreads, 0, cuda_stream()>>>(l);
   check_launch("selective_scan backward (CUDA v3, bwd_local)");
 }
 
+template void launch_walk(WalkMode, const WalkArgs<float>&);
+template void launch_walk(WalkMode, const WalkArgs<bf16>&);
+template void launch_bwd_local(const LocalArgs<float>&);
+template void launch_bwd_local(const LocalArgs<bf16>&);
+
 void append_walk_occupancy(std::vector<KernelOccupancy>& out) {
-  out.push_back(occupancy_of("v3_walk_kernel<kLocal>", v3_walk_kernel<WalkMode::kLocal>, kWalkThreads, 0));
-  out.push_back(occupancy_of("v3_walk_kernel<kForward>", v3_walk_kernel<WalkMode::kForward>, kWalkThreads, 0));
-  out.push_back(occupancy_of("v3_walk_kernel<kRederive>", v3_walk_kernel<WalkMode::kRederive>, kWalkThreads, 0));
+  out.push_back(occupancy_of("v3_walk_kernel<kLocal>", v3_walk_kernel<WalkMode::kLocal, float>, kWalkThreads, 0));
+  out.push_back(occupancy_of("v3_walk_kernel<kForward>", v3_walk_kernel<WalkMode::kForward, float>, kWalkThreads, 0));
+  out.push_back(occupancy_of("v3_walk_kernel<kRederive>", v3_walk_kernel<WalkMode::kRederive, float>, kWalkThreads, 0));
   out.push_back(occupancy_of("v3_combine_kernel<forward>", v3_combine_kernel<false>, kCombineThreads, 0));
   out.push_back(occupancy_of("v3_combine_kernel<reverse>", v3_combine_kernel<true>, kCombineThreads, 0));
-  out.push_back(occupancy_of("v3_bwd_local_kernel", v3_bwd_local_kernel, kWalkThreads, 0));
+  out.push_back(occupancy_of("v3_bwd_local_kernel", v3_bwd_local_kernel<float>, kWalkThreads, 0));
+  // bf16 activations (the same kernels, half the activation bytes).
+  out.push_back(occupancy_of("v3_walk_kernel<kLocal, bf16>", v3_walk_kernel<WalkMode::kLocal, bf16>, kWalkThreads, 0));
+  out.push_back(occupancy_of("v3_walk_kernel<kForward, bf16>", v3_walk_kernel<WalkMode::kForward, bf16>, kWalkThreads, 0));
+  out.push_back(occupancy_of("v3_walk_kernel<kRederive, bf16>", v3_walk_kernel<WalkMode::kRederive, bf16>, kWalkThreads, 0));
+  out.push_back(occupancy_of("v3_bwd_local_kernel<bf16>", v3_bwd_local_kernel<bf16>, kWalkThreads, 0));
 }
 
 }  // namespace mg::cuda::v3

@@ -58,7 +58,7 @@ void selective_scan_step_forward(const ScanArgs<T, S>& a);
 
 }  // namespace cpu
 
-// ---- the CUDA twins (cuda/selective_scan/, docs/cuda_scan.md): f32 (v2 also bf16 activations),
+// ---- the CUDA twins (cuda/selective_scan/, docs/cuda_scan.md): f32 (v2, v3 also bf16 activations),
 // device pointers, enqueued on the backend's stream. Declared in every build; defined (and
 // callable) in a CUDA build.
 //   v1 (v1.cu): the teaching port of the CPU loop, one thread per (b, d).
@@ -86,6 +86,10 @@ void selective_scan_forward_v2(const ScanArgs<bf16, float>& a);
 void selective_scan_backward_v2(const ScanArgs<bf16, float>& a, const ScanGrads<bf16, float>& g);
 void selective_scan_forward_v3(const ScanArgs<float>& a);
 void selective_scan_backward_v3(const ScanArgs<float>& a, const ScanGrads<float>& g);
+// v3 with bf16 activations: the same contract as v2's bf16 overloads above (the same kernels as
+// the f32 v3, templates on the activation type). Compiled, not yet run on a GPU.
+void selective_scan_forward_v3(const ScanArgs<bf16, float>& a);
+void selective_scan_backward_v3(const ScanArgs<bf16, float>& a, const ScanGrads<bf16, float>& g);
 // One token (step.cu), the twin of cpu::selective_scan_step_forward: a.L == 1, a.h0 (may be
 // null) and a.h_last (required) the state before and after, possibly the same buffer.
 void selective_scan_step_forward(const ScanArgs<float>& a);
@@ -95,7 +99,7 @@ void selective_scan_step_forward(const ScanArgs<float>& a);
 // A forward kernel and the backward that reads what it saved.
 template <typename T, typename S = T>
 struct ScanKernelPair {
-  const char* name;  // "sequential", "fast", "fixed", "cuda v1", "cuda v2", "cuda v2 bf16"
+  const char* name;  // "sequential", "fast", "fixed", "cuda v1", "cuda v2", "cuda v2 bf16", ...
   ScanForwardFn<T, S>* forward;
   ScanBackwardFn<T, S>* backward;
   bool saves_chunk_states = true;  // false: the backward replays from h0 (the sequential spec)
@@ -108,7 +112,7 @@ struct ScanKernelPair {
 template <typename T>
 ScanKernelPair<T> choose_scan_kernel(Device device, int64_t N);
 // Mixed precision (every activation bf16): the kernel that reads and writes bf16 natively, if
-// there is one for `device` under the current settings (CUDA v2 in a CUDA build; the CPU's
+// there is one for `device` under the current settings (CUDA v2 or v3 in a CUDA build; the CPU's
 // sequential spec when settings().scan_kernel is sequential); nullopt
 // means the op widens the bf16 activations for choose_scan_kernel<float>'s kernel instead.
 // Defined next to choose_scan_kernel, which says why.

@@ -46,17 +46,18 @@ template ScanKernelPair<float> choose_scan_kernel<float>(Device, int64_t);
 template ScanKernelPair<double> choose_scan_kernel<double>(Device, int64_t);
 
 // Mixed precision (u, delta, B, C and z all bf16): a native bf16 kernel when there is one —
-// CUDA v2, the default CUDA scan and the training step's, which reads and writes the bf16
-// activations itself (half their bytes; docs/cuda_scan.md); and on the CPU the sequential spec
-// (settings().scan_kernel == sequential), the bf16 kernels' reference, so the op's native path
-// (its tape, dtypes and bf16 gradients) runs in the CPU tests too. Everything else widens the
-// bf16 activations into f32 temporaries for choose_scan_kernel<float>'s kernel
-// (run_scan_bf16): CUDA v1 (the teaching port) and v3 (not yet run on a GPU) have f32 kernels
-// only, and the CPU's fast kernels are f32/f64 (the CPU's bf16 is storage). Same numbers
+// CUDA v2 (the default CUDA scan and the training step's) and v3 (compiled, not yet run on a
+// GPU), which read and write the bf16 activations themselves (half their bytes;
+// docs/cuda_scan.md); and on the CPU the sequential spec (settings().scan_kernel ==
+// sequential), the bf16 kernels' reference, so the op's native path (its tape, dtypes and bf16
+// gradients) runs in the CPU tests too. Everything else widens the bf16 activations into f32
+// temporaries for choose_scan_kernel<float>'s kernel (run_scan_bf16): CUDA v1 (the teaching
+// port) has f32 kernels only, and the CPU's fast kernels are f32/f64 (the CPU's bf16 is
+// storage). Same numbers
 // either way up to f32 summation order: every kernel reads bf16 widened exactly, keeps the
 // state and sums in f32 and rounds each output once.
 std::optional<ScanKernelPair<bf16, float>> choose_scan_kernel_bf16(Device device, int64_t N) {
-  (void)N;  // v2 takes any N up to its limit (it checks)
+  (void)N;  // v2 and v3 take any N up to their limits (they check)
   if (device.is_cpu()) {
     if (settings().scan_kernel == ScanKernel::sequential)
       return ScanKernelPair<bf16, float>{"sequential bf16",
@@ -69,6 +70,9 @@ std::optional<ScanKernelPair<bf16, float>> choose_scan_kernel_bf16(Device device
   if (settings().cuda_scan == CudaScanVersion::v2)
     return ScanKernelPair<bf16, float>{"cuda v2 bf16", cuda::selective_scan_forward_v2,
                                        cuda::selective_scan_backward_v2};
+  if (settings().cuda_scan == CudaScanVersion::v3)
+    return ScanKernelPair<bf16, float>{"cuda v3 bf16", cuda::selective_scan_forward_v3,
+                                       cuda::selective_scan_backward_v3};
 #endif
   return std::nullopt;
 }
@@ -199,7 +203,7 @@ ScanResult run_scan(const std::vector<Tensor>& in, const Dims& s, bool delta_sof
 }
 
 // bf16 activations, f32 parameters and state, on the f32 kernels (where no native bf16 kernel
-// runs: the CPU, CUDA v1 and v3, activations mixing bf16 and f32): the activations are widened
+// runs: the CPU, CUDA v1, activations mixing bf16 and f32): the activations are widened
 // into temporaries for the forward kernel and again in the backward, so the tape keeps the
 // bf16 tensors and the f32 chunk states only (what a ScanArgs<bf16, float> kernel keeps); y
 // and the activations' gradients are rounded to bf16 once. The results are exactly those of
