@@ -7,7 +7,7 @@
 // The peer is the same model and step in PyTorch (tests/reference/train_step_peer_torch.py).
 //
 //   ./build/examples/bench_train [--config tiny|small|130m|all] [--repeats N] [--device cpu|cuda]
-//                                [--precision f32|tf32|bf16] [--json]
+//                                [--precision f32|tf32|bf16] [--cuda-scan v1|v2|v3] [--json]
 //
 // --precision sets Settings::precision (docs/mixed_precision.md). On the CPU, bf16 is the exact
 // emulation (widen, f32 kernel, round): slower than f32 there, it is the tests' reference.
@@ -30,6 +30,7 @@
 #include "examples/bench_util.h"
 #include "examples/cli.h"
 #include "examples/device_flag.h"
+#include "examples/cuda_scan_flag.h"
 #include "examples/precision_flag.h"
 #include "nn/mamba.h"
 #include "train/optimizer.h"
@@ -43,7 +44,7 @@ struct BenchConfig {
 };
 
 int main(int argc, char** argv) {
-  std::string which = "all", device = "cpu", precision = "f32";
+  std::string which = "all", device = "cpu", precision = "f32", cuda_scan = "v2";
   int64_t repeats = 10;
   bool json = false;
   examples::Cli cli("bench_train", "Times a full Mamba LM training step (forward, backward, AdamW).");
@@ -52,8 +53,10 @@ int main(int argc, char** argv) {
   cli.add("--device", &device, "where to run", {.choices = {"cpu", "cuda"}});
   cli.add("--json", &json, "one JSON object per line");
   examples::add_precision_flag(cli, &precision);
+  examples::add_cuda_scan_flag(cli, &cuda_scan);
   if (!cli.parse(argc, argv)) return cli.exit_code();
   examples::apply_precision(precision);
+  examples::apply_cuda_scan(cuda_scan);
   Device dev;
   try {  // no GPU (or no CUDA in this build): one clear error, now
     std::string gpu;

@@ -31,6 +31,7 @@
 #include "data/text_dataset.h"
 #include "examples/cli.h"
 #include "examples/device_flag.h"
+#include "examples/cuda_scan_flag.h"
 #include "examples/precision_flag.h"
 #include "examples/train_flags.h"
 #include "nn/sampling.h"
@@ -43,7 +44,7 @@ using namespace mg;
 
 int main(int argc, char** argv) {
   std::string data_path, run_dir = "runs/train_lm", resume, schedule = "cosine", device = "cpu";
-  std::string precision = "f32";
+  std::string precision = "f32", cuda_scan = "v2";
   std::string prompt = "The ";
   int64_t steps = 1500, batch = 16, seq_len = 128, d_model = 128, n_layer = 4, d_state = 16;
   int64_t warmup = 100, grad_accum = 1, eval_every = 250, eval_batches = 20, ckpt_every = 500;
@@ -80,6 +81,7 @@ int main(int argc, char** argv) {
   cli.add("--device", &device, "cuda: train on the GPU (sampling stays on the CPU)",
           {.choices = {"cpu", "cuda"}});
   examples::add_precision_flag(cli, &precision);
+  examples::add_cuda_scan_flag(cli, &cuda_scan);
   cli.section("evaluation, checkpoints, log");
   cli.add("--eval-every", &eval_every, "steps between validation runs (0: only at the end)", {.min = 0});
   cli.add("--eval-batches", &eval_batches, "validation batches (of --batch x ranks sequences) per evaluation (0: the whole split)", {.min = 0});
@@ -102,6 +104,7 @@ int main(int argc, char** argv) {
            "--resume latest. Exit status 1: an error (named on stderr); 2: a bad flag.");
   if (!cli.parse(argc, argv)) return cli.exit_code();
   examples::apply_precision(precision);
+  examples::apply_cuda_scan(cuda_scan);
   // Every flag is checked before any data is read or any work is done.
   if (!cli.given("--warmup")) warmup = std::min(warmup, steps / 10);  // short runs: --steps 50 works
   train::LrSchedule lr_schedule;
