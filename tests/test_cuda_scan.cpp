@@ -393,7 +393,7 @@ TEST_CASE("cuda selective_scan: v2 rejects a batch above the grid's 65535 rows, 
   CHECK_THROWS_WITH_AS(cuda::selective_scan_forward_v2(a), doctest::Contains("batch 65536"), Error);
 }
 
-TEST_CASE("cuda selective_scan: batch 0 gives zero parameter gradients; L 0 passes the state through") {
+TEST_CASE("cuda selective_scan: batch 0 gives zero parameter gradients; L 0 passes the state through; ED 0 zero dB, dC") {
   MG_SKIP_WITHOUT_GPU();
   for (auto v : kVersions) {
     const ScanKernelPair<float> k = kernels(kGpu, 4, v);
@@ -420,6 +420,18 @@ TEST_CASE("cuda selective_scan: batch 0 gives zero parameter gradients; L 0 pass
                .A = A.data<float>(), .Bm = nil, .C = nil, .h0 = h0.data<float>(), .y = out,
                .h_last = h_last.data<float>()});
     CHECK(sum(to(h_last, Device::cpu())).item() == doctest::Approx(0.5 * 2 * ED * N));
+    // ED = 0 (no channel): dB and dC are sums over no channel, zero; nothing is launched.
+    const int64_t B = 2, L = 5;
+    Tensor dB = Tensor::full({B, L, N}, 7.0, DType::f32, kGpu), dC = Tensor::full({B, L, N}, 7.0, DType::f32, kGpu);
+    Tensor Bm = Tensor::full({B, L, N}, 1.0, DType::f32, kGpu), A0 = Tensor::zeros({1}, DType::f32, kGpu);
+    const ScanArgs<float> e{.B = B, .L = L, .ED = 0, .N = N, .T = 64, .u = nil, .delta = nil,
+                            .A = A0.data<float>(), .Bm = Bm.data<float>(), .C = Bm.data<float>(),
+                            .y = out, .chunk_states = out};
+    k.forward(e);
+    k.backward(e, {.dy = nil, .du = out, .ddelta = out, .dA = out, .dB = dB.data<float>(),
+                   .dC = dC.data<float>()});
+    CHECK(sum(to(dB, Device::cpu())).item() == 0.0);  // was 7 everywhere
+    CHECK(sum(to(dC, Device::cpu())).item() == 0.0);
   }
 }
 

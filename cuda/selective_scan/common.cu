@@ -40,6 +40,10 @@ void copy_or_zero(float* dst, const float* src, int64_t n) {
     MG_CUDA_CHECK(cudaMemsetAsync(dst, 0, n * sizeof(float), cuda_stream()));
 }
 
+void zero_bytes(void* dst, int64_t bytes) {
+  if (dst && bytes > 0) MG_CUDA_CHECK(cudaMemsetAsync(dst, 0, size_t(bytes), cuda_stream()));
+}
+
 void reduce_param_partials(const float* dA_part, const float* dD_part, const float* dbias_part,
                            float* dA, float* dD, float* dbias, int64_t batch, int64_t ED,
                            int64_t N) {

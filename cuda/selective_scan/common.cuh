@@ -49,14 +49,22 @@ void reduce_param_partials(const float* dA_part, const float* dD_part, const flo
 // empty (the outputs are then written and there is nothing to launch). Act: the activations'
 // type (float or bf16); what is written here is all f32 (state and parameter gradients).
 void copy_or_zero(float* dst, const float* src, int64_t n);  // below
+// ED = 0 (no channel): nothing to compute (and a grid of 0 blocks is a launch error); dB and
+// dC, sums over no channel, are zero.
+void zero_bytes(void* dst, int64_t bytes);  // below
 template <typename Act>
 bool forward_if_empty(const ScanArgs<Act, float>& a) {
-  if (a.L != 0) return false;
+  if (a.L != 0 && a.ED != 0) return false;
   copy_or_zero(a.h_last, a.h0, a.B * a.ED * a.N);
   return true;
 }
 template <typename Act>
 bool backward_if_empty(const ScanArgs<Act, float>& a, const ScanGrads<Act, float>& g) {
+  if (a.B != 0 && a.L != 0 && a.ED == 0) {
+    if (g.dB) zero_bytes(g.dB, a.B * a.L * a.N * int64_t(sizeof(Act)));
+    if (g.dC) zero_bytes(g.dC, a.B * a.L * a.N * int64_t(sizeof(Act)));
+    return true;
+  }
   if (a.B != 0 && a.L != 0) return false;
   copy_or_zero(g.dA, nullptr, a.ED * a.N);
   copy_or_zero(g.dD, nullptr, a.ED);
