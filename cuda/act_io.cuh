@@ -26,6 +26,13 @@ __device__ __forceinline__ void st(__nv_bfloat16* p, int64_t i, float v) { p[i] 
 __device__ __forceinline__ void st(bf16* p, int64_t i, float v) {
   st(reinterpret_cast<__nv_bfloat16*>(p), i, v);
 }
+// Host side: a tensor's pointer as the kernels' type (mg::bf16 -> __nv_bfloat16; float stays).
+template <typename S> struct Dev { using type = S; };
+template <> struct Dev<bf16> { using type = __nv_bfloat16; };
+template <typename S> using dev_t = typename Dev<S>::type;
+template <typename S> const dev_t<S>* dev(const S* p) { return reinterpret_cast<const dev_t<S>*>(p); }
+template <typename S> dev_t<S>* dev(S* p) { return reinterpret_cast<dev_t<S>*>(p); }
+
 // Through the read-only data cache (__ldg): inputs a kernel never writes.
 __device__ __forceinline__ float ldg(const float* p, int64_t i) { return __ldg(p + i); }
 __device__ __forceinline__ float ldg(const bf16* p, int64_t i) {

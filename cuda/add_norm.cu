@@ -23,6 +23,7 @@
 #include <type_traits>
 
 #include "core/tensor.h"
+#include "cuda/act_io.cuh"
 #include "cuda/check.cuh"
 #include "cuda/norm_rows.cuh"
 #include "cuda/partial_sums.h"
@@ -32,18 +33,8 @@ namespace mg::cuda {
 
 namespace {
 
-// Loads and stores: f32 as is, bf16 widened / rounded to nearest even.
-__device__ __forceinline__ float ld(const float* p, int64_t i) { return p[i]; }
-__device__ __forceinline__ float ld(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
-__device__ __forceinline__ void st(float* p, int64_t i, float v) { p[i] = v; }
-__device__ __forceinline__ void st(__nv_bfloat16* p, int64_t i, float v) { p[i] = __float2bfloat16_rn(v); }
+// Loads and stores (ld, st) and dev(): cuda/act_io.cuh.
 
-// mg::bf16 (host storage type) -> the device type; float stays float.
-template <typename S> struct Dev { using type = S; };
-template <> struct Dev<bf16> { using type = __nv_bfloat16; };
-template <typename S> using dev_t = typename Dev<S>::type;
-template <typename S> const dev_t<S>* dev(const S* p) { return reinterpret_cast<const dev_t<S>*>(p); }
-template <typename S> dev_t<S>* dev(S* p) { return reinterpret_cast<dev_t<S>*>(p); }
 
 // s = residual + x (or x); r = 1/sqrt(mean(s^2) + eps); y = (s r) w.
 template <typename X, typename Y>

@@ -31,6 +31,7 @@
 #include <algorithm>
 
 #include "core/tensor.h"
+#include "cuda/act_io.cuh"
 #include "cuda/check.cuh"
 #include "cuda/partial_sums.h"
 #include "cuda/runtime.h"
@@ -39,14 +40,8 @@ namespace mg::cuda {
 
 namespace {
 
-// Activation loads and stores: f32 as is, bf16 widened / rounded to nearest even.
-__device__ __forceinline__ float ld(const float* p, int64_t i) { return p[i]; }
-__device__ __forceinline__ float ld(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
-__device__ __forceinline__ void st(float* p, int64_t i, float v) { p[i] = v; }
-__device__ __forceinline__ void st(__nv_bfloat16* p, int64_t i, float v) { p[i] = __float2bfloat16_rn(v); }
+// Activation loads and stores (ld, st) and dev(): cuda/act_io.cuh.
 
-const __nv_bfloat16* dev(const bf16* p) { return reinterpret_cast<const __nv_bfloat16*>(p); }
-__nv_bfloat16* dev(bf16* p) { return reinterpret_cast<__nv_bfloat16*>(p); }
 
 unsigned grid_for(int64_t n, int threads) {
   return (unsigned)std::max<int64_t>(1, std::min<int64_t>((n + threads - 1) / threads, 65535 * 16));

@@ -45,6 +45,7 @@
 
 #include "core/bf16.h"
 #include "core/error.h"
+#include "cuda/act_io.cuh"
 #include "cuda/check.cuh"
 #include "cuda/selective_scan/common.cuh"
 #include "ops/selective_scan/scan_args.h"
@@ -87,19 +88,8 @@ using WarpScan = cub::WarpScan<Affine>;
 __device__ __forceinline__ Affine shfl_affine(Affine v, int src) {
   return {__shfl_sync(0xffffffffu, v.a, src), __shfl_sync(0xffffffffu, v.b, src)};
 }
-// Activation loads and stores, the only place the activation type shows (the kernels are
-// templates on Act = float or mg::bf16, the bits of an __nv_bfloat16): f32 as is (the same
-// instructions as before the templates); bf16 widened exactly on load and rounded to nearest
-// even once on store. Everything in between (shared tiles, registers, sums) is f32.
-__device__ __forceinline__ float ld(const float* p, int64_t i) { return p[i]; }
-__device__ __forceinline__ float ld(const bf16* p, int64_t i) {
-  return __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(p)[i]);
-}
-__device__ __forceinline__ void st(float* p, int64_t i, float v) { p[i] = v; }
-__device__ __forceinline__ void st(bf16* p, int64_t i, float v) {
-  reinterpret_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v);
-}
-static_assert(sizeof(bf16) == sizeof(__nv_bfloat16), "bf16 layouts must match");
+// Activation loads and stores (ld, st): cuda/act_io.cuh, the only place the activation type
+// shows (the kernels are templates on Act = float or mg::bf16).
 
 // The position of lane l's item i inside a transposed tile row.
 __device__ __forceinline__ int slot(int lane, int i) { return lane * kPad + i; }

@@ -87,6 +87,7 @@
 
 #include "core/bf16.h"
 #include "core/tensor.h"
+#include "cuda/act_io.cuh"
 #include "cuda/check.cuh"
 #include "cuda/selective_scan/common.cuh"
 #include "cuda/selective_scan/v3.h"
@@ -148,19 +149,7 @@ __device__ __forceinline__ float warp_sum(float v) {
 // is (the same instructions as before the templates); bf16 widened exactly on load, rounded to
 // nearest even once on store. Everything in between (shared tiles, registers, every sum, the
 // scratch: dt, hloc/h_in, mloc/mend, sdt, partials) is f32.
-__device__ __forceinline__ float ldg(const float* p, int64_t i) { return __ldg(p + i); }
-__device__ __forceinline__ float ldg(const bf16* p, int64_t i) {
-  return __bfloat162float(__ldg(reinterpret_cast<const __nv_bfloat16*>(p) + i));
-}
-__device__ __forceinline__ float ld(const float* p, int64_t i) { return p[i]; }
-__device__ __forceinline__ float ld(const bf16* p, int64_t i) {
-  return __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(p)[i]);
-}
-__device__ __forceinline__ void st(float* p, int64_t i, float v) { p[i] = v; }
-__device__ __forceinline__ void st(bf16* p, int64_t i, float v) {
-  reinterpret_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v);
-}
-static_assert(sizeof(bf16) == sizeof(__nv_bfloat16), "bf16 layouts must match");
+// They are ld, st and ldg of cuda/act_io.cuh.
 
 // Rows [t0, t0 + nrows) x states [n0, n0 + kNG) of B or C (B, L, N) -> s[tt * kNG + j]
 // (0 past nrows or N), by a block of kWalkThreads threads. Row-major: with N = 16 the block
